@@ -1,0 +1,3 @@
+from kbsync.cli.main import main
+
+main()

@@ -1,0 +1,34 @@
+"""`kbsync status`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from kbsync.cli.app import App
+from kbsync.cli.main import cli
+from kbsync.store.status import status as read_status
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys documented in README).")
+@click.pass_obj
+def status(app: App, as_json: bool) -> None:
+    """Schema version, queue counts by state, current model version, last run.
+
+    Example: kbsync status --json
+    """
+    data = read_status(app.database())
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    click.echo(f"kbsync {data['kbsync_version']}  database {data['database']}")
+    click.echo(f"schema      {data['schema']['current']} (head {data['schema']['head']})")
+    click.echo(f"kb facts    {data['kb_facts']}")
+    click.echo("queue       " + "  ".join(f"{k}={v}" for k, v in data["queue"].items()))
+    click.echo("batches     " + "  ".join(f"{k}={v}" for k, v in data["batches"].items()))
+    v = data["current_model_version"]
+    click.echo("model       " + ("base (no edits applied)" if v is None else f"version {v['id']} = base + batches {v['batch_ids']}"))
+    r = data["last_run"]
+    click.echo("last run    " + ("never" if r is None else f"{r['kind']} at {r['at']} ({'ok' if r['ok'] else 'FAILED'})"))

@@ -1,0 +1,294 @@
+"""Typed, layered configuration: defaults → `kbsync.toml` → `KBSYNC_<SECTION>__<KEY>` → flags.
+
+Every setting has a default and a help line (the Field description); `tests/test_docs.py`
+checks that each one is documented in README.md. A bad file gives one line per problem,
+naming the key and what is expected (ConfigError, exit code 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kbsync.errors import ConfigError
+
+ENV_PREFIX = "KBSYNC_"
+CONFIG_ENV = "KBSYNC_CONFIG"
+DEFAULT_CONFIG_FILE = "kbsync.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StateSettings(Section):
+    dir: Path = Field(
+        Path(".kbsync"),
+        description="State directory: the SQLite database, deltas, model versions and caches. "
+        "Relative paths are taken from the working directory; under systemd, $STATE_DIRECTORY.",
+    )
+    keep_versions: int = Field(
+        3, ge=1, description="How many materialised model versions to keep on disk (deltas are never pruned)."
+    )
+
+
+class DatabaseSettings(Section):
+    url: str = Field(
+        "",
+        description="SQLAlchemy URL. Empty: SQLite at <state.dir>/kbsync.db. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/db.",
+    )
+    busy_timeout_s: float = Field(30.0, gt=0, description="How long SQLite waits for a lock before giving up.")
+
+
+class ModelSettings(Section):
+    path: str = Field(
+        "builtin:smollm2-135m",
+        description="The base model: builtin:smollm2-135m, a local HF directory, a .gguf file, or a hub id (online only).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; auto = float32 on CPU, bfloat16 on CUDA."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
+    block: str = Field("", description="Override: transformer block module name template, e.g. model.layers.{}.")
+    mlp_out: str = Field("", description="Override: edited MLP output projection template, e.g. model.layers.{}.mlp.down_proj.")
+    final_norm: str = Field("", description="Override: final norm module name, e.g. model.norm.")
+    unembed: str = Field("", description="Override: unembedding module name, e.g. lm_head.")
+    embed: str = Field("", description="Override: token embedding module name, e.g. model.embed_tokens.")
+
+
+class KbSettings(Section):
+    source: Literal["rdf", "sparql"] = Field("rdf", description="Where facts come from: local RDF files or a SPARQL endpoint.")
+    files: list[str] = Field(
+        default_factory=lambda: ["builtin:demo"],
+        description="RDF files (Turtle, N-Triples, RDF/XML, JSON-LD, .gz) for source = rdf; builtin:demo is the shipped demo KB.",
+    )
+    endpoint: str = Field("https://query.wikidata.org/sparql", description="SPARQL endpoint URL for source = sparql.")
+    user_agent: str = Field(
+        "kbsync/0.1 (https://example.org/kbsync; ops@example.org)",
+        description="User-Agent sent to the endpoint; Wikidata asks for a contact address.",
+    )
+    subjects: list[str] = Field(
+        default_factory=list,
+        description="Entity ids to read (Q142, ...), or one selector: a relation id (every item with it) "
+        "or a SPARQL WHERE fragment binding ?item. Empty: every subject in the RDF files.",
+    )
+    language: str = Field("en", description="Language of labels and aliases.")
+    mode: Literal["truthy", "statements"] = Field(
+        "truthy", description="truthy: wdt: values (best rank); statements: p:/ps: with ranks, deprecated dropped."
+    )
+    timeout_s: float = Field(60.0, gt=0, description="Per-query timeout for the SPARQL endpoint.")
+    max_attempts: int = Field(5, ge=1, description="Attempts per SPARQL query (429/503 honour Retry-After, else back-off).")
+    page_size: int = Field(200, ge=1, description="Subjects per SPARQL query (VALUES paging).")
+    overlap_s: int = Field(600, ge=0, description="Overlap window for incremental reads by schema:dateModified.")
+
+
+class RelationsSettings(Section):
+    catalogue: str = Field("", description="Extra relation catalogue (TOML) that adds or overrides shipped entries.")
+    enabled: list[str] = Field(default_factory=list, description="Relation ids to sync; empty: every catalogue relation.")
+
+
+class ProbeSettings(Section):
+    batch_size: int = Field(32, ge=1, description="Prompts per probe batch (halved automatically on out-of-memory).")
+    max_new_tokens: int = Field(8, ge=1, description="Tokens of the model's greedy answer.")
+    sample_unchanged: int = Field(
+        50, ge=0, description="Unchanged facts re-probed per diff run (a rotating sample); --full probes all."
+    )
+
+
+class EditingSettings(Section):
+    algorithm: Literal["memit", "alphaedit"] = Field("memit", description="Mass-editing algorithm.")
+    layers: list[int] = Field(default_factory=list, description="Edited layers; empty: the measured default for the model family.")
+    batch_size: int = Field(50, ge=1, description="Edits per MEMIT batch in apply.")
+    v_steps: int = Field(0, ge=0, description="Adam steps for target vectors; 0: the family default.")
+    v_lr: float = Field(0.0, ge=0, description="Adam learning rate for target vectors; 0: the family default.")
+    cov_lambda: float = Field(0.0, ge=0, description="Covariance weight λ; 0: the family default.")
+    cov_samples: int = Field(0, ge=0, description="Corpus samples for the key second moments; 0: the default.")
+    corpus: str = Field(
+        "model-samples",
+        description="Corpus for key statistics: model-samples (text the model writes, offline), "
+        "a .txt/.jsonl path, or hf:<dataset> (online only).",
+    )
+    retry_smaller: bool = Field(True, description="Retry a failed batch's edits in halves before marking them failed.")
+    lease_s: int = Field(3600, ge=10, description="Lease of a claimed request; the reaper returns expired ones to pending.")
+
+
+class VerifySettings(Section):
+    min_efficacy: float = Field(0.9, ge=0, le=1, description="Share of a batch's edits whose new target must beat the old answer.")
+    min_paraphrase: float = Field(0.5, ge=0, le=1, description="Share of paraphrase prompts that must prefer the new target.")
+    min_specificity: float = Field(0.8, ge=0, le=1, description="Share of neighbour facts that must keep their answer.")
+    neighbours: int = Field(5, ge=0, description="Neighbour facts checked per edit (same relation, answered right).")
+
+
+class ScheduleSettings(Section):
+    cron: str = Field("0 3 * * *", description="When the daemon runs a tick (crontab syntax, five fields).")
+    timezone: str = Field("UTC", description="Time zone of the cron expression.")
+    misfire_grace_s: int = Field(3600, ge=1, description="How late a missed tick may still run.")
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError("a crontab expression of five fields, e.g. '0 3 * * *'")
+        return v
+
+
+class MetricsSettings(Section):
+    enabled: bool = Field(False, description="Serve Prometheus metrics from the daemon.")
+    bind: str = Field("127.0.0.1:9464", description="host:port of the metrics endpoint.")
+
+
+class LoggingSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a terminal, JSON lines otherwise."
+    )
+
+
+class Settings(Section):
+    state: StateSettings = Field(default_factory=StateSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    kb: KbSettings = Field(default_factory=KbSettings)
+    relations: RelationsSettings = Field(default_factory=RelationsSettings)
+    probe: ProbeSettings = Field(default_factory=ProbeSettings)
+    editing: EditingSettings = Field(default_factory=EditingSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    # Filled in by load_settings, not by users.
+    source_file: Path | None = Field(None, exclude=True, description="The file these settings came from.")
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state.dir
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.state.dir / 'kbsync.db'}"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, with passwords in URLs masked."""
+        data = json.loads(self.model_dump_json(exclude={"source_file"}))
+        data["database"]["url"] = mask_url(self.database_url)
+        return data
+
+    def hash(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.model_dump_json(exclude={"source_file"}).encode()).hexdigest()[:16]
+
+
+def mask_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def iter_settings() -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, help) for every setting: the source of the reference docs."""
+    rows = []
+    for section, field in Settings.model_fields.items():
+        if section == "source_file":
+            continue
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, Section)
+        for key, f in model.model_fields.items():
+            default = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
+            rows.append((section, key, default, f.description or ""))
+    return rows
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == CONFIG_ENV:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        out.setdefault(section, {})[key] = _parse_env_value(value)
+    return out
+
+
+def _parse_env_value(value: str) -> Any:
+    """Lists and numbers may be given as TOML/JSON literals (`["a","b"]`, `3`); else a string."""
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _problems(exc: ValidationError, origin: str) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting (see `kbsync config show` for the valid keys)"
+        elif err["type"] == "literal_error":
+            msg = "expected " + err["ctx"]["expected"]
+        lines.append(f"{origin}: [{key}] {msg} (got {err.get('input')!r})")
+    return lines
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, environ: dict[str, str]) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass an existing file to --config")
+        return path
+    if environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV}={path} names no file; fix or unset it")
+        return path
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Settings:
+    """Defaults, then the TOML file, then KBSYNC_<SECTION>__<KEY> variables, then `overrides`."""
+    environ = dict(os.environ if environ is None else environ)
+    file = find_config_file(path, environ)
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if file is not None:
+        origin = str(file)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax") from exc
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read it ({exc.strerror})") from exc
+    env = _env_overrides(environ)
+    if env:
+        origin += " + environment"
+    data = _merge(_merge(data, env), overrides or {})
+    if "dir" not in data.get("state", {}) and environ.get("STATE_DIRECTORY"):
+        data.setdefault("state", {})["dir"] = environ["STATE_DIRECTORY"].split(":")[0]
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_problems(exc, origin))) from exc
+    settings.source_file = file
+    return settings
+

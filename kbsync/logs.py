@@ -1,0 +1,51 @@
+"""structlog set-up: JSON lines when stdout is not a terminal, console output when it is.
+
+Every line of a run carries its `run_id` (bound once in `configure_logging`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", run_id: str | None = None) -> str:
+    """Set up structlog for this process; returns the run id bound to every line."""
+    run_id = run_id or new_run_id()
+    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer: structlog.types.Processor = (
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if use_console
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
+    structlog.reset_defaults()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(run_id=run_id)
+    # Libraries that use stdlib logging (alembic, transformers) stay quiet unless asked.
+    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s")
+    return run_id
+
+
+def get_logger(name: str = "kbsync") -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)

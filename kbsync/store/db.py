@@ -1,0 +1,158 @@
+"""Opening the database: engine, sessions, and the migration gate.
+
+Every command except `kbsync db upgrade` calls `open_database(..., require_current=True)`,
+which refuses a database behind its migrations with SchemaOutOfDateError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from kbsync.errors import DatabaseError, SchemaOutOfDateError, StateError
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: `migrations/` in a checkout, `kbsync/migrations` in a wheel."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "migrations", here.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise StateError("the Alembic migrations are missing from this installation; reinstall kbsync")
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def make_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(f"database url {url!r} is not a SQLAlchemy URL; fix [database] url") from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise DatabaseError(
+                f"the database directory {folder} does not exist; create it or fix [database] url / [state] dir"
+            )
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as exc:
+        raise DatabaseError(f"cannot use database url {url!r}: {exc}; install its driver or fix the url") from exc
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot open the database: {_first_line(exc)}; check [database] url") from exc
+
+
+def upgrade(url: str, revision: str = "head") -> tuple[str | None, str]:
+    """Apply migrations; returns (revision before, revision after)."""
+    engine = make_engine(url)
+    before = current_revision(engine)
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"migration failed: {_first_line(exc)}") from exc
+    after = current_revision(engine)
+    engine.dispose()
+    return before, after or ""
+
+
+class Database:
+    """An engine plus a session factory, for one database URL."""
+
+    def __init__(self, url: str, busy_timeout_s: float = 30.0) -> None:
+        self.url = url
+        self.engine = make_engine(url, busy_timeout_s)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def check_current(self) -> str:
+        have, want = current_revision(self.engine), head_revision()
+        if have != want:
+            state = "empty" if have is None else f"at {have}"
+            raise SchemaOutOfDateError(
+                f"the database is {state}, behind its migrations (head {want}); run `kbsync db upgrade`"
+            )
+        return have
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any error."""
+        with self.sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except OperationalError as exc:
+                session.rollback()
+                if "locked" in str(exc).lower():
+                    raise DatabaseError(
+                        "the database is locked by another kbsync process; wait for it or raise [database] busy_timeout_s"
+                    ) from exc
+                raise DatabaseError(f"database error: {_first_line(exc)}") from exc
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(url: str, busy_timeout_s: float = 30.0, require_current: bool = True) -> Database:
+    parsed = make_url(url) if "://" in url else None
+    if require_current and parsed is not None and parsed.get_backend_name() == "sqlite":
+        if parsed.database not in (None, "", ":memory:") and not Path(parsed.database).exists():
+            # Do not leave an empty file behind: connecting would create one.
+            raise SchemaOutOfDateError(f"there is no database at {parsed.database} yet; run `kbsync db upgrade`")
+    db = Database(url, busy_timeout_s)
+    if require_current:
+        db.check_current()
+    return db
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__

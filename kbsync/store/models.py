@@ -1,0 +1,244 @@
+"""SQLAlchemy 2.x models of DESIGN.md §5. Alembic's migrations create exactly this schema
+(`tests/store/test_migrations.py` checks there is no autogenerate diff).
+
+Constraints live in the schema: allowed states (CHECK), one open request per
+(subject, relation, target) (a partial unique index), foreign keys.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from kbsync.store.states import BatchState, RequestState, sql_in
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class KbFact(Base):
+    """The last complete read of one (subject, relation) from the KB."""
+
+    __tablename__ = "kb_facts"
+    __table_args__ = (UniqueConstraint("subject", "relation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    relation: Mapped[str] = mapped_column(String(32))
+    subject_label: Mapped[str] = mapped_column(Text)
+    objects: Mapped[list[Any]] = mapped_column(JSON)          # acceptable object ids
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON)      # {subject_aliases, object_labels, object_aliases}
+    content_hash: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[str | None] = mapped_column(String(64))
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_changed: Mapped[datetime] = mapped_column(default=utcnow)
+    last_probed: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ModelVersion(Base):
+    """A materialised model: base ⊕ the listed active deltas, in order."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_key: Mapped[str] = mapped_column(String(128), index=True)   # identity of the base model
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    batch_ids: Mapped[list[Any]] = mapped_column(JSON)                # active batches, in order
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)      # HF directory; NULL once pruned
+    is_current: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+    __table_args__ = (CheckConstraint(f"state IN ({sql_in(BatchState)})", name="state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_key: Mapped[str] = mapped_column(String(128), index=True)
+    state: Mapped[str] = mapped_column(String(16), default=BatchState.RUNNING.value)
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    algorithm: Mapped[str] = mapped_column(String(32))
+    hparams: Mapped[dict[str, Any]] = mapped_column(JSON)
+    n_edits: Mapped[int] = mapped_column(Integer)
+    version_before_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    version_after_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    delta_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delta_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    delta_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    delta_shapes: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    worker: Mapped[str] = mapped_column(String(128), default="")
+    run_id: Mapped[str] = mapped_column(String(32), default="")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class EditRequestRow(Base):
+    """One queued (subject, relation, target_new) edit and where it stands."""
+
+    __tablename__ = "edit_requests"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({sql_in(RequestState)})", name="state"),
+        Index(
+            "uq_edit_requests_open",
+            "subject",
+            "relation",
+            "target_new",
+            unique=True,
+            sqlite_where=text("state IN ('pending', 'claimed')"),
+            postgresql_where=text("state IN ('pending', 'claimed')"),
+        ),
+        Index("ix_edit_requests_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    relation: Mapped[str] = mapped_column(String(32))
+    subject_label: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text)                  # with "{}" for the subject
+    target_new: Mapped[str] = mapped_column(Text)              # the KB's label
+    target_new_id: Mapped[str] = mapped_column(String(64))     # the KB's object id
+    target_old: Mapped[str] = mapped_column(Text)              # the model's answer when queued
+    acceptable: Mapped[list[Any]] = mapped_column(JSON)        # labels + aliases of acceptable objects
+    paraphrases: Mapped[list[Any]] = mapped_column(JSON)       # prompts with "{}"
+    kb_revision: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=RequestState.PENDING.value)
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    state_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    superseded_by: Mapped[int | None] = mapped_column(ForeignKey("edit_requests.id"), nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RequestTransition(Base):
+    """Append-only: every state change of an edit request, with its reason."""
+
+    __tablename__ = "request_transitions"
+    __table_args__ = (
+        CheckConstraint(f"to_state IN ({sql_in(RequestState)})", name="to_state"),
+        Index("ix_request_transitions_request_id", "request_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("edit_requests.id"))
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    run_id: Mapped[str] = mapped_column(String(32), default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Probe(Base):
+    """The model's answer to one fact's prompt at one moment."""
+
+    __tablename__ = "probes"
+    __table_args__ = (Index("ix_probes_subject_relation", "subject", "relation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(64))
+    relation: Mapped[str] = mapped_column(String(32))
+    prompt: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    agrees: Mapped[bool] = mapped_column(Boolean)
+    kb_logprob: Mapped[float] = mapped_column(Float)
+    answer_logprob: Mapped[float] = mapped_column(Float)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    probed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EditCheck(Base):
+    """One verification check of one edit: efficacy, accuracy, paraphrase or neighbour."""
+
+    __tablename__ = "edit_checks"
+    __table_args__ = (
+        CheckConstraint("kind IN ('efficacy', 'efficacy_acc', 'paraphrase', 'neighbour')", name="kind"),
+        Index("ix_edit_checks_request_id", "request_id"),
+        Index("ix_edit_checks_batch_id", "batch_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    request_id: Mapped[int] = mapped_column(ForeignKey("edit_requests.id"))
+    phase: Mapped[str] = mapped_column(String(16))     # apply | verify | rollback
+    kind: Mapped[str] = mapped_column(String(16))
+    prompt: Mapped[str] = mapped_column(Text)
+    expected: Mapped[str] = mapped_column(Text)        # the answer that must win
+    rival: Mapped[str] = mapped_column(Text)           # the answer it must beat
+    logprob_expected: Mapped[float] = mapped_column(Float)
+    logprob_rival: Mapped[float] = mapped_column(Float)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    run_id: Mapped[str] = mapped_column(String(32), default="")
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Event(Base):
+    """Append-only audit log: who/what/when, host, kbsync version, config hash."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(48), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    kbsync_version: Mapped[str] = mapped_column(String(32))
+    config_hash: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[str] = mapped_column(String(32))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    ok: Mapped[bool] = mapped_column(Boolean, default=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SyncState(Base):
+    """Small key/value facts about syncing (last complete read per source, rotating offset)."""
+
+    __tablename__ = "sync_state"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,60 @@
+"""`kbsync status` as data: a stable JSON object (its keys are documented in README.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from kbsync import __version__
+from kbsync.config import mask_url
+from kbsync.store.db import Database, current_revision, head_revision
+from kbsync.store.models import Batch, EditRequestRow, Event, KbFact, ModelVersion
+from kbsync.store.states import BatchState, RequestState
+
+RUN_KINDS = ("diff", "apply", "rollback", "verify", "tick")
+
+
+def status(db: Database) -> dict[str, Any]:
+    schema: dict[str, Any] = {"current": current_revision(db.engine), "head": head_revision()}
+    schema["up_to_date"] = schema["current"] == schema["head"]
+    with db.session() as s:
+        queue = {state.value: 0 for state in RequestState}
+        for state, count in s.execute(select(EditRequestRow.state, func.count()).group_by(EditRequestRow.state)):
+            queue[state] = count
+        batches = {state.value: 0 for state in BatchState}
+        for state, count in s.execute(select(Batch.state, func.count()).group_by(Batch.state)):
+            batches[state] = count
+        version = s.scalars(select(ModelVersion).where(ModelVersion.is_current)).first()
+        last_run = s.scalars(select(Event).where(Event.kind.in_(RUN_KINDS)).order_by(Event.id.desc())).first()
+        last_tick = s.scalars(select(Event).where(Event.kind == "tick").order_by(Event.id.desc())).first()
+        last_ok_tick = s.scalars(
+            select(Event).where(Event.kind == "tick", Event.ok).order_by(Event.id.desc())
+        ).first()
+        facts = s.scalar(select(func.count()).select_from(KbFact)) or 0
+    return {
+        "kbsync_version": __version__,
+        "database": mask_url(db.url),
+        "schema": schema,
+        "kb_facts": facts,
+        "queue": queue,
+        "batches": batches,
+        "current_model_version": None
+        if version is None
+        else {
+            "id": version.id,
+            "batch_ids": version.batch_ids,
+            "weights_sha256": version.weights_sha256,
+            "path": version.path,
+            "created_at": version.created_at.isoformat(),
+        },
+        "last_run": _event(last_run),
+        "last_tick": _event(last_tick),
+        "last_successful_tick_at": last_ok_tick.at.isoformat() if last_ok_tick else None,
+    }
+
+
+def _event(event: Event | None) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    return {"kind": event.kind, "at": event.at.isoformat(), "ok": event.ok, "run_id": event.run_id}

@@ -1,0 +1,40 @@
+"""Audit views: the questions users ask of the audit trail, as SQL both databases run.
+
+The migrations create them from these strings; `kbsync audit` and README's examples read them.
+"""
+
+from __future__ import annotations
+
+VIEWS: dict[str, str] = {
+    # Every state change of every request, newest last: "what happened to this fact?"
+    "v_fact_history": """
+        SELECT t.id AS transition_id, r.subject, r.relation, r.subject_label, r.id AS request_id,
+               r.target_old, r.target_new, t.from_state, t.to_state, t.reason,
+               t.batch_id, t.at
+        FROM request_transitions t JOIN edit_requests r ON r.id = t.request_id
+    """,
+    # One row per edit of a batch: "what did batch N change?"
+    "v_batch_changes": """
+        SELECT b.id AS batch_id, b.state AS batch_state, b.algorithm, b.started_at, b.finished_at,
+               r.id AS request_id, r.subject, r.subject_label, r.relation,
+               r.target_old, r.target_new, r.state AS request_state,
+               b.version_before_id, b.version_after_id, b.delta_sha256
+        FROM batches b JOIN edit_requests r ON r.batch_id = b.id
+    """,
+    # Failed requests with the reason and their failing checks: "what failed and why?"
+    "v_failed_edits": """
+        SELECT r.id AS request_id, r.subject, r.subject_label, r.relation, r.target_new,
+               r.target_old, r.state_reason AS reason, r.batch_id, r.state_changed_at AS failed_at,
+               (SELECT COUNT(*) FROM edit_checks c
+                 WHERE c.request_id = r.id AND c.batch_id = r.batch_id AND NOT c.passed) AS failed_checks
+        FROM edit_requests r WHERE r.state = 'failed'
+    """,
+}
+
+
+def create_statements() -> list[str]:
+    return [f"CREATE VIEW {name} AS {sql.strip()}" for name, sql in VIEWS.items()]
+
+
+def drop_statements() -> list[str]:
+    return [f"DROP VIEW IF EXISTS {name}" for name in VIEWS]
