@@ -1,0 +1,158 @@
+"""Architecture adapters: where a model family keeps the modules that MEMIT reads and edits.
+
+The architecture is data: module names are templates such as ``"model.layers.{}.mlp.down_proj"``
+(baukit/ROME style), so a new family is one table entry, and a config can override any name.
+The edited matrix W of layer l is the MLP output projection; ``as_matrix`` gives it as
+(d_out, d_in) whatever the storage layout (GPT-2's Conv1D stores (d_in, d_out)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+from kbsync.errors import ModelError
+
+OVERRIDE_KEYS = ("block", "mlp_out", "final_norm", "unembed", "embed", "layers")
+
+
+@dataclass(frozen=True)
+class ArchitectureAdapter:
+    family: str  # "llama" (also Mistral, Qwen2, SmolLM), "gpt2", "gptj", "gpt_neox"
+    block: str  # "model.layers.{}"               transformer block l
+    mlp_out: str  # "model.layers.{}.mlp.down_proj"  the edited module; its weight is W
+    final_norm: str  # "model.norm"
+    unembed: str  # "lm_head"
+    embed: str  # "model.embed_tokens"
+    conv1d: bool  # True for GPT-2's Conv1D: weight stored (d_in, d_out)
+    n_layers: int
+    default_layers: tuple[int, ...] = field(default=())
+
+    def module(self, model: torch.nn.Module, template: str, layer: int | None = None) -> torch.nn.Module:
+        name = template.format(layer) if layer is not None else template
+        try:
+            return model.get_submodule(name)
+        except AttributeError as exc:
+            raise ModelError(
+                f"the model has no module {name!r}; set the [model] keys "
+                f"{', '.join(OVERRIDE_KEYS)} in the config to this model's module names"
+            ) from exc
+
+    def mlp_out_name(self, layer: int) -> str:
+        return self.mlp_out.format(layer)
+
+    def weight_name(self, layer: int) -> str:
+        return f"{self.mlp_out_name(layer)}.weight"
+
+    def edit_weight(self, model: torch.nn.Module, layer: int) -> torch.nn.Parameter:
+        weight = self.module(model, self.mlp_out, layer).weight
+        assert isinstance(weight, torch.nn.Parameter), type(weight)
+        return weight
+
+    def as_matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.T if self.conv1d else weight  # (d_out, d_in), a view
+
+    def from_matrix(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.T if self.conv1d else delta  # (d_out, d_in) -> storage layout
+
+
+# family -> (block, mlp_out, final_norm, unembed, embed,
+#            reference layers from the public MEMIT configs, depth of that reference model)
+_FAMILIES: dict[str, tuple[str, str, str, str, str, tuple[int, int], int]] = {
+    # Llama-2/3-7B/8B MEMIT/AlphaEdit configs: layers 4-8 of 32
+    "llama": ("model.layers.{}", "model.layers.{}.mlp.down_proj", "model.norm", "lm_head",
+              "model.embed_tokens", (4, 8), 32),
+    # GPT-2 XL: layers 13-17 of 48
+    "gpt2": ("transformer.h.{}", "transformer.h.{}.mlp.c_proj", "transformer.ln_f", "lm_head",
+             "transformer.wte", (13, 17), 48),
+    # GPT-J-6B: layers 3-8 of 28
+    "gptj": ("transformer.h.{}", "transformer.h.{}.mlp.fc_out", "transformer.ln_f", "lm_head",
+             "transformer.wte", (3, 8), 28),
+    # GPT-NeoX-20B: layers 6-10 of 44 (the head is "lm_head" from transformers 5 on)
+    "gpt_neox": ("gpt_neox.layers.{}", "gpt_neox.layers.{}.mlp.dense_4h_to_h",
+                 "gpt_neox.final_layer_norm", "embed_out", "gpt_neox.embed_in", (6, 10), 44),
+}
+
+# config.model_type -> family
+_MODEL_TYPES = {
+    "llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama",
+    "gemma": "llama", "gemma2": "llama", "olmo": "llama", "olmo2": "llama",
+    "gpt2": "gpt2", "gptj": "gptj", "gpt_neox": "gpt_neox",
+}
+
+
+def scaled_layers(reference: tuple[int, int], reference_depth: int, n_layers: int) -> tuple[int, ...]:
+    """The reference layer range at the same relative depth in a model with n_layers blocks."""
+    first = min(round(reference[0] * n_layers / reference_depth), n_layers - 1)
+    last = min(max(round(reference[1] * n_layers / reference_depth), first), n_layers - 1)
+    return tuple(range(first, last + 1))
+
+
+def _n_layers(config: Any) -> int | None:
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _name_of(model: torch.nn.Module, target: torch.nn.Module | None) -> str | None:
+    return next((name for name, m in model.named_modules() if m is target), None)
+
+
+def adapter_for(model: torch.nn.Module, overrides: dict | None = None) -> ArchitectureAdapter:
+    """The adapter for ``model``, from ``config.model_type`` plus any overrides.
+
+    ``overrides`` may set any field; the config's [model] keys block / mlp_out / final_norm /
+    unembed / embed / layers arrive here. Unknown architectures need all five module names.
+    """
+    overrides = dict(overrides or {})
+    if "layers" in overrides:
+        overrides["default_layers"] = tuple(int(x) for x in overrides.pop("layers"))
+    unknown = set(overrides) - {f.name for f in fields(ArchitectureAdapter)}
+    if unknown:
+        raise ModelError(f"unknown model adapter keys {sorted(unknown)}; use {', '.join(OVERRIDE_KEYS)}")
+
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None) or "unknown"
+    family = _MODEL_TYPES.get(model_type)
+    n_layers = overrides.get("n_layers") or _n_layers(config)
+    if n_layers is None:
+        raise ModelError(f"cannot tell how many layers the {model_type!r} model has; set n_layers")
+
+    if family is not None:
+        block, mlp_out, final_norm, unembed, embed, ref, ref_depth = _FAMILIES[family]
+        base: dict[str, Any] = dict(family=family, block=block, mlp_out=mlp_out, final_norm=final_norm,
+                    unembed=unembed, embed=embed, n_layers=n_layers,
+                    default_layers=scaled_layers(ref, ref_depth, n_layers))
+    else:
+        missing = [k for k in ("block", "mlp_out", "final_norm", "unembed", "embed") if k not in overrides]
+        if missing:
+            raise ModelError(
+                f"unknown model architecture {model_type!r}; set the [model] keys "
+                f"{', '.join(OVERRIDE_KEYS)} in the config (missing: {', '.join(missing)})"
+            )
+        base = dict(family=model_type, n_layers=n_layers,
+                    default_layers=scaled_layers((4, 8), 32, n_layers))
+    # transformers renames heads between versions (GPT-NeoX embed_out -> lm_head): ask the model.
+    for key, getter in (("embed", "get_input_embeddings"), ("unembed", "get_output_embeddings")):
+        found = _name_of(model, getattr(model, getter, lambda: None)())
+        if found and key not in overrides:
+            base[key] = found
+    base.update(overrides)
+    probe = ArchitectureAdapter(conv1d=False, **{k: v for k, v in base.items() if k != "conv1d"})
+    # Storage layout comes from the module itself, so overridden names stay correct.
+    out = probe.module(model, probe.mlp_out, 0)
+    conv1d = base.get("conv1d", type(out).__name__ == "Conv1D")
+    adapter = replace(probe, conv1d=bool(conv1d))
+
+    bad = [x for x in adapter.default_layers if not 0 <= x < n_layers]
+    if not adapter.default_layers or bad:
+        raise ModelError(f"edit layers {list(adapter.default_layers)} are not within the model's "
+                         f"{n_layers} layers; set [model] layers to indices 0..{n_layers - 1}")
+    adapter.module(model, adapter.block, n_layers - 1)
+    for name in (adapter.final_norm, adapter.unembed, adapter.embed):
+        adapter.module(model, name)
+    return adapter

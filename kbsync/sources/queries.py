@@ -1,0 +1,113 @@
+"""The SPARQL text every reader runs: rdflib and pyoxigraph in process, or an endpoint over HTTP.
+
+Standard SPARQL 1.1 only (no wikibase:label service), so Wikidata, Oxigraph and rdflib
+answer the same text the same way. Four queries:
+
+1. ``subjects_query``  the subjects a read covers (ids / selector / all), optionally only
+                       those whose schema:dateModified >= a cut-off; paged by LIMIT/OFFSET.
+2. ``truthy_query``    ?item ?prop ?value from ``wdt:`` triples for a page of subjects.
+3. ``statements_query`` ?item ?prop ?value ?rank from ``p:``/``ps:`` statements (ranks
+                       resolved in Python, the same for every reader).
+4. ``entities_query``  labels, aliases (one language) and dateModified of a page of entities.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from kbsync.errors import ConfigError
+
+WD = "http://www.wikidata.org/entity/"
+WDT = "http://www.wikidata.org/prop/direct/"
+P = "http://www.wikidata.org/prop/"
+PS = "http://www.wikidata.org/prop/statement/"
+WIKIBASE = "http://wikiba.se/ontology#"
+RANKS = {WIKIBASE + "PreferredRank": 2, WIKIBASE + "NormalRank": 1, WIKIBASE + "DeprecatedRank": 0}
+
+PREFIXES = f"""\
+PREFIX wd: <{WD}>
+PREFIX wdt: <{WDT}>
+PREFIX p: <{P}>
+PREFIX ps: <{PS}>
+PREFIX pq: <http://www.wikidata.org/prop/qualifier/>
+PREFIX wikibase: <{WIKIBASE}>
+PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>
+PREFIX skos: <http://www.w3.org/2004/02/skos/core#>
+PREFIX schema: <http://schema.org/>
+PREFIX xsd: <http://www.w3.org/2001/XMLSchema#>
+"""
+
+LANGUAGE_TAG = re.compile(r"[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*")
+
+
+def iri_ref(iri: str) -> str:
+    assert not re.search(r"[\s<>\"{}|\\^`]", iri), f"not an IRI: {iri!r}"
+    return f"<{iri}>"
+
+
+def datetime_literal(moment: datetime) -> str:
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return f'"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"^^xsd:dateTime'
+
+
+def check_language(language: str) -> str:
+    if not LANGUAGE_TAG.fullmatch(language):
+        raise ConfigError(
+            f"language {language!r} is not a language tag like en or pt-br; fix [kb] language"
+        )
+    return language.lower()
+
+
+def subjects_query(where: str, cutoff: datetime | None, limit: int, offset: int) -> str:
+    since = ""
+    if (
+        cutoff is not None
+    ):  # subjects without a dateModified are kept: nothing says they are unchanged
+        since = (
+            "\n  OPTIONAL { ?item schema:dateModified ?modified }"
+            f"\n  FILTER(!BOUND(?modified) || ?modified >= {datetime_literal(cutoff)})"
+        )
+    return (
+        f"{PREFIXES}SELECT DISTINCT ?item WHERE {{\n  {{ {where} }}{since}\n  FILTER(isIRI(?item))\n}}\n"
+        f"ORDER BY ?item\nLIMIT {limit}\nOFFSET {offset}\n"
+    )
+
+
+def truthy_query(items: Sequence[str], relations: Sequence[str]) -> str:
+    # One VALUES block, then the triple, then FILTERs: rdflib and Oxigraph both look the
+    # triples up per bound ?item; a second VALUES block makes both scan every triple.
+    return f"""{PREFIXES}SELECT ?item ?prop ?value WHERE {{
+  VALUES ?item {{ {_iris(items)} }}
+  ?item ?prop ?value .
+  FILTER(?prop IN ({_iris((WDT + r for r in relations), ", ")}))
+}}
+"""
+
+
+def statements_query(items: Sequence[str], relations: Sequence[str]) -> str:
+    # ?statementProp is ps:P of the same P as ?prop in Wikidata's data; reader.py checks it.
+    return f"""{PREFIXES}SELECT ?item ?prop ?statementProp ?value ?rank WHERE {{
+  VALUES ?item {{ {_iris(items)} }}
+  ?item ?prop ?statement .
+  FILTER(?prop IN ({_iris((P + r for r in relations), ", ")}))
+  ?statement ?statementProp ?value .
+  FILTER(?statementProp IN ({_iris((PS + r for r in relations), ", ")}))
+  OPTIONAL {{ ?statement wikibase:rank ?rank }}
+}}
+"""
+
+
+def entities_query(entities: Sequence[str], language: str) -> str:
+    return f"""{PREFIXES}SELECT ?entity ?pred ?value WHERE {{
+  VALUES ?entity {{ {_iris(entities)} }}
+  ?entity ?pred ?value .
+  FILTER(?pred IN (rdfs:label, skos:altLabel, schema:dateModified))
+  FILTER(?pred = schema:dateModified || LANG(?value) = "{check_language(language)}")
+}}
+"""
+
+
+def _iris(iris: Iterable[str], sep: str = " ") -> str:
+    return sep.join(iri_ref(i) for i in iris)

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from kbsync.errors import TokenizationError
+from kbsync.model.tokens import (
+    encode_batch,
+    encode_with_targets,
+    last_token_index,
+    subject_last_token,
+)
+
+TOKENIZERS = ["bpe", "bpe+bos", "smol", "smol+bos"]
+
+# (prompt, subject): the subject at the start, in the middle, split into several tokens,
+# given with a leading space, and occurring twice (the first occurrence counts).
+CASES = [
+    ("Danielle Darrieux is a native speaker of", "Danielle Darrieux"),
+    ("The mother tongue of Thomas Joannes Stieltjes is", "Thomas Joannes Stieltjes"),
+    ("The capital of France is", " France"),
+    ("Paris", "Paris"),
+    ("In Paris, the Eiffel Tower is in Paris", "Paris"),
+    ("Apple A5 was created by", "Apple A5"),
+]
+
+
+@pytest.fixture(params=TOKENIZERS)
+def tokenizer(request: pytest.FixtureRequest):
+    name, _, bos = request.param.partition("+")
+    tok = copy.deepcopy(request.getfixturevalue("bpe_tokenizer" if name == "bpe" else "smol_tokenizer"))
+    tok.add_bos_token = bool(bos)
+    assert (tok("Paris")["input_ids"][0] == tok.bos_token_id) == bool(bos)
+    return tok
+
+
+def _real(enc, row: int) -> list[int]:
+    return [i for i, m in zip(enc["input_ids"][row].tolist(), enc["attention_mask"][row].tolist(), strict=True) if m]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_subject_last_token(tokenizer, side: str) -> None:
+    texts, subjects = [c[0] for c in CASES], [c[1] for c in CASES]
+    enc, index = subject_last_token(tokenizer, texts, subjects, padding_side=side)
+    assert "offset_mapping" not in enc and index.shape == (len(CASES),)
+    for row, subject in enumerate(subjects):
+        i = int(index[row])
+        assert enc["attention_mask"][row, i] == 1
+        ids = enc["input_ids"][row].tolist()
+        upto = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
+        before = tokenizer.decode(ids[:i], skip_special_tokens=True)
+        # token i completes the subject's first occurrence
+        assert subject.strip() in upto and subject.strip() not in before, (texts[row], upto)
+        assert upto.count(subject.strip()) == 1
+
+
+def test_subject_token_is_the_same_for_both_paddings(tokenizer) -> None:
+    texts, subjects = [c[0] for c in CASES], [c[1] for c in CASES]
+    right, r_idx = subject_last_token(tokenizer, texts, subjects, "right")
+    left, l_idx = subject_last_token(tokenizer, texts, subjects, "left")
+    rows = torch.arange(len(CASES))
+    assert torch.equal(right["input_ids"][rows, r_idx], left["input_ids"][rows, l_idx])
+    assert (l_idx >= r_idx).all() and (l_idx > r_idx).any()
+
+
+def test_smollm2_subject_token(smol_tokenizer) -> None:
+    enc, index = subject_last_token(smol_tokenizer, ["The capital of France is", "France"],
+                                    ["France", "France"], padding_side="left")
+    tokens = smol_tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
+    assert tokens[int(index[0])] == "ĠFrance" and int(index[0]) == 3
+    assert smol_tokenizer.convert_ids_to_tokens(int(enc["input_ids"][1, index[1]])) == "France"
+    assert int(index[1]) == enc["input_ids"].shape[1] - 1
+
+
+@pytest.mark.parametrize("text,subject,match", [
+    ("The capital of France is", "Germany", "does not occur"),
+    ("The capital of France is", "   ", "does not occur"),
+])
+def test_subject_errors(bpe_tokenizer, text: str, subject: str, match: str) -> None:
+    with pytest.raises(TokenizationError, match=match):
+        subject_last_token(bpe_tokenizer, [text], [subject])
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_last_token_index(tokenizer, side: str) -> None:
+    texts = ["The capital of France is", "Paris", "Danielle Darrieux is a native speaker of"]
+    enc = encode_batch(tokenizer, texts, padding_side=side)
+    assert tokenizer.padding_side == "right" or side == "left"  # restored after the call
+    idx = last_token_index(enc)
+    for row, text in enumerate(texts):
+        alone = tokenizer(text)["input_ids"]
+        assert int(enc["input_ids"][row, idx[row]]) == alone[-1]
+        assert int(enc["attention_mask"][row].sum()) == len(alone)
+    if side == "left":
+        assert (idx == enc["input_ids"].shape[1] - 1).all()
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_encode_with_targets(tokenizer, side: str) -> None:
+    prompts = ["The capital of France is", "Danielle Darrieux is a native speaker of", "Toko Yasuda plays the "]
+    targets = ["Paris", " French", "guitar"]
+    enc, mask = encode_with_targets(tokenizer, prompts, targets, padding_side=side)
+    assert mask.shape == enc["input_ids"].shape
+    for row, (prompt, target) in enumerate(zip(prompts, targets, strict=True)):
+        ids = enc["input_ids"][row]
+        assert tokenizer.decode(ids[mask[row]]) == " " + target.strip()
+        first = int(mask[row].nonzero()[0])
+        assert tokenizer.decode(ids[:first], skip_special_tokens=True) == prompt.rstrip()
+
+
+def test_encode_with_targets_errors(bpe_tokenizer) -> None:
+    with pytest.raises(TokenizationError, match="empty target"):
+        encode_with_targets(bpe_tokenizer, ["The capital of France is"], ["  "])
+    tok = copy.deepcopy(bpe_tokenizer)
+    tok.add_bos_token = False
+    with pytest.raises(TokenizationError, match="at least one token before it"):
+        encode_with_targets(tok, [""], ["Paris"])
+    tok.add_bos_token = True
+    enc, mask = encode_with_targets(tok, [""], ["Paris"])
+    assert mask[0, 0].item() is False and mask[0, 1:].all()
+
+
+def test_pad_token_is_set_when_missing(bpe_tokenizer) -> None:
+    tok = copy.deepcopy(bpe_tokenizer)
+    tok.pad_token = None
+    enc = encode_batch(tok, ["Paris", "The capital of France is"])
+    assert tok.pad_token == tok.eos_token
+    assert enc["input_ids"][0, -1] == tok.eos_token_id and enc["attention_mask"][0, -1] == 0
