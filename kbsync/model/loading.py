@@ -221,14 +221,14 @@ def source_directory(spec: str, state_dir: Path) -> Path:
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise ModelError(f"GGUF file {path} does not exist; check [model] name")
+            raise ModelError(f"GGUF file {path} does not exist; check [model] path")
         return dequantised_cache(path, state_dir)
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelError(f"{path} has no config.json; point [model] name at a HF model directory")
+            raise ModelError(f"{path} has no config.json; point [model] path at a HF model directory")
         return path
     if spec.startswith(("/", ".", "~")) or spec.count("/") > 1:  # a path, not "org/name"
-        raise ModelError(f"model directory {path} does not exist; check [model] name")
+        raise ModelError(f"model directory {path} does not exist; check [model] path")
     return _hub_snapshot(spec)
 
 
@@ -263,7 +263,7 @@ def compute_identity(source_dir: Path) -> str:
                 where.update({k: partial(state.__getitem__, k) for k in state})
         if not where:
             raise ModelError(f"{source_dir} holds no weight files (*.safetensors or *.bin); "
-                             "point [model] name at a complete HF model directory")
+                             "point [model] path at a complete HF model directory")
         for name in sorted(where):  # independent of how the checkpoint is sharded
             t = where[name]().contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -310,7 +310,7 @@ def load_model(spec: str, *, state_dir: Path, dtype: str = "auto", device: str =
         config = json.loads((source_dir / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {source_dir / 'config.json'}: {exc}; "
-                         "point [model] name at a complete HF model directory") from exc
+                         "point [model] path at a complete HF model directory") from exc
     saved = config.get("dtype") or config.get("torch_dtype")
     dt = resolve_dtype(dtype, dev, getattr(torch, saved, None) if isinstance(saved, str) else None)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -94,20 +93,3 @@ def llama_model(bpe_tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
 @pytest.fixture
 def gpt2_model(bpe_tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
     return tiny_gpt2(len(bpe_tokenizer))
-
-
-@pytest.fixture(scope="session")
-def bundled_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the bundled model is de-quantised: once per session (~1 min), or once for good
-    when KBSYNC_TEST_STATE names a directory to keep between runs."""
-    kept = os.environ.get("KBSYNC_TEST_STATE")
-    return Path(kept) if kept else tmp_path_factory.mktemp("state")
-
-
-@pytest.fixture(scope="session")
-def bundled(bundled_state_dir: Path):
-    """The bundled SmolLM2-135M, loaded on the CPU in float32."""
-    from kbsync.model.loading import load_model
-
-    _bundled_gguf()
-    return load_model("builtin:smollm2-135m", state_dir=bundled_state_dir, device="cpu")
