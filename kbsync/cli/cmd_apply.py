@@ -1,0 +1,164 @@
+"""`kbsync apply`, `rollback`, `verify`, `export`, `stats`: the commands that touch the weights."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+
+from kbsync.cli.app import App, worker_name
+from kbsync.cli.main import cli
+from kbsync.store.events import record_event
+from kbsync.store.models import EditRequestRow
+from kbsync.store.states import RequestState
+from kbsync.sync.apply import ApplyWorker, BatchOutcome
+from kbsync.sync.engine import editing_context
+from kbsync.sync.rollback import ModelJob, rollback, verify, version_path
+from kbsync.versions.store import export_version
+
+
+def _job(app: App, cls: type[ApplyWorker] = ApplyWorker, **kw) -> ApplyWorker:  # type: ignore[no-untyped-def]
+    db = app.database()
+    ctx = editing_context(app.settings, app.state_dir)
+    return cls(db, ctx, run_id=app.run_id, worker=worker_name(), state_dir=app.state_dir,
+               config_hash=app.settings.hash(), **kw)
+
+
+@cli.command()
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Edits per batch (default [editing] batch_size).")
+@click.option("--max-edits", type=click.IntRange(min=1), default=None, help="Stop after this many edits.")
+@click.option("--dry-run", is_flag=True, help="Show the batches that would be applied; change nothing.")
+@click.option("--wait", "lock_wait_s", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for another writer of the same model to finish.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_obj
+def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool, lock_wait_s: float, as_json: bool) -> None:
+    """Apply pending edit requests to the model in verified MEMIT batches.
+
+    Each batch is computed, applied, checked (efficacy, paraphrases, neighbours) and either
+    committed as a new model version or reverted and marked failed.
+
+    Example: kbsync apply --batch-size 20 --max-edits 100
+    """
+    size = batch_size or app.settings.editing.batch_size
+    if dry_run:
+        with app.database().session() as s:
+            pending = s.scalar(select(func.count()).select_from(EditRequestRow)
+                               .where(EditRequestRow.state == RequestState.PENDING.value)) or 0
+        n = min(pending, max_edits or pending)
+        plan = {"pending": pending, "would_apply": n, "batches": -(-n // size) if n else 0, "batch_size": size}
+        click.echo(json.dumps(plan) if as_json else
+                   f"{pending} pending; would apply {n} in {plan['batches']} batch(es) of up to {size} (dry run)")
+        return
+    console = Console(stderr=True)
+
+    def show(outcome: BatchOutcome) -> None:
+        if console.is_terminal:
+            console.print(f"batch {outcome.batch_id}: {outcome.n_edits} edits {outcome.state} "
+                          f"({outcome.seconds:.1f}s) {outcome.reason}")
+
+    worker = _job(app, on_batch=show)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(worker, "stop_requested", True))
+    report = worker.run(batch_size=size, max_edits=max_edits, lock_wait_s=lock_wait_s)
+    with app.database().session() as s:
+        record_event(s, "apply", run_id=app.run_id, config_hash=app.settings.hash(), ok=report.failed == 0,
+                     applied=report.applied, failed=report.failed, batches=len(report.batches))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    table = Table(title=f"kbsync apply: {report.applied} applied, {report.failed} failed")
+    for col in ("batch", "edits", "state", "efficacy", "paraphrase", "neighbour", "seconds", "reason"):
+        table.add_column(col)
+    for b in report.batches:
+        sh = b.shares
+        table.add_row(str(b.batch_id), str(b.n_edits), b.state, *(f"{sh.get(k, 0):.2f}" for k in
+                      ("efficacy", "paraphrase", "neighbour")), f"{b.seconds:.1f}", b.reason)
+    Console(width=160).print(table)
+    if not report.batches:
+        click.echo("nothing to apply: the queue has no pending requests")
+
+
+@cli.command(name="rollback")
+@click.argument("batch", type=int)
+@click.option("--dry-run", is_flag=True, help="Show what would be undone; change nothing.")
+@click.option("--wait", "lock_wait_s", type=float, default=0.0, show_default=True, help="Seconds to wait for the model lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def rollback_cmd(app: App, batch: int, dry_run: bool, lock_wait_s: float, as_json: bool) -> None:
+    """Remove a batch's edits from the model and re-verify the remaining edits.
+
+    Example: kbsync rollback 7
+    """
+    job = _job(app, ModelJob)
+    assert isinstance(job, ModelJob)
+    report = rollback(job, batch, dry_run=dry_run, lock_wait_s=lock_wait_s)
+    if as_json:
+        click.echo(json.dumps(report.__dict__, indent=2))
+        return
+    if dry_run:
+        click.echo(f"would roll back batch {batch} ({len(report.requests)} requests); "
+                   f"remaining batches {report.remaining_batches} (dry run)")
+        return
+    same = f", identical to version {report.restores_version}" if report.restores_version else ""
+    click.echo(f"rolled back batch {batch}: weights {report.weights_before[:12]} -> {report.weights_after[:12]}{same}; "
+               f"{len(report.no_longer_hold)} remaining edits no longer hold")
+
+
+@cli.command(name="verify")
+@click.option("--batch", type=int, default=None, help="Only this batch's edits.")
+@click.option("--all", "all_", is_flag=True, help="Every applied batch (the default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def verify_cmd(app: App, batch: int | None, all_: bool, as_json: bool) -> None:
+    """Re-run the checks of applied edits on the current model (drift check) and record them.
+
+    Example: kbsync verify --all
+    """
+    if batch is not None and all_:
+        raise click.UsageError("give --batch N or --all, not both")
+    job = _job(app, ModelJob)
+    assert isinstance(job, ModelJob)
+    report = verify(job, batch)
+    if as_json:
+        click.echo(json.dumps(report.__dict__))
+    else:
+        click.echo(f"checked {report.checked} edits: {report.still_hold} hold, {len(report.failed)} drifted {report.failed}")
+    if report.failed:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--version", "version_id", type=int, default=None, help="Model version id (default: current).")
+@click.pass_obj
+def export(app: App, dest: Path, version_id: int | None) -> None:
+    """Write a model version as a HF directory for serving (safetensors, config, tokenizer).
+
+    Example: kbsync export /srv/models/kb-current
+    """
+    job = _job(app, ModelJob)
+    assert isinstance(job, ModelJob)
+    source = version_path(job, version_id)
+    export_version(source, dest)
+    click.echo(f"exported model version {version_id or 'current'} ({source.name}) to {dest}")
+
+
+@cli.command()
+@click.pass_obj
+def stats(app: App) -> None:
+    """Precompute the key statistics C_l of the edited layers (cached; apply needs them).
+
+    Example: kbsync stats
+    """
+    from rich.progress import Progress
+
+    ctx = editing_context(app.settings, app.state_dir)
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("key statistics", total=ctx.hparams.cov_samples)
+        ctx.moments(lambda done, total: bar.update(task, completed=done, total=total))
+    click.echo(f"key statistics for layers {list(ctx.hparams.layers)} ready in {ctx.stats_dir}")

@@ -1,0 +1,67 @@
+"""`kbsync audit`: the audit views (kbsync/store/views.py) as tables or JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import text
+
+from kbsync.cli.app import App
+from kbsync.cli.main import cli
+
+BATCHES_SQL = """
+    SELECT id AS batch_id, state, algorithm, n_edits, started_at, finished_at, state_reason
+    FROM batches ORDER BY id
+"""
+
+
+def audit_rows(app: App, subject: str | None, relation: str | None, batch: int | None,
+               failed: bool) -> tuple[str, list[dict[str, Any]]]:
+    """(title, rows) of the view that answers the question the flags ask."""
+    where, params = [], {}
+    for column, value in (("subject", subject), ("relation", relation), ("batch_id", batch)):
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    if failed:
+        title, sql = "failed edits and why", f"SELECT * FROM v_failed_edits{clause} ORDER BY request_id"
+    elif batch is not None and subject is None and relation is None:
+        title, sql = f"what batch {batch} changed", f"SELECT * FROM v_batch_changes{clause} ORDER BY request_id"
+    elif where:
+        title, sql = "history of the fact(s)", f"SELECT * FROM v_fact_history{clause} ORDER BY at, transition_id"
+    else:
+        title, sql = "batches", BATCHES_SQL
+    with app.database().session() as s:
+        result = s.execute(text(sql), params)
+        rows = [dict(r._mapping) for r in result]
+    return title, rows
+
+
+@cli.command()
+@click.option("--subject", default=None, help="Entity id, e.g. Q142: the history of its facts.")
+@click.option("--relation", default=None, help="Relation id, e.g. P36.")
+@click.option("--batch", type=int, default=None, help="What this batch changed.")
+@click.option("--failed", is_flag=True, help="Edits that failed and why.")
+@click.option("--json", "as_json", is_flag=True, help="Print rows as a JSON list.")
+@click.pass_obj
+def audit(app: App, subject: str | None, relation: str | None, batch: int | None, failed: bool, as_json: bool) -> None:
+    """Answer audit questions from the SQL views: batches, one fact's history, a batch, failures.
+
+    Example: kbsync audit --subject Q142 --relation P36
+    """
+    title, rows = audit_rows(app, subject, relation, batch, failed)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=f"{title} ({len(rows)} rows)")
+    columns = list(rows[0]) if rows else []
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    Console(width=200).print(table)

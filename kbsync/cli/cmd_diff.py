@@ -1,0 +1,56 @@
+"""`kbsync diff`: find where the model disagrees with the KB and queue those edits."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from kbsync.cli.app import App
+from kbsync.cli.main import cli
+from kbsync.logs import get_logger
+from kbsync.sync.run import diff_from_settings
+
+log = get_logger(__name__)
+
+
+@cli.command()
+@click.option("--relation", "relations", multiple=True, help="Only this relation id (repeatable), e.g. P36.")
+@click.option("--subject", "subjects", multiple=True, help="Only this entity id (repeatable), e.g. Q142.")
+@click.option("--full", is_flag=True, help="Probe every fact, not only new and changed ones.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Read at most this many facts.")
+@click.option("--dry-run", is_flag=True, help="Probe and show, but write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table and totals as JSON.")
+@click.pass_obj
+def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: bool, limit: int | None,
+         dry_run: bool, as_json: bool) -> None:
+    """Read the KB, probe the model on new/changed facts, queue the disagreements.
+
+    Example: kbsync diff --relation P36 --full
+    """
+    db = app.database()
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("probing", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+            if not err.is_terminal:
+                log.info("probe_progress", done=done, total=total)
+
+        report = diff_from_settings(app.settings, db, app.state_dir, run_id=app.run_id, relations=relations,
+                                    subjects=subjects, full=full, limit=limit, dry_run=dry_run, progress=progress)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    table = Table(title="kbsync diff" + (" (dry run: nothing written)" if dry_run else ""))
+    for col in ("subject", "relation", "KB answer", "model answer", "fact", "action"):
+        table.add_column(col, overflow="fold")
+    for r in report.rows:
+        table.add_row(f"{r.subject} {r.subject_label}", r.relation, r.kb_answer, r.model_answer, r.status, r.action)
+    Console(width=160).print(table)
+    click.echo(f"read {report.read} facts ({report.new} new, {report.changed} changed, {report.unchanged} unchanged); "
+               f"probed {report.probed}: {report.agree} agree, {report.queued} queued, {report.superseded} superseded")

@@ -1,0 +1,225 @@
+"""Second moments C_l = E[k k^T] of the keys at each edited layer, over a text corpus.
+
+Convention: uncentred and *mean-normalised* (C = sum over tokens of k k^T / number of tokens,
+ROME's ``SecondMoment.moment()``), so cov_lambda is on the scale of the public lambda = 15000.
+All layers are read in one pass (one forward per batch, a hook on every edited layer), summed in
+float64, and cached as safetensors under cache_dir keyed by (model identity, layer, corpus
+identity, n_samples): a file name holds short hashes of all four.
+
+Corpora (each has an ``identity`` and ``texts()``): text files (a document per blank-line
+separated paragraph, or per line), JSONL (a "text" field), a Hugging Face dataset (online only),
+and text the model writes itself from a fixed seed, the offline default that needs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from kbsync.errors import ConfigError, StateError
+from kbsync.model.adapters import ArchitectureAdapter
+from kbsync.model.hooks import TraceDict
+
+from .rows import pad_id_of
+
+
+class Corpus(Protocol):
+    identity: str
+
+    def texts(self) -> Iterator[str]: ...
+
+
+def _sha(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+@dataclass
+class TextFileCorpus:
+    path: Path
+    per: str = "paragraph"  # "paragraph" (blank-line separated) | "line"
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not self.path.is_file():
+            raise ConfigError(f"corpus file {self.path} does not exist; give a text file path")
+        if self.per not in ("paragraph", "line"):
+            raise ConfigError(f"corpus split {self.per!r} is unknown; use 'paragraph' or 'line'")
+        self.identity = f"text:{self.per}:{_sha(self.path.read_bytes())}"
+
+    def texts(self) -> Iterator[str]:
+        raw = self.path.read_text(encoding="utf-8", errors="replace")
+        parts = raw.split("\n\n") if self.per == "paragraph" else raw.splitlines()
+        yield from (p.strip() for p in parts if p.strip())
+
+
+@dataclass
+class JsonlCorpus:
+    path: Path
+    field: str = "text"
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not self.path.is_file():
+            raise ConfigError(f"corpus file {self.path} does not exist; give a JSONL file path")
+        self.identity = f"jsonl:{self.field}:{_sha(self.path.read_bytes())}"
+
+    def texts(self) -> Iterator[str]:
+        with self.path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line).get(self.field)
+                except (json.JSONDecodeError, AttributeError) as exc:
+                    raise ConfigError(f"{self.path}:{n} is not a JSON object; fix the line or the file") from exc
+                if isinstance(value, str) and value.strip():
+                    yield value
+
+
+@dataclass
+class HFDatasetCorpus:
+    name: str
+    config: str | None = None
+    split: str = "train"
+    field: str = "text"
+
+    def __post_init__(self) -> None:
+        self.identity = f"hf:{self.name}:{self.config}:{self.split}:{self.field}"
+
+    def texts(self) -> Iterator[str]:
+        try:
+            import datasets  # optional; only for online use
+        except ImportError as exc:
+            raise ConfigError(f"corpus hf:{self.name} needs the 'datasets' package; install it or use a "
+                              "text/JSONL corpus or the model-sample corpus") from exc
+        try:
+            ds = datasets.load_dataset(self.name, self.config, split=self.split, streaming=True)
+        except Exception as exc:  # offline, unknown name, ...
+            raise ConfigError(f"cannot open Hugging Face dataset {self.name!r} ({type(exc).__name__}); "
+                              "offline, use a text/JSONL corpus or the model-sample corpus") from exc
+        for row in ds:
+            if isinstance(row.get(self.field), str) and row[self.field].strip():
+                yield row[self.field]
+
+
+@dataclass
+class ModelSampleCorpus:
+    """Text the model writes itself: batched sampling from short starters, fixed seed."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    seed: int = 0
+    n_tokens: int = 64
+    batch_size: int = 32
+    top_k: int = 50
+
+    STARTERS = ("The", "In", "A", "It", "He", "She", "This", "After", "When", "According to")
+
+    def __post_init__(self) -> None:
+        self.identity = (f"model-samples:seed={self.seed}:tokens={self.n_tokens}:top_k={self.top_k}"
+                         f":batch={self.batch_size}")
+
+    @torch.no_grad()
+    def texts(self) -> Iterator[str]:
+        tok = self.tokenizer
+        device = next(self.model.parameters()).device
+        gen = torch.Generator().manual_seed(self.seed)
+        starter_ids = [tok(s, add_special_tokens=False)["input_ids"][:1] for s in self.STARTERS]
+        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        while True:
+            pick = torch.randint(len(starter_ids), (self.batch_size,), generator=gen)
+            ids = torch.tensor([bos + starter_ids[int(j)] for j in pick], device=device)  # (b, 1 or 2)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=gen)))
+                out = self.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                          top_k=self.top_k, max_new_tokens=self.n_tokens,
+                                          pad_token_id=pad_id_of(tok))
+            yield from tok.batch_decode(out, skip_special_tokens=True)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of the config and every tensor (use LoadedModel.identity when there is one)."""
+    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_path(cache_dir: Path, model_identity: str, layer: int, corpus_identity: str, n_samples: int) -> Path:
+    return Path(cache_dir) / (f"mom2-{model_identity[:16]}-L{layer}-{_sha(corpus_identity)[:16]}"
+                              f"-n{n_samples}.safetensors")
+
+
+def second_moments(model, tokenizer, adapter: ArchitectureAdapter, layers, corpus: Corpus, n_samples: int,
+                   cache_dir: Path, progress: Callable[[int, int], None] | None = None, *,
+                   model_identity: str | None = None, max_length: int = 128,
+                   batch_size: int = 16) -> dict[int, torch.Tensor]:
+    """{layer: C (d_in, d_in) float64}; from cache_dir when there, else one pass over the corpus."""
+    if not isinstance(model, torch.nn.Module):  # a LoadedModel
+        model_identity, model = model_identity or model.identity, model.model
+    identity = model_identity
+    identity = identity or model_fingerprint(model)
+    layers = sorted(set(int(x) for x in layers))
+    paths = {layer: cache_path(cache_dir, identity, layer, corpus.identity, n_samples) for layer in layers}
+    out: dict[int, torch.Tensor] = {}
+    for layer, path in paths.items():
+        if path.is_file():
+            try:
+                out[layer] = load_file(str(path))["mom2"]
+            except Exception as exc:  # safetensors raises several types
+                raise StateError(f"covariance cache {path} is unreadable ({exc}); delete it to recompute") from exc
+    todo = [layer for layer in layers if layer not in out]
+    if todo:
+        sums, count = _accumulate(model, tokenizer, adapter, todo, corpus, n_samples, max_length,
+                                  batch_size, progress)
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        for layer in todo:
+            out[layer] = sums[layer] / count
+            meta = {"model": identity, "layer": str(layer), "corpus": corpus.identity,
+                    "n_samples": str(n_samples), "n_tokens": str(count), "convention": "mean E[k k^T]"}
+            tmp = paths[layer].with_name(paths[layer].name + ".tmp")
+            save_file({"mom2": out[layer].contiguous()}, str(tmp), metadata=meta)
+            tmp.replace(paths[layer])
+    return out
+
+
+@torch.no_grad()
+def _accumulate(model, tokenizer, adapter, layers, corpus, n_samples, max_length, batch_size, progress):
+    device = next(model.parameters()).device
+    names = [adapter.mlp_out_name(layer) for layer in layers]
+    sums: dict[int, torch.Tensor] = {}
+    count, seen = 0, 0
+    texts = corpus.texts()
+    pad = pad_id_of(tokenizer)
+    while seen < n_samples:
+        chunk = [t for _, t in zip(range(min(batch_size, n_samples - seen)), texts, strict=False)]
+        if not chunk:
+            break
+        seen += len(chunk)
+        enc = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in chunk]
+        width = max(len(e) for e in enc)
+        ids = torch.full((len(enc), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, e in enumerate(enc):
+            ids[i, : len(e)], mask[i, : len(e)] = torch.tensor(e), 1
+        with TraceDict(model, names, retain_input=True, retain_output=False, stop=True) as td:
+            model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+        real = mask.bool().to(device)
+        for layer, name in zip(layers, names, strict=True):
+            k = td[name].input[real].double()  # (tokens, d_in)
+            kkt = k.T @ k  # (d_in, d_in)
+            sums[layer] = kkt if layer not in sums else sums[layer] + kkt
+        count += int(real.sum())
+        if progress is not None:
+            progress(seen, n_samples)
+    if count == 0:
+        raise ConfigError(f"corpus {corpus.identity} has no text; give a corpus with documents in it")
+    return sums, count

@@ -1,0 +1,91 @@
+"""MEMIT / AlphaEdit hyper-parameters, one typed dataclass, with defaults per model family.
+
+Public references: MEMIT (Meng et al. 2023) GPT-J/GPT-2 XL configs, EasyEdit's Llama MEMIT
+configs, AlphaEdit (Fang et al. 2025) configs. The SmolLM2-135M entry (llama family, 30 layers,
+d=576) is NOT yet measured: it is the Llama reference scaled to 30 layers, with a corpus size a
+CPU can afford. ``benchmarks/layer_sweep.py`` measures it; see docs/layer-choice.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from kbsync.errors import ConfigError
+
+ALGORITHMS = ("memit", "alphaedit")
+
+
+@dataclass(frozen=True)
+class EditHyperParams:
+    algorithm: str = "memit"  # "memit" | "alphaedit"
+    layers: tuple[int, ...] = (4, 5, 6, 7, 8)  # edited MLP output projections, in order
+    # 1) target vectors z (Adam on delta at the last edited layer, subject's last token)
+    v_steps: int = 25
+    v_lr: float = 0.5
+    kl_factor: float = 0.0625  # weight of KL("{subject} is a" next-token distribution)
+    clamp_factor: float = 4.0  # ||delta_i|| <= clamp_factor * ||h_i||
+    weight_decay: float = 1e-3  # weight of ||delta||^2 / ||h||^2
+    early_stop_loss: float = 5e-2  # an edit's delta is frozen once its loss is below this
+    n_prefixes: int = 5  # random model-generated prefixes (plus the bare prompt)
+    prefix_len: int = 10  # tokens per prefix
+    prefix_seed: int = 0
+    kl_prompt: str = "{} is a"
+    # 2-3) spread over layers: dW = R K^T (cov_lambda C + K K^T)^-1, C mean-normalised E[k k^T]
+    cov_lambda: float = 15000.0  # MEMIT's mom2_update_weight
+    cov_samples: int = 100000  # texts in the second-moment corpus
+    # 5) AlphaEdit: P = null space of C (eigenvalues < threshold); dW = R K^T P (S P + l2 I)^-1
+    nullspace_threshold: float = 2e-2
+    alphaedit_l2: float = 10.0  # "L2" in the public AlphaEdit configs (the paper writes I)
+    batch_rows: int = 256  # rows per forward pass when computing keys
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"unknown edit algorithm {self.algorithm!r}; use one of {', '.join(ALGORITHMS)}")
+        if not self.layers or list(self.layers) != sorted(set(self.layers)):
+            raise ConfigError(f"edit layers {list(self.layers)} must be distinct and increasing, e.g. [4, 5, 6, 7, 8]")
+        for name in ("v_steps", "v_lr", "cov_lambda", "cov_samples", "clamp_factor"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"edit hyper-parameter {name} must be positive, got {getattr(self, name)!r}")
+        if "{}" not in self.kl_prompt:
+            raise ConfigError(f"kl_prompt {self.kl_prompt!r} needs a '{{}}' for the subject, e.g. '{{}} is a'")
+
+    def replace(self, **changes: Any) -> EditHyperParams:
+        if "layers" in changes:
+            changes["layers"] = tuple(int(x) for x in changes["layers"])
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+
+def scaled_layers(n_layers: int, first: int = 4, last: int = 8, depth: int = 32) -> tuple[int, ...]:
+    """The reference window first..last of a depth-layer model, at the same relative depth."""
+    a = min(round(first * n_layers / depth), n_layers - 1)
+    b = min(max(round(last * n_layers / depth), a), n_layers - 1)
+    return tuple(range(a, b + 1))
+
+
+# SmolLM2-135M: measured (docs/layer-choice.md): layers 4-8 with λ = 1000 reach ES 1.00 / PS 0.92 at 100 edits
+# and ES 0.97 / PS 0.88 at 500, neighbourhood within 0.04 of the unedited model; λ = 15000 gives ES 0.67.
+SMOLLM2_135M = EditHyperParams(layers=(4, 5, 6, 7, 8), cov_lambda=1000.0, cov_samples=2000)
+
+
+def defaults_for(family: str, n_layers: int, model_type: str | None = None) -> EditHyperParams:
+    """Reference defaults for a model family ("llama", "gpt2", "gptj", "gpt_neox")."""
+    if family == "llama" and n_layers == 30:  # SmolLM2-135M's depth
+        return SMOLLM2_135M
+    if family == "llama":  # EasyEdit Llama-2/3 MEMIT: layers 4-8, lr 0.5, clamp 4, wd 1e-3
+        return EditHyperParams(layers=scaled_layers(n_layers))
+    if family == "gpt2":  # MEMIT GPT-2 XL: layers 13-17 of 48, clamp 0.75, wd 0.5, lambda 20000
+        return EditHyperParams(layers=scaled_layers(n_layers, 13, 17, 48), v_steps=20,
+                               clamp_factor=0.75, weight_decay=0.5, cov_lambda=20000.0)
+    if family == "gptj":  # MEMIT GPT-J: layers 3-8 of 28, clamp 0.75, wd 0.5, lambda 15000
+        return EditHyperParams(layers=scaled_layers(n_layers, 3, 8, 28), v_steps=25,
+                               clamp_factor=0.75, weight_decay=0.5)
+    if family == "gpt_neox":  # MEMIT GPT-NeoX-20B: layers 6-10 of 44
+        return EditHyperParams(layers=scaled_layers(n_layers, 6, 10, 44), v_steps=20,
+                               clamp_factor=0.75, weight_decay=0.5)
+    return EditHyperParams(layers=scaled_layers(n_layers))

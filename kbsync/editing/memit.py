@@ -1,0 +1,115 @@
+"""compute_delta: requests -> Delta, MEMIT Algorithm 1 (or AlphaEdit), leaving the model unchanged.
+
+    1) z_i = h_i + delta_i at the last edited layer L              (targets.py, all edits at once)
+    for i, l in enumerate(layers):
+        2) K = keys at l, h = current residual at L               (keys.py, on the model edited so far)
+        3) R = (z - h) / (len(layers) - i)                         (d, n)
+        4) dW_l = R K^T (lam C_l + K K^T)^-1                      (solve.py; AlphaEdit: null-space form)
+        5) apply dW_l temporarily
+    restore every weight bit for bit; return the factors.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from kbsync.errors import EditError, ModelError
+from kbsync.model.adapters import ArchitectureAdapter
+
+from .delta import AppliedDelta, Delta
+from .hparams import EditHyperParams
+from .keys import compute_keys
+from .nullspace import PreservedKeys, nullspace_projection
+from .request import EditRequest
+from .solve import alphaedit_factors, memit_factors
+from .targets import compute_targets, context_templates
+
+
+@contextmanager
+def _frozen(model: torch.nn.Module) -> Iterator[None]:
+    """No parameter gradients while delta is optimised (and the model in eval mode)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    training = model.training
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(training)
+
+
+def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requests: list[EditRequest],
+                  hparams: EditHyperParams, second_moments: dict[int, torch.Tensor],
+                  preserved: PreservedKeys | None = None, timings: dict | None = None) -> Delta:
+    model = loaded_or_model if isinstance(loaded_or_model, torch.nn.Module) else loaded_or_model.model
+    hp = hparams
+    timings = {} if timings is None else timings
+    if not requests:
+        raise EditError("no edit requests to compute; queue some edits first")
+    bad = [layer for layer in hp.layers if not 0 <= layer < adapter.n_layers]
+    if bad:
+        raise EditError(f"edit layers {bad} are outside the model's {adapter.n_layers} layers; fix [editing] layers")
+    missing = [layer for layer in hp.layers if layer not in second_moments]
+    if missing:
+        raise EditError(f"no second moment C for layers {missing}; compute it for every edited layer")
+    for req in requests:
+        _ = req.text  # subject in prompt, non-empty target
+
+    t_all = time.perf_counter()
+    applied: list[AppliedDelta] = []
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    z_layer = hp.layers[-1]
+    try:
+        with _frozen(model):
+            templates = context_templates(model, tokenizer, hp)
+            targets = compute_targets(model, tokenizer, adapter, requests, hp, templates, timings)
+            for i, layer in enumerate(hp.layers):
+                t0 = time.perf_counter()
+                keys, cur = compute_keys(model, tokenizer, adapter, requests, templates, [layer], z_layer,
+                                         hp.batch_rows)
+                timings["keys_s"] = timings.get("keys_s", 0.0) + time.perf_counter() - t0
+                t0 = time.perf_counter()
+                k = keys[layer]  # (d_in, n)
+                resid = (targets.z - cur).T / (len(hp.layers) - i)  # (d, n)
+                cov = second_moments[layer].to(k.device)
+                if hp.algorithm == "alphaedit":
+                    proj = nullspace_projection(cov, hp.nullspace_threshold)  # (d_in, d_in)
+                    kp = preserved.get(layer) if preserved is not None else None
+                    u, v = alphaedit_factors(resid, k, proj, kp, hp.alphaedit_l2)
+                else:
+                    u, v = memit_factors(resid, k, cov, hp.cov_lambda)
+                name = adapter.weight_name(layer)
+                factors[name] = (u.float(), v.float())  # (d_out, n), (d_in, n)
+                applied.append(Delta.from_factors({name: factors[name]}).apply(model, adapter))
+                timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t0
+            # keys of this batch on the edited model: what AlphaEdit preserves from later batches
+            t0 = time.perf_counter()
+            final_keys, final_h = compute_keys(model, tokenizer, adapter, requests, templates,
+                                               list(hp.layers), z_layer, hp.batch_rows)
+            timings["keys_s"] = timings.get("keys_s", 0.0) + time.perf_counter() - t0
+    except torch.OutOfMemoryError as exc:
+        raise ModelError(f"out of memory computing {len(requests)} edits; lower the batch size") from exc
+    finally:
+        for a in reversed(applied):
+            a.revert()
+    timings["total_s"] = time.perf_counter() - t_all
+    z_err = (targets.z - final_h).norm(dim=1) / targets.h.norm(dim=1)  # (n,) relative miss at layer L
+    meta = {
+        "algorithm": hp.algorithm,
+        "layers": json.dumps(list(hp.layers)),
+        "n_edits": str(len(requests)),
+        "request_ids": json.dumps([r.request_id for r in requests]),
+        "hparams": json.dumps(hp.to_dict(), sort_keys=True),
+        "z_rel_error_mean": f"{float(z_err.mean()):.4f}",
+        "target_loss_mean": f"{float(targets.loss.nanmean()):.4f}",
+        "timings": json.dumps({k: round(v, 3) for k, v in timings.items()}),
+    }
+    return Delta.from_factors(factors, keys={layer: k for layer, k in final_keys.items()}, meta=meta)

@@ -1,0 +1,29 @@
+"""One requested edit: make the model complete ``prompt`` (about ``subject``) with ``target_new``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kbsync.errors import TokenizationError
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    prompt: str  # with the subject in it, or a template with "{}" that is filled with subject
+    subject: str
+    target_new: str
+    target_old: str | None = None
+    request_id: int | None = None
+
+    @property
+    def text(self) -> str:
+        """The prompt with the subject in it."""
+        text = self.prompt.format(self.subject) if "{}" in self.prompt else self.prompt
+        if not self.subject.strip() or self.subject not in text:
+            raise TokenizationError(
+                f"subject {self.subject!r} does not occur in the prompt {text!r}; "
+                "write the prompt with the subject in it or with a '{}' placeholder"
+            )
+        if not self.target_new.strip():
+            raise TokenizationError(f"edit of {self.subject!r} has an empty target; give a non-empty target_new")
+        return text

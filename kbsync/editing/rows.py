@@ -1,0 +1,88 @@
+"""Token rows for the editor, and a batch layout that puts every row's subject at one column.
+
+Each row is a token sequence with an ``anchor``: the index of the subject's last token. The
+aligned batch left-pads each row so that all anchors fall on the same column A, then right-pads:
+
+    row r:  [pad .. pad | prefix tokens of r | subject-last | rest of r | pad .. pad]
+             columns 0 .. A-1 (nothing here depends on the edit)   A ........ T-1
+
+so the columns before A are an exact shared "prefix" for key/value caching (upper.py), and the
+subject's last token of every row is hidden[:, A].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kbsync.errors import ModelError, TokenizationError
+
+
+@dataclass(frozen=True)
+class Row:
+    ids: tuple[int, ...]
+    anchor: int  # index in ids of the subject's last token
+
+
+def encode_row(tokenizer, text: str, subject: str, start_char: int = 0) -> Row:
+    """Tokenise text (special tokens as the tokenizer adds them) and find subject's last token.
+
+    The subject is looked for from ``start_char`` on (so a random prefix that happens to
+    contain it is skipped); the last token whose character span overlaps the subject wins,
+    which is right with or without BOS and whether the space before a word is part of it.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError("the editor needs a fast (Rust) tokenizer for character offsets; "
+                         "save the model with a tokenizer.json")
+    c0 = text.find(subject, start_char)
+    if c0 < 0 or not subject.strip():
+        raise TokenizationError(f"subject {subject!r} does not occur in {text!r}; fix the prompt or the label")
+    c1 = c0 + len(subject.rstrip())
+    enc = tokenizer(text, return_offsets_mapping=True)
+    hits = [t for t, (o0, o1) in enumerate(enc["offset_mapping"]) if o1 > o0 and o0 < c1 and o1 > c0]
+    if not hits:
+        raise TokenizationError(f"subject {subject!r} tokenises to nothing in {text!r}; fix the label")
+    return Row(tuple(enc["input_ids"]), hits[-1])
+
+
+def target_ids(tokenizer, target: str) -> list[int]:
+    """Token ids of " target" (the CounterFact convention: a space before the answer)."""
+    ids = tokenizer((target if target.startswith(" ") else " " + target), add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise TokenizationError(f"target {target!r} tokenises to nothing; fix the label")
+    return list(ids)
+
+
+@dataclass
+class Aligned:
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T) 1 for real tokens
+    position_ids: torch.Tensor  # (B, T) real positions (0 at each row's first token)
+    offsets: torch.Tensor  # (B,) left padding of each row: token t sits at column offsets[r] + t
+    anchor: int  # column A of every row's subject-last token
+
+    def column(self, row: int, token: int) -> int:
+        return int(self.offsets[row]) + token
+
+
+def align(rows: list[Row], pad_id: int) -> Aligned:
+    a = max(r.anchor for r in rows)
+    tail = max(len(r.ids) - r.anchor for r in rows)
+    b, t = len(rows), a + tail
+    ids = torch.full((b, t), pad_id, dtype=torch.long)
+    mask = torch.zeros((b, t), dtype=torch.long)
+    offsets = torch.tensor([a - r.anchor for r in rows])
+    for i, r in enumerate(rows):
+        o = int(offsets[i])
+        ids[i, o:o + len(r.ids)] = torch.tensor(r.ids)
+        mask[i, o:o + len(r.ids)] = 1
+    pos = (torch.arange(t)[None, :] - offsets[:, None]).clamp(min=0)  # (B, T)
+    return Aligned(ids, mask, pos, offsets, a)
+
+
+def pad_id_of(tokenizer) -> int:
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if tid is not None:
+            return int(tid)
+    return 0

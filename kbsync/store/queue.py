@@ -1,0 +1,109 @@
+"""The edit queue: enqueue (with supersede), claim under a lease, reap expired leases.
+
+All state changes go through `kbsync.store.transitions`. Claiming uses
+`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL so two workers never take the same
+request; SQLite has one writer at a time (the model lock of `kbsync.store.locks`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kbsync.store.models import Batch, EditRequestRow, utcnow
+from kbsync.store.states import OPEN_REQUEST_STATES, BatchState, RequestState
+from kbsync.store.transitions import enqueue, move_batch, move_request
+
+OPEN = [s.value for s in OPEN_REQUEST_STATES]
+
+
+@dataclass
+class Enqueued:
+    action: str                  # queued | superseded | unchanged | in_flight
+    request: EditRequestRow | None
+    superseded: EditRequestRow | None = None
+
+
+def open_requests(session: Session, subject: str, relation: str) -> list[EditRequestRow]:
+    return list(
+        session.scalars(
+            select(EditRequestRow)
+            .where(EditRequestRow.subject == subject, EditRequestRow.relation == relation, EditRequestRow.state.in_(OPEN))
+            .order_by(EditRequestRow.id)
+        )
+    )
+
+
+def enqueue_edit(session: Session, new: EditRequestRow, reason: str, run_id: str = "") -> Enqueued:
+    """Queue `new` unless the same request is already open; supersede older pending values.
+
+    - same (subject, relation, target, KB content) already open  -> unchanged (never queued twice)
+    - a pending request for an older KB value                   -> superseded by the new one
+    - a claimed request (a worker is applying it right now)      -> new one queued beside it
+    """
+    superseded = None
+    for old in open_requests(session, new.subject, new.relation):
+        if old.target_new_id == new.target_new_id and old.content_hash == new.content_hash:
+            return Enqueued("unchanged", old)
+        if old.state == RequestState.CLAIMED.value:
+            if old.target_new == new.target_new:
+                return Enqueued("in_flight", old)
+            continue
+        if old.target_new == new.target_new:
+            # Same answer, newer KB revision: keep the queued one, refresh what it carries.
+            old.content_hash, old.kb_revision = new.content_hash, new.kb_revision
+            old.acceptable, old.target_new_id = new.acceptable, new.target_new_id
+            return Enqueued("unchanged", old)
+        superseded = old
+    row = enqueue(session, new, reason, run_id)
+    if superseded is not None:
+        move_request(session, superseded, RequestState.SUPERSEDED, f"newer KB value {new.target_new!r} (request {row.id})", run_id=run_id)
+        superseded.superseded_by = row.id
+        return Enqueued("superseded", row, superseded)
+    return Enqueued("queued", row)
+
+
+def claim(session: Session, limit: int, worker: str, lease_s: int, run_id: str = "") -> list[EditRequestRow]:
+    """Take up to `limit` pending requests, oldest first, under a lease."""
+    query = select(EditRequestRow).where(EditRequestRow.state == RequestState.PENDING.value).order_by(EditRequestRow.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = list(session.scalars(query))
+    expires = utcnow() + timedelta(seconds=lease_s)
+    for row in rows:
+        move_request(session, row, RequestState.CLAIMED, f"claimed by {worker}", run_id=run_id)
+        row.claimed_by, row.lease_expires_at = worker, expires
+    return rows
+
+
+def reap(session: Session, now: datetime | None = None, run_id: str = "") -> int:
+    """Return claimed requests whose lease expired (their worker died) to pending; fail their batch."""
+    now = now or utcnow()
+    rows = list(
+        session.scalars(
+            select(EditRequestRow).where(
+                EditRequestRow.state == RequestState.CLAIMED.value, EditRequestRow.lease_expires_at < now
+            )
+        )
+    )
+    batch_ids = set()
+    for row in rows:
+        worker = row.claimed_by
+        if row.batch_id is not None:
+            batch_ids.add(row.batch_id)
+        move_request(session, row, RequestState.PENDING, f"lease expired (worker {worker} stopped)", run_id=run_id)
+    for batch_id in batch_ids:
+        batch = session.get(Batch, batch_id)
+        if batch is not None and batch.state == BatchState.RUNNING.value:
+            move_batch(session, batch, BatchState.FAILED, "worker stopped before the batch was applied")
+    return len(rows)
+
+
+def release(session: Session, rows: list[EditRequestRow], reason: str, run_id: str = "") -> None:
+    """Give claimed requests back to the queue (a clean stop before the batch was applied)."""
+    for row in rows:
+        if row.state == RequestState.CLAIMED.value:
+            move_request(session, row, RequestState.PENDING, reason, run_id=run_id)

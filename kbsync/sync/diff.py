@@ -1,0 +1,207 @@
+"""`kbsync diff`: read → compare with the snapshot → probe → queue the disagreements.
+
+    facts = a complete read of the KB (or nothing is written)
+    probe = new + changed facts (+ a rotating sample of unchanged ones; every fact with --full)
+    queue = every probed fact the model gets wrong (superseding older pending values)
+All of it is committed in one transaction: the snapshot, the probes, the queue, an event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from kbsync.errors import TokenizationError
+from kbsync.logs import get_logger
+from kbsync.model.loading import LoadedModel
+from kbsync.model.probe import ProbeItem, normalise_answer, probe
+from kbsync.sources.catalogue import Catalogue
+from kbsync.sources.fact import Fact, KnowledgeSource, read_all
+from kbsync.store import snapshot
+from kbsync.store.db import Database
+from kbsync.store.events import record_event
+from kbsync.store.models import EditRequestRow, Probe
+from kbsync.store.queue import enqueue_edit
+
+log = get_logger(__name__)
+
+
+@dataclass
+class DiffRow:
+    subject: str
+    subject_label: str
+    relation: str
+    kb_answer: str
+    model_answer: str
+    status: str      # new | changed | unchanged
+    action: str      # agrees | queued | superseded | already_queued | in_flight | would_queue
+    request_id: int | None = None
+
+
+@dataclass
+class DiffReport:
+    read: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    probed: int = 0
+    agree: int = 0
+    queued: int = 0
+    superseded: int = 0
+    seconds_read: float = 0.0
+    seconds_probe: float = 0.0
+    dry_run: bool = False
+    rows: list[DiffRow] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def answers_of(fact: Fact) -> list[str]:
+    """Labels and aliases of every acceptable object, labels first."""
+    out: list[str] = []
+    for obj in fact.objects:
+        for text in (fact.object_labels.get(obj, obj), *fact.object_aliases.get(obj, ())):
+            if text and text not in out:
+                out.append(text)
+    return out
+
+
+def kb_answer(fact: Fact) -> tuple[str, str]:
+    """(object id, label) the model should answer: the first object that has a label."""
+    for obj in fact.objects:
+        if fact.object_labels.get(obj):
+            return obj, fact.object_labels[obj]
+    return fact.objects[0], fact.objects[0]
+
+
+def short_answer(answer: str) -> str:
+    """The model's answer up to the first line break or sentence/clause end."""
+    for stop in ("\n", ". ", ", ", ";"):
+        answer = answer.split(stop)[0]
+    return answer.strip().rstrip(".").strip()
+
+
+def finite(x: float) -> float:
+    """-inf (no candidate) stored as a very low score: not every database stores infinities."""
+    return max(x, -1e9)
+
+
+def check_labels(tokenizer, facts: Sequence[Fact]) -> None:  # type: ignore[no-untyped-def]
+    for fact in facts:
+        _, label = kb_answer(fact)
+        if not label.strip() or not tokenizer(" " + label.strip(), add_special_tokens=False)["input_ids"]:
+            raise TokenizationError(f"the KB label {label!r} of {fact.subject} {fact.relation} tokenises to nothing; "
+                                    "fix the label in the KB (or drop the fact)")
+        if not fact.subject_label.strip():
+            raise TokenizationError(f"{fact.subject} has no label in the configured language; "
+                                    "add an rdfs:label or change [kb] language")
+
+
+def run_diff(
+    db: Database,
+    source: KnowledgeSource,
+    catalogue: Catalogue,
+    load_model: Callable[[], LoadedModel],
+    *,
+    relations: Sequence[str],
+    subjects: Sequence[str] | None = None,
+    full: bool = False,
+    limit: int | None = None,
+    dry_run: bool = False,
+    sample_unchanged: int = 0,
+    max_new_tokens: int = 8,
+    batch_size: int = 32,
+    incremental_key: str | None = None,
+    run_id: str = "",
+    config_hash: str = "",
+    progress: Callable[[int, int], None] | None = None,
+) -> DiffReport:
+    import time
+
+    report = DiffReport(dry_run=dry_run)
+    rels = [catalogue[r] for r in relations]            # CatalogueError for an unknown id
+    since = None
+    if incremental_key and not full:
+        with db.session() as s:
+            last = snapshot.get_value(s, incremental_key)
+        since = datetime.fromisoformat(last) if last else None   # the source subtracts its overlap window
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    facts = read_all(source, [r.id for r in rels], subjects=subjects or None, since=since)
+    facts = sorted(facts, key=lambda f: (f.relation, f.subject))
+    if limit is not None:
+        facts = facts[:limit]
+    report.seconds_read = time.perf_counter() - t0
+    report.read = len(facts)
+    with db.session() as s:
+        diff = snapshot.compare(s, facts)
+        sample = [] if full else snapshot.rotating_sample(s, diff.unchanged, sample_unchanged)
+    report.new, report.changed, report.unchanged = len(diff.new), len(diff.changed), len(diff.unchanged)
+    status = {(f.subject, f.relation): "new" for f in diff.new}
+    status |= {(f.subject, f.relation): "changed" for f in diff.changed}
+    to_probe = facts if full else diff.to_probe + sample
+    loaded = load_model()          # after the read: a bad KB fails before a model is loaded
+    model, tokenizer = loaded.model, loaded.tokenizer
+    check_labels(tokenizer, to_probe)
+    by_id = {r.id: r for r in rels}
+
+    t0 = time.perf_counter()
+    items = [ProbeItem(prompt=by_id[f.relation].prompt_for(f.subject_label), acceptable=answers_of(f)) for f in to_probe]
+    results = []
+    chunk = max(batch_size * 4, 1)   # probe in chunks so a progress bar can move
+    for start in range(0, len(items), chunk):
+        results += probe(model, tokenizer, items[start:start + chunk], max_new_tokens=max_new_tokens,
+                         batch_size=batch_size)
+        if progress:
+            progress(min(start + chunk, len(items)), len(items))
+    report.seconds_probe = time.perf_counter() - t0
+    report.probed = len(to_probe)
+
+    with db.session() as s:
+        for fact, result in zip(to_probe, results, strict=True):
+            relation = by_id[fact.relation]
+            obj, label = kb_answer(fact)
+            answer = short_answer(result.answer)
+            row = DiffRow(fact.subject, fact.subject_label, fact.relation, label, answer,
+                          status.get((fact.subject, fact.relation), "unchanged"), "agrees")
+            report.rows.append(row)
+            if result.agrees:
+                report.agree += 1
+                continue
+            if dry_run:
+                row.action = "would_queue"
+                continue
+            request = EditRequestRow(
+                subject=fact.subject, relation=fact.relation, subject_label=fact.subject_label,
+                prompt=relation.prompt, target_new=label, target_new_id=obj,
+                target_old=answer or result.answer.strip() or "(nothing)",
+                acceptable=answers_of(fact), paraphrases=list(relation.paraphrases),
+                kb_revision=fact.revision, content_hash=fact.content_hash(),
+            )
+            outcome = enqueue_edit(s, request, f"model answered {answer!r}, KB says {label!r}", run_id)
+            row.action = {"unchanged": "already_queued"}.get(outcome.action, outcome.action)
+            row.request_id = outcome.request.id if outcome.request else None
+            report.queued += outcome.action in ("queued", "superseded")
+            report.superseded += outcome.action == "superseded"
+        if dry_run:
+            s.rollback()
+            return report
+        for fact, result in zip(to_probe, results, strict=True):
+            s.add(Probe(run_id=run_id, subject=fact.subject, relation=fact.relation,
+                        prompt=by_id[fact.relation].prompt_for(fact.subject_label), answer=result.answer,
+                        agrees=result.agrees, kb_logprob=finite(result.kb_logprob),
+                        answer_logprob=finite(result.answer_logprob),
+                        content_hash=fact.content_hash()))
+        snapshot.save(s, facts, {(f.subject, f.relation) for f in to_probe})
+        if incremental_key:
+            snapshot.set_value(s, incremental_key, started.isoformat())
+        record_event(s, "diff", run_id=run_id, config_hash=config_hash, read=report.read, probed=report.probed,
+                     agree=report.agree, queued=report.queued, superseded=report.superseded,
+                     new=report.new, changed=report.changed)
+    log.info("diff_done", read=report.read, probed=report.probed, queued=report.queued)
+    return report
+
+
+__all__ = ["DiffReport", "DiffRow", "normalise_answer", "run_diff"]

@@ -1,0 +1,94 @@
+"""Everything `apply`, `rollback` and `verify` need to edit one model, built from settings:
+the loaded base model, the hyper-parameters, the key statistics C_l and the model store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from kbsync.config import Settings
+from kbsync.editing.covariance import (
+    Corpus,
+    HFDatasetCorpus,
+    JsonlCorpus,
+    ModelSampleCorpus,
+    TextFileCorpus,
+    second_moments,
+)
+from kbsync.editing.hparams import EditHyperParams, defaults_for
+from kbsync.errors import ConfigError
+from kbsync.model.loading import LoadedModel, load_model
+from kbsync.versions.store import ModelStore
+
+MODEL_OVERRIDE_KEYS = ("block", "mlp_out", "final_norm", "unembed", "embed")
+
+
+def load_configured_model(settings: Settings, state_dir: Path) -> LoadedModel:
+    m = settings.model
+    overrides: dict[str, object] = {k: getattr(m, k) for k in MODEL_OVERRIDE_KEYS if getattr(m, k)}
+    if settings.editing.layers:
+        overrides["layers"] = tuple(settings.editing.layers)
+    return load_model(m.path, state_dir=state_dir, dtype=m.dtype, device=m.device, adapter_overrides=overrides or None)
+
+
+def hyper_parameters(settings: Settings, loaded: LoadedModel) -> EditHyperParams:
+    """The family's defaults, with every non-zero [editing] setting on top."""
+    adapter = loaded.adapter
+    hp = defaults_for(adapter.family, adapter.n_layers, getattr(loaded.model.config, "model_type", None))
+    e = settings.editing
+    changes: dict[str, object] = {"algorithm": e.algorithm}
+    if e.layers:
+        changes["layers"] = tuple(e.layers)
+    for key in ("v_steps", "v_lr", "cov_lambda", "cov_samples"):
+        if getattr(e, key):
+            changes[key] = getattr(e, key)
+    return replace(hp, **changes)  # type: ignore[arg-type]
+
+
+def corpus_for(spec: str, loaded: LoadedModel) -> Corpus:
+    """[editing] corpus: model-samples | path.txt | path.jsonl | hf:name."""
+    if spec == "model-samples":
+        return ModelSampleCorpus(loaded.model, loaded.tokenizer)
+    if spec.startswith("hf:"):
+        return HFDatasetCorpus(spec[3:])
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"[editing] corpus {spec!r} is no file; give a .txt/.jsonl path, hf:<name> or model-samples")
+    return JsonlCorpus(path) if path.suffix == ".jsonl" else TextFileCorpus(path)
+
+
+@dataclass
+class EditingContext:
+    settings: Settings
+    loaded: LoadedModel
+    hparams: EditHyperParams
+    store: ModelStore
+    stats_dir: Path
+    _moments: dict[int, torch.Tensor] | None = None
+
+    @property
+    def model_key(self) -> str:
+        return self.loaded.identity
+
+    def moments(self, progress=None) -> dict[int, torch.Tensor]:  # type: ignore[no-untyped-def]
+        if self._moments is None:
+            self._moments = second_moments(
+                self.loaded.model, self.loaded.tokenizer, self.loaded.adapter, self.hparams.layers,
+                corpus_for(self.settings.editing.corpus, self.loaded), self.hparams.cov_samples,
+                self.stats_dir, progress, model_identity=self.loaded.identity,
+            )
+        return self._moments
+
+
+def editing_context(settings: Settings, state_dir: Path, loaded: LoadedModel | None = None) -> EditingContext:
+    loaded = loaded or load_configured_model(settings, state_dir)
+    return EditingContext(
+        settings=settings,
+        loaded=loaded,
+        hparams=hyper_parameters(settings, loaded),
+        store=ModelStore(state_dir, loaded),
+        stats_dir=state_dir / "cache" / "stats",
+    )

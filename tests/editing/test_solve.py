@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import torch
+
+from kbsync.editing.nullspace import PreservedKeys, nullspace_projection
+from kbsync.editing.solve import alphaedit_factors, memit_factors
+
+
+def test_memit_solve_hits_the_values_as_lambda_goes_to_zero():
+    g = torch.Generator().manual_seed(0)
+    d_in, d_out, n = 24, 16, 5
+    w = torch.randn(d_out, d_in, generator=g, dtype=torch.float64)
+    k = torch.randn(d_in, n, generator=g, dtype=torch.float64)
+    v = torch.randn(d_out, n, generator=g, dtype=torch.float64)  # wanted W' k_i = v_i
+    c = torch.eye(d_in, dtype=torch.float64)
+    u, vv = memit_factors(v - w @ k, k, c, lam=1e-8)
+    torch.testing.assert_close((w + u @ vv.T) @ k, v, rtol=1e-5, atol=1e-5)
+    # a large lambda keeps the update small
+    u2, v2 = memit_factors(v - w @ k, k, c, lam=1e6)
+    assert (u2 @ v2.T).norm() < 1e-3 * (u @ vv.T).norm()
+
+
+def test_alphaedit_update_leaves_preserved_keys_alone():
+    g = torch.Generator().manual_seed(1)
+    d_in, d_out, n = 32, 16, 4
+    k0 = torch.randn(d_in, 20, generator=g, dtype=torch.float64)  # knowledge to keep, rank 20 < 32
+    cov = k0 @ k0.T / k0.shape[1]
+    proj = nullspace_projection(cov, threshold=1e-8)
+    assert torch.linalg.matrix_rank(proj) == d_in - 20
+    k = torch.randn(d_in, n, generator=g, dtype=torch.float64)
+    r = torch.randn(d_out, n, generator=g, dtype=torch.float64)
+    earlier = PreservedKeys()
+    earlier.add(3, torch.randn(d_in, 6, generator=g))
+    u, v = alphaedit_factors(r, k, proj, earlier.get(3), l2=1.0)
+    dw = u @ v.T  # (d_out, d_in)
+    assert (dw @ k0).abs().max() < 1e-8 * dw.abs().max() * k0.abs().max() * d_in
+    assert (dw @ k).norm() > 0.1 * r.norm()  # and it still moves the new keys
+
+
+def test_preserved_keys_round_trip(tmp_path):
+    pk = PreservedKeys()
+    pk.add(4, torch.randn(8, 3))
+    pk.add(4, torch.randn(8, 2))
+    pk.save(tmp_path / "pk.safetensors")
+    back = PreservedKeys.load(tmp_path / "pk.safetensors")
+    assert torch.equal(back.kkt[4], pk.kkt[4]) and back.n_keys == {4: 5}

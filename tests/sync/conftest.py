@@ -1,0 +1,72 @@
+"""A tiny random Llama saved as a HF directory (byte-level BPE tokenizer), and settings that
+point kbsync at it: the apply/rollback machinery runs end to end in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import ByteLevelBPETokenizer
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from kbsync.config import Settings
+
+CORPUS = [
+    "The capital of France is Paris. The capital of Germany is Berlin.",
+    "Danielle Darrieux speaks French. Toko Yasuda plays the guitar.",
+    "Apple A5 was created by Apple. Google was founded in California.",
+    "The mother tongue of Thomas Joannes Stieltjes is Dutch. Rome is in Italy.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-llama")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS * 4, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"],
+                            show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # a random model's logits span a fraction of a nat: widen them
+        model.lm_head.weight.mul_(20)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    (out / "corpus.txt").write_text("\n".join(CORPUS * 8))
+    return out
+
+
+@pytest.fixture
+def tiny_settings(tiny_model_dir: Path, tmp_path: Path, sqlite_url: str) -> Settings:
+    return tiny_settings_for(tiny_model_dir, tmp_path, sqlite_url)
+
+
+@pytest.fixture
+def make_settings(tiny_model_dir: Path, tmp_path: Path, sqlite_url: str):
+    """make_settings(db_url=None, **sections) -> Settings for the tiny model with overrides."""
+
+    def make(db_url: str | None = None, **sections: dict) -> Settings:
+        return tiny_settings_for(tiny_model_dir, tmp_path, db_url or sqlite_url, **sections)
+
+    return make
+
+
+def tiny_settings_for(model_dir: Path, state_dir: Path, db_url: str, **sections: dict) -> Settings:
+    data = {
+        "state": {"dir": str(state_dir / "state")},
+        "database": {"url": db_url},
+        "model": {"path": str(model_dir), "device": "cpu"},
+        "editing": {"layers": [1, 2], "cov_lambda": 1.0, "cov_samples": 32, "corpus": str(model_dir / "corpus.txt"),
+                    "v_steps": 25, "batch_size": 2, "retry_smaller": False},
+        "verify": {"min_efficacy": 0.0, "min_paraphrase": 0.0, "min_specificity": 0.0, "neighbours": 0},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+
+    return Settings.model_validate(data)
+

@@ -1,0 +1,132 @@
+"""apply → verify → commit, rollback, integrity checks: the whole machinery on a tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from kbsync.errors import DeltaIntegrityError, LockedError
+from kbsync.store import db as store_db
+from kbsync.store.locks import held_lock
+from kbsync.store.models import Batch, EditCheck, EditRequestRow, Event, ModelVersion, RequestTransition
+from kbsync.store.transitions import enqueue
+from kbsync.sync.apply import ApplyWorker, model_lock_name
+from kbsync.sync.engine import editing_context
+from kbsync.sync.rollback import ModelJob, rollback, verify
+
+FACTS = [
+    ("Q142", "France", "Berlin", "Paris"),
+    ("Q183", "Germany", "Rome", "Berlin"),
+    ("Q38", "Italy", "Paris", "Rome"),
+    ("Q55", "Holland", "Tokyo", "Amsterdam"),
+]
+
+
+def seed(db: store_db.Database, facts=FACTS) -> list[int]:
+    ids = []
+    with db.session() as s:
+        for qid, label, new, old in facts:
+            row = enqueue(s, EditRequestRow(
+                subject=qid, relation="P36", subject_label=label, prompt="The capital of {} is",
+                target_new=new, target_new_id=f"X{new}", target_old=old, acceptable=[new],
+                paraphrases=["{}'s capital city is"], content_hash=qid), "test")
+            ids.append(row.id)
+    return ids
+
+
+def make_worker(settings, db, cls=ApplyWorker, run_id="r1"):
+    state = settings.state.dir
+    state.mkdir(parents=True, exist_ok=True)
+    ctx = editing_context(settings, state)
+    return cls(db, ctx, run_id=run_id, worker="test:1", state_dir=state)
+
+
+@pytest.fixture
+def database(tiny_settings):
+    store_db.upgrade(tiny_settings.database_url)
+    database = store_db.open_database(tiny_settings.database_url)
+    yield database
+    database.dispose()
+
+
+def test_two_batches_then_rollback_restores_weights_bit_for_bit(tiny_settings, database) -> None:
+    seed(database)
+    worker = make_worker(tiny_settings, database)
+    report = worker.run(batch_size=2)
+    assert [b.state for b in report.batches] == ["verified", "verified"]
+    with database.session() as s:
+        states = set(s.scalars(select(EditRequestRow.state)))
+        versions = list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+        batches = list(s.scalars(select(Batch).order_by(Batch.id)))
+        assert states == {"verified"}
+        assert [v.batch_ids for v in versions] == [[batches[0].id], [batches[0].id, batches[1].id]]
+        assert versions[-1].is_current and not versions[0].is_current
+        for b in batches:
+            assert Path(b.delta_path).is_file() and len(b.delta_sha256) == 64
+            assert b.version_after_id is not None and b.metrics["efficacy"] >= 0
+        assert s.scalar(select(EditCheck.id).where(EditCheck.kind == "efficacy")) is not None
+        # every request went claimed -> applied -> verified, each step recorded with its reason
+        moves = [t.to_state for t in s.scalars(select(RequestTransition).where(RequestTransition.request_id == 1)
+                                              .order_by(RequestTransition.id))]
+        assert moves == ["pending", "claimed", "applied", "verified"]
+    assert worker.ctx.store.current_target() == Path(versions[-1].path).resolve()
+
+    job = make_worker(tiny_settings, database, ModelJob, run_id="r2")
+    result = rollback(job, batches[1].id)
+    assert result.weights_after == versions[0].weights_sha256
+    assert result.restores_version == versions[0].id
+    with database.session() as s:
+        assert {r.state for r in s.scalars(select(EditRequestRow).where(EditRequestRow.batch_id == batches[1].id))} == {"rolled_back"}
+        assert {r.state for r in s.scalars(select(EditRequestRow).where(EditRequestRow.batch_id == batches[0].id))} == {"verified"}
+        event = s.scalars(select(Event).where(Event.kind == "rollback")).one()
+        assert event.details["weights_before"] == versions[1].weights_sha256
+        assert event.details["weights_after"] == versions[0].weights_sha256
+    # a fresh process materialises the same weights from base ⊕ the remaining delta log
+    again = make_worker(tiny_settings, database, ModelJob, run_id="r3")
+    again.load_current()
+    assert again.ctx.store.weights_sha256() == versions[0].weights_sha256
+    assert verify(again).failed == []
+
+
+def test_tampered_delta_is_refused(tiny_settings, database) -> None:
+    seed(database, FACTS[:2])
+    make_worker(tiny_settings, database).run(batch_size=2)
+    with database.session() as s:
+        path = Path(s.scalars(select(Batch.delta_path)).one())
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DeltaIntegrityError, match="sha256"):
+        make_worker(tiny_settings, database, run_id="r2").load_current()
+
+
+def test_batch_below_thresholds_is_reverted_and_failed(make_settings, sqlite_url) -> None:
+    settings = make_settings(editing={"v_steps": 1, "v_lr": 1e-6}, verify={"min_efficacy": 1.0})
+    store_db.upgrade(sqlite_url)
+    database = store_db.open_database(sqlite_url)
+    worker = make_worker(settings, database)
+    from kbsync.model.scoring import greedy_answers
+
+    lm = worker.ctx.loaded
+    # the model's own answers as target_old: a barely-optimised edit cannot beat them
+    answers = greedy_answers(lm.model, lm.tokenizer, [f"The capital of {f[1]} is" for f in FACTS[:2]], 2)
+    seed(database, [(q, lab, new, old.strip() or "x") for (q, lab, new, _), old in zip(FACTS[:2], answers)])
+    before = worker.ctx.store.weights_sha256()
+    report = worker.run(batch_size=2)
+    assert [b.state for b in report.batches] == ["failed"]
+    assert worker.ctx.store.weights_sha256() == before
+    with database.session() as s:
+        rows = list(s.scalars(select(EditRequestRow)))
+        assert {r.state for r in rows} == {"failed"}
+        assert all("below thresholds: efficacy" in r.state_reason for r in rows)
+        assert s.scalars(select(ModelVersion)).first() is None
+
+
+def test_second_writer_is_refused_on_sqlite(tiny_settings, database) -> None:
+    seed(database, FACTS[:1])
+    worker = make_worker(tiny_settings, database)
+    with held_lock(database, model_lock_name(worker.ctx.model_key), tiny_settings.state.dir / "locks"):
+        with pytest.raises(LockedError, match="another kbsync process"):
+            make_worker(tiny_settings, database, run_id="r2").run()
