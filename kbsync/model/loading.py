@@ -29,6 +29,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
 
 from kbsync.errors import ModelError
 from kbsync.model.adapters import ArchitectureAdapter, adapter_for
@@ -304,6 +305,7 @@ def model_identity(source_dir: Path, state_dir: Path) -> str:
 def load_model(spec: str, *, state_dir: Path, dtype: str = "auto", device: str = "auto",
                adapter_overrides: dict | None = None) -> LoadedModel:
     """Load ``spec`` for inference and editing: eval mode, no parameter needs a gradient."""
+    hf_logging.disable_progress_bar()  # one-line output: kbsync draws its own progress
     source_dir = source_directory(spec, Path(state_dir))
     dev = resolve_device(device)
     try:
