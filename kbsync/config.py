@@ -113,7 +113,7 @@ class EditingSettings(Section):
     corpus: str = Field(
         "model-samples",
         description="Corpus for key statistics: model-samples (text the model writes, offline), "
-        "a .txt/.jsonl path, or hf:<dataset> (online only).",
+        "builtin:smollm2-samples (the same, sampled once and shipped), a .txt/.jsonl path, or hf:<dataset> (online only).",
     )
     retry_smaller: bool = Field(True, description="Retry a failed batch's edits in halves before marking them failed.")
     lease_s: int = Field(3600, ge=10, description="Lease of a claimed request; the reaper returns expired ones to pending.")
@@ -130,6 +130,15 @@ class ScheduleSettings(Section):
     cron: str = Field("0 3 * * *", description="When the daemon runs a tick (crontab syntax, five fields).")
     timezone: str = Field("UTC", description="Time zone of the cron expression.")
     misfire_grace_s: int = Field(3600, ge=1, description="How late a missed tick may still run.")
+    interval_s: int = Field(
+        0, ge=0, description="Run a tick every this many seconds instead of the cron expression (0: use cron); "
+        "for tests and for intervals shorter than a minute.",
+    )
+    steps: list[Literal["diff", "apply"]] = Field(
+        default_factory=lambda: ["diff", "apply"],
+        description="What a tick runs, in this order: diff (read, probe, queue) and/or apply (edit, verify).",
+    )
+    max_edits_per_tick: int = Field(0, ge=0, description="Edits one tick applies at most (0: the whole queue).")
 
     @field_validator("cron")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -16,15 +17,23 @@ from kbsync.cli.main import cli
 from kbsync.store.events import record_event
 from kbsync.store.models import EditRequestRow
 from kbsync.store.states import RequestState
-from kbsync.sync.apply import ApplyWorker, BatchOutcome
-from kbsync.sync.engine import editing_context
-from kbsync.sync.rollback import ModelJob, rollback, verify, version_path
-from kbsync.versions.store import export_version
+
+if TYPE_CHECKING:
+    from kbsync.sync.apply import ApplyWorker, BatchOutcome
+    from kbsync.sync.rollback import ModelJob
+
+# The editing stack (torch, transformers) is imported inside the commands that need it, so
+# `kbsync status` and `kbsync db upgrade` start in a fraction of a second.
 
 
-def _job(app: App, cls: type[ApplyWorker] = ApplyWorker, **kw) -> ApplyWorker:  # type: ignore[no-untyped-def]
+def _job(app: App, modeljob: bool = False, **kw):  # type: ignore[no-untyped-def]
+    from kbsync.sync.apply import ApplyWorker
+    from kbsync.sync.engine import editing_context
+    from kbsync.sync.rollback import ModelJob
+
     db = app.database()
     ctx = editing_context(app.settings, app.state_dir)
+    cls = ModelJob if modeljob else ApplyWorker
     return cls(db, ctx, run_id=app.run_id, worker=worker_name(), state_dir=app.state_dir,
                config_hash=app.settings.hash(), **kw)
 
@@ -62,7 +71,7 @@ def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool
             console.print(f"batch {outcome.batch_id}: {outcome.n_edits} edits {outcome.state} "
                           f"({outcome.seconds:.1f}s) {outcome.reason}")
 
-    worker = _job(app, on_batch=show)
+    worker: ApplyWorker = _job(app, on_batch=show)
     signal.signal(signal.SIGTERM, lambda *_: setattr(worker, "stop_requested", True))
     report = worker.run(batch_size=size, max_edits=max_edits, lock_wait_s=lock_wait_s)
     with app.database().session() as s:
@@ -94,8 +103,9 @@ def rollback_cmd(app: App, batch: int, dry_run: bool, lock_wait_s: float, as_jso
 
     Example: kbsync rollback 7
     """
-    job = _job(app, ModelJob)
-    assert isinstance(job, ModelJob)
+    from kbsync.sync.rollback import rollback
+
+    job: ModelJob = _job(app, modeljob=True)
     report = rollback(job, batch, dry_run=dry_run, lock_wait_s=lock_wait_s)
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2))
@@ -121,8 +131,9 @@ def verify_cmd(app: App, batch: int | None, all_: bool, as_json: bool) -> None:
     """
     if batch is not None and all_:
         raise click.UsageError("give --batch N or --all, not both")
-    job = _job(app, ModelJob)
-    assert isinstance(job, ModelJob)
+    from kbsync.sync.rollback import verify
+
+    job: ModelJob = _job(app, modeljob=True)
     report = verify(job, batch)
     if as_json:
         click.echo(json.dumps(report.__dict__))
@@ -141,8 +152,10 @@ def export(app: App, dest: Path, version_id: int | None) -> None:
 
     Example: kbsync export /srv/models/kb-current
     """
-    job = _job(app, ModelJob)
-    assert isinstance(job, ModelJob)
+    from kbsync.sync.rollback import version_path
+    from kbsync.versions.store import export_version
+
+    job: ModelJob = _job(app, modeljob=True)
     source = version_path(job, version_id)
     export_version(source, dest)
     click.echo(f"exported model version {version_id or 'current'} ({source.name}) to {dest}")
@@ -156,6 +169,8 @@ def stats(app: App) -> None:
     Example: kbsync stats
     """
     from rich.progress import Progress
+
+    from kbsync.sync.engine import editing_context
 
     ctx = editing_context(app.settings, app.state_dir)
     with Progress(console=Console(stderr=True), transient=True) as bar:

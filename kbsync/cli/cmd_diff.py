@@ -12,7 +12,6 @@ from rich.table import Table
 from kbsync.cli.app import App
 from kbsync.cli.main import cli
 from kbsync.logs import get_logger
-from kbsync.sync.run import diff_from_settings
 
 log = get_logger(__name__)
 
@@ -31,6 +30,8 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
 
     Example: kbsync diff --relation P36 --full
     """
+    from kbsync.sync.run import diff_from_settings  # the model stack: only when diffing
+
     db = app.database()
     err = Console(stderr=True)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:

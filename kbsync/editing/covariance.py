@@ -43,14 +43,16 @@ def _sha(data: bytes | str) -> str:
 @dataclass
 class TextFileCorpus:
     path: Path
-    per: str = "paragraph"  # "paragraph" (blank-line separated) | "line"
+    per: str = "auto"  # "paragraph" (blank-line separated) | "line" | "auto" (paragraphs if any)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         if not self.path.is_file():
             raise ConfigError(f"corpus file {self.path} does not exist; give a text file path")
-        if self.per not in ("paragraph", "line"):
-            raise ConfigError(f"corpus split {self.per!r} is unknown; use 'paragraph' or 'line'")
+        if self.per not in ("paragraph", "line", "auto"):
+            raise ConfigError(f"corpus split {self.per!r} is unknown; use 'paragraph', 'line' or 'auto'")
+        if self.per == "auto":
+            self.per = "paragraph" if "\n\n" in self.path.read_text(encoding="utf-8", errors="replace") else "line"
         self.identity = f"text:{self.per}:{_sha(self.path.read_bytes())}"
 
     def texts(self) -> Iterator[str]:

@@ -22,12 +22,28 @@ def memit_factors(resid: torch.Tensor, keys: torch.Tensor, cov: torch.Tensor,
                   lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     k = keys.double()  # (d_in, n)
     a = lam * cov.double() + k @ k.T  # (d_in, d_in) SPD
+    v = torch.cholesky_solve(k, spd_cholesky(a))  # (d_in, n)
+    return resid.double(), v
+
+
+def spd_cholesky(a: torch.Tensor) -> torch.Tensor:
+    """Cholesky factor of a symmetric positive (semi-)definite matrix.
+
+    A C estimated from a corpus that spans fewer directions than d_in makes λC + KKᵀ only
+    semi-definite; then a ridge of 1e-10, 1e-8, 1e-6 × mean(diag) is added (float64), the
+    smallest that makes it definite, as numerical libraries do ("jitter").
+    """
     chol, info = torch.linalg.cholesky_ex(a)
+    scale = float(a.diagonal().mean().abs()) or 1.0
+    eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
+    for jitter in (1e-10, 1e-8, 1e-6):
+        if int(info) == 0:
+            return chol
+        chol, info = torch.linalg.cholesky_ex(a + jitter * scale * eye)
     if int(info) != 0:
         raise EditError("lam*C + K K^T is not positive definite (too few covariance samples or "
                         "lam too small); raise cov_samples or cov_lambda")
-    v = torch.cholesky_solve(k, chol)  # (d_in, n)
-    return resid.double(), v
+    return chol
 
 
 def alphaedit_factors(resid: torch.Tensor, keys: torch.Tensor, proj: torch.Tensor,

@@ -166,8 +166,13 @@ class ApplyWorker:
             self.fail(batch_id, request_ids, f"not applied: {type(exc).__name__}: {exc}", [], {}, t0, requeue=True)
             raise
         applied = delta.apply(self.ctx.loaded.model, self.ctx.loaded.adapter)
-        checks = run_checks(self.ctx.loaded.model, self.ctx.loaded.tokenizer, tests,
-                            self.settings.probe.max_new_tokens)
+        try:
+            checks = run_checks(self.ctx.loaded.model, self.ctx.loaded.tokenizer, tests,
+                                self.settings.probe.max_new_tokens)
+        except BaseException as exc:  # the checks never ran to the end: undo and give the requests back
+            applied.revert()
+            self.fail(batch_id, request_ids, f"not applied: {type(exc).__name__}: {exc}", [], {}, t0, requeue=True)
+            raise
         summary = shares(checks)
         ok, reason = judge(summary, self.settings.verify)
         if not ok:
@@ -184,7 +189,14 @@ class ApplyWorker:
             per_edit = failing_requests(checks)
             return [self.fail(batch_id, request_ids, reason, checks, summary, t0, per_edit=per_edit)]
         timings["verify_s"] = time.perf_counter() - t0 - sum(timings.values())
-        return [self.commit(batch_id, request_ids, delta, checks, summary, reason, timings, t0)]
+        try:
+            return [self.commit(batch_id, request_ids, delta, checks, summary, reason, timings, t0)]
+        except BaseException as exc:
+            if self.active and self.active[-1][0] == batch_id:
+                raise  # committed in SQL; only the pointer or pruning failed: recover() fixes those
+            applied.revert()
+            self.fail(batch_id, request_ids, f"not applied: {type(exc).__name__}: {exc}", [], {}, t0, requeue=True)
+            raise
 
     def commit(self, batch_id: int, request_ids: list[int], delta: Delta, checks: list[Check],
                summary: dict[str, float], reason: str, timings: dict[str, float], t0: float) -> BatchOutcome:
@@ -226,9 +238,9 @@ class ApplyWorker:
             record_event(s, "batch_applied", run_id=self.run_id, config_hash=self.config_hash, batch_id=batch_id,
                          n_edits=len(request_ids), weights_sha256=weights_sha, delta_sha256=delta_sha, shares=summary)
             version_id = version.id
-        store.set_current(version_path)
         self.active.append((batch_id, delta))
         self.current_version_id = version_id
+        store.set_current(version_path)
         log.info("batch_verified", batch=batch_id, n_edits=len(request_ids), **summary)
         return BatchOutcome(batch_id, len(request_ids), BatchState.VERIFIED.value, reason, summary,
                             time.perf_counter() - t0, version_id)

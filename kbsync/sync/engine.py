@@ -49,11 +49,18 @@ def hyper_parameters(settings: Settings, loaded: LoadedModel) -> EditHyperParams
 
 
 def corpus_for(spec: str, loaded: LoadedModel) -> Corpus:
-    """[editing] corpus: model-samples | path.txt | path.jsonl | hf:name."""
+    """[editing] corpus: model-samples | builtin:name | path.txt | path.jsonl | hf:name."""
     if spec == "model-samples":
         return ModelSampleCorpus(loaded.model, loaded.tokenizer)
     if spec.startswith("hf:"):
         return HFDatasetCorpus(spec[3:])
+    if spec.startswith("builtin:"):  # text shipped in kbsync/data, e.g. builtin:smollm2-samples
+        from importlib import resources
+
+        path = Path(str(resources.files("kbsync").joinpath("data", spec.removeprefix("builtin:") + ".txt")))
+        if not path.is_file():
+            raise ConfigError(f"[editing] corpus {spec!r} is not shipped; use builtin:smollm2-samples, a file or model-samples")
+        return TextFileCorpus(path)
     path = Path(spec)
     if not path.is_file():
         raise ConfigError(f"[editing] corpus {spec!r} is no file; give a .txt/.jsonl path, hf:<name> or model-samples")

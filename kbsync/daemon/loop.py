@@ -1,0 +1,261 @@
+"""The daemon's work loop, rq-style, and its signals.
+
+    take the daemon lock (one scheduler per database) → metrics, scheduler, READY=1
+    loop: check stop → reload if asked → wait for a due tick (heartbeat) → run the tick
+          (diff, then apply) → gauges from the database → heartbeat
+    finally: STOPPING=1, scheduler and metrics down, lock released
+
+Signals (two-stage, like rq's warm and cold shutdown):
+- first SIGTERM/SIGINT: the apply worker's `stop_requested` is set, so it finishes the batch
+  it is on and claims no other; no further step starts; exit 0.
+- second: stop at the next safe point: if the main thread is inside a side-effect-free
+  stretch (reading the KB, probing, computing targets or key statistics), `Interrupted` is
+  raised right there (the worker gives an interrupted batch back to the queue); otherwise
+  (a commit, a verification) it is raised where the next such stretch begins, and the
+  first signal's rule ends the rest. Never mid-commit.
+- SIGHUP: reload the config between ticks; a bad new config is logged and the old one kept.
+
+`--once` (`kbsync run-once`) runs one tick under the same lock and signals, and returns its
+exit code (0 when every step succeeded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import make_url
+
+from kbsync.config import Settings
+from kbsync.daemon.metrics import Metrics
+from kbsync.daemon.notify import Heartbeat, Notifier
+from kbsync.daemon.scheduler import TickScheduler, describe, trigger_for
+from kbsync.daemon.tick import Interrupted, Steps, TickReport, run_tick
+from kbsync.errors import ConfigError, KbsyncError, LockedError
+from kbsync.logs import configure_logging, get_logger
+from kbsync.store.db import Database
+from kbsync.store.events import record_event
+from kbsync.store.locks import held_lock
+
+if TYPE_CHECKING:
+    from kbsync.cli.app import App
+    from kbsync.sync.apply import ApplyWorker
+
+log = get_logger(__name__)
+
+DAEMON_LOCK = "kbsync-daemon"
+# (module, function) whose frames do nothing that a stop could leave half done.
+SAFE_FRAMES = frozenset({
+    ("kbsync.sources.fact", "read_all"),
+    ("kbsync.model.probe", "probe"),
+    ("kbsync.editing.targets", "context_templates"),
+    ("kbsync.editing.targets", "compute_targets"),
+    ("kbsync.editing.covariance", "_accumulate"),
+})
+RELOAD_NEEDS_RESTART = ("database", "state", "metrics")
+
+
+def at_safe_point(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if (frame.f_globals.get("__name__"), frame.f_code.co_name) in SAFE_FRAMES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class Shutdown:
+    """Stop and reload requests from signal handlers; the `Control` that tick steps consult."""
+
+    def __init__(self, heartbeat: Heartbeat, notifier: Notifier) -> None:
+        self.stage = 0              # 0 running, 1 finish the current unit, 2 stop at the next safe point
+        self.reload_requested = False
+        self.heartbeat, self.notifier = heartbeat, notifier
+        self._workers: list[ApplyWorker] = []
+        self._previous: dict[int, object] = {}
+        self._signal_name = ""
+
+    def install(self) -> None:
+        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+                             (signal.SIGHUP, self._on_hup)):
+            self._previous[sig] = signal.signal(sig, handler)
+
+    def restore(self) -> None:
+        sys.settrace(None)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stage = min(self.stage + 1, 2)
+        for worker in self._workers:
+            worker.stop_requested = True
+        name = signal.Signals(signum).name
+        if self.stage == 1:
+            log.warning("stop_requested", signal=name, then="finishing the current unit of work, then exit")
+            self.notifier.stopping("stopping: finishing the current batch")
+            return
+        safe = at_safe_point(frame)
+        log.warning("stop_now", signal=name, at_safe_point=safe)
+        if safe:
+            raise Interrupted(name)
+        self._signal_name = name
+        sys.settrace(self._stop_on_entry)  # not safe here: stop where the next safe stretch begins
+
+    def _stop_on_entry(self, frame: FrameType, event: str, arg: object) -> None:
+        """Trace function of the main thread after a second signal: raise on entering a safe function
+        (an error in a trace function propagates into the called frame and unsets the tracer)."""
+        if event == "call" and (frame.f_globals.get("__name__"), frame.f_code.co_name) in SAFE_FRAMES:
+            raise Interrupted(self._signal_name)
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_requested = True
+
+    def beat(self) -> None:
+        self.heartbeat.beat()
+
+    @contextlib.contextmanager
+    def watching(self, worker: ApplyWorker) -> Iterator[None]:
+        """While a worker runs, stop signals reach its `stop_requested` (checked between batches)."""
+        worker.stop_requested = worker.stop_requested or self.stage > 0
+        self._workers.append(worker)
+        try:
+            yield
+        finally:
+            self._workers.remove(worker)
+
+
+@contextlib.contextmanager
+def daemon_lock(db: Database, state_dir: Path) -> Iterator[None]:
+    """One scheduler per database: a PostgreSQL advisory lock, or a lock file beside the SQLite file."""
+    lock_dir = state_dir / "locks"
+    name = DAEMON_LOCK
+    if db.dialect == "sqlite":
+        path = Path(make_url(db.url).database or "").resolve()
+        lock_dir, name = path.parent, f"{DAEMON_LOCK}:{path}"
+    try:
+        with held_lock(db, name, lock_dir):
+            yield
+    except LockedError as exc:
+        if "another kbsync process" not in str(exc):
+            raise
+        raise LockedError("another kbsync daemon or run-once already runs on this database; stop it first "
+                          "(systemctl stop kbsync) or point this one at another [database] url") from None
+
+
+class Daemon:
+    def __init__(self, app: App, load_settings: Callable[[], Settings], *, notifier: Notifier | None = None) -> None:
+        self.app = app
+        self.load_settings = load_settings
+        self.notifier = notifier or Notifier()
+        self.heartbeat = Heartbeat()
+        self.shutdown = Shutdown(self.heartbeat, self.notifier)
+        self.steps = Steps(app)
+        self.metrics: Metrics | None = None
+        self.scheduler: TickScheduler | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    def run(self, once: bool = False) -> int:
+        db = self.app.database()          # refuses a schema behind its migrations
+        trigger_for(self.settings.schedule)  # a bad schedule fails before anything starts
+        self.shutdown.install()
+        try:
+            with daemon_lock(db, self.app.state_dir):
+                self._event("daemon_start", once=once)
+                try:
+                    return self._tick().exit_code if once else self._serve()
+                finally:
+                    self._event("daemon_stop", once=once, stage=self.shutdown.stage)
+        finally:
+            self.shutdown.restore()
+            self.notifier.close()
+
+    def _serve(self) -> int:
+        s = self.settings
+        if s.metrics.enabled:
+            self.metrics = Metrics()
+            self.metrics.refresh(self.app.database())
+            self.metrics.serve(s.metrics.bind)
+        self.scheduler = TickScheduler(s.schedule)
+        self.scheduler.start()
+        self.notifier.start_watchdog(self.heartbeat)
+        idle_wait = min(1.0, self.notifier.watchdog_s / 4) if self.notifier.watchdog_s else 1.0
+        self.notifier.ready(self._waiting())
+        log.info("daemon_ready", schedule=describe(s.schedule), next_tick=str(self.scheduler.next_fire()),
+                 steps=s.schedule.steps, watchdog_s=self.notifier.watchdog_s)
+        try:
+            while not self.shutdown.stage:
+                self.heartbeat.beat()
+                if self.shutdown.reload_requested:
+                    self.reload()
+                ticket = self.scheduler.next_ticket(timeout=idle_wait)
+                if ticket is None:
+                    continue
+                try:
+                    if not self.shutdown.stage:
+                        self._tick()
+                finally:
+                    ticket.set()
+        finally:
+            self.notifier.stopping()
+            self.scheduler.shutdown()
+            if self.metrics is not None:
+                self.metrics.close()
+            log.info("daemon_stopped", stage=self.shutdown.stage)
+        return 0
+
+    def _tick(self) -> TickReport:
+        self.notifier.status("tick running")
+        report = run_tick(self.app, self.steps.named(self.settings.schedule.steps), self.shutdown)
+        self.heartbeat.beat()
+        if self.metrics is not None:
+            self.metrics.observe_tick(report)
+            try:
+                self.metrics.refresh(self.app.database())
+            except KbsyncError as exc:
+                log.error("metrics_refresh_failed", error=exc.one_line())
+        result = "ok" if report.ok else "interrupted" if report.interrupted else "FAILED"
+        self.notifier.status(f"last tick {result} ({report.seconds:.0f}s); {self._waiting()}")
+        return report
+
+    def _waiting(self) -> str:
+        nxt = self.scheduler.next_fire() if self.scheduler else None
+        return f"next tick {nxt:%Y-%m-%d %H:%M:%S %Z}" if nxt else "no tick scheduled"
+
+    def reload(self) -> None:
+        """SIGHUP: the new config, or the old one kept when the new one is bad."""
+        self.shutdown.reload_requested = False
+        old = self.settings
+        try:
+            new = self.load_settings()
+            trigger_for(new.schedule)
+        except ConfigError as exc:
+            log.error("reload_rejected", error=exc.one_line(), kept=old.hash())
+            self.notifier.status("config reload failed (see the log); old config kept")
+            return
+        frozen = {k: getattr(old, k) for k in RELOAD_NEEDS_RESTART if getattr(new, k) != getattr(old, k)}
+        if frozen:
+            log.warning("reload_needs_restart", sections=sorted(frozen), note="kept the running values")
+            new = new.model_copy(update=frozen)
+        new.source_file = new.source_file or old.source_file
+        self.steps.use_settings(old, new)
+        self.app.settings = new
+        configure_logging(new.logging.level, new.logging.format, run_id=self.app.run_id)
+        assert self.scheduler is not None
+        self.scheduler.reschedule(new.schedule)
+        self._event("daemon_reload", old_config_hash=old.hash())
+        log.info("config_reloaded", config_hash=new.hash(), schedule=describe(new.schedule))
+        self.notifier.status(f"config reloaded; {self._waiting()}")
+
+    def _event(self, kind: str, **details: Any) -> None:
+        try:
+            with self.app.database().session() as s:
+                record_event(s, kind, run_id=self.app.run_id, config_hash=self.settings.hash(), **details)
+        except KbsyncError as exc:
+            log.error("event_not_recorded", kind=kind, error=exc.one_line())

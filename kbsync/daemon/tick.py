@@ -1,0 +1,204 @@
+"""One tick: diff (read the KB, probe the model, queue disagreements), then apply (verified
+MEMIT batches), recorded as one `tick` event.
+
+    for each configured step, in order:
+        stop asked for?  -> skip the rest (the first signal lets the current unit finish)
+        run the step     -> counts, or the error as one line (the next step still runs)
+    record_event("tick", ok, counts, steps)
+
+The steps are the library's own entry points (`kbsync.sync.run`: `diff_from_settings`, the
+`kbsync diff` command's library function, and `apply_worker`), imported lazily so that the
+daemon takes its lock and reports READY without loading the model code. The loaded
+model is kept between ticks (a daemon that ticks every few minutes should not reload it), and
+is materialised at the current model version before the diff probes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kbsync.errors import KbsyncError, VerificationError
+from kbsync.logs import get_logger, new_run_id
+from kbsync.store.events import record_event
+
+if TYPE_CHECKING:
+    from kbsync.cli.app import App
+    from kbsync.config import Settings
+    from kbsync.sync.apply import ApplyWorker
+    from kbsync.sync.engine import EditingContext
+
+log = get_logger(__name__)
+
+STEP_NAMES = ("diff", "apply")
+COUNT_KEYS = ("read", "probed", "agree", "queued", "superseded", "applied", "failed", "batches", "recovered")
+
+
+class Interrupted(BaseException):
+    """The second stop signal, raised at a safe point: nothing of the current unit is written.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it; the
+    apply worker gives a batch interrupted while it computes back to the queue."""
+
+
+class Control(Protocol):
+    """What a step asks of the work loop (`kbsync.daemon.loop.Shutdown` provides it)."""
+
+    stage: int  # 0 running, 1 finish the current unit and stop, 2 stop at the next safe point
+
+    def beat(self) -> None: ...
+
+    def watching(self, worker: ApplyWorker) -> AbstractContextManager[None]: ...
+
+
+Step = Callable[[str, Control], tuple[bool, dict[str, int]]]  # (run id, control) -> (ok, counts)
+
+
+@dataclass
+class StepResult:
+    name: str
+    ok: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str = ""
+    exit_code: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class TickReport:
+    run_id: str
+    started_at: datetime
+    seconds: float = 0.0
+    steps: list[StepResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(s.ok for s in self.steps)
+
+    @property
+    def exit_code(self) -> int:
+        """0, or the code of the first failing step (KbsyncError branch; 7 for failed batches)."""
+        return next((s.exit_code or 1 for s in self.steps if not s.ok), 1 if self.interrupted else 0)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(COUNT_KEYS, 0)
+        for s in self.steps:
+            for key, value in s.counts.items():
+                out[key] = out.get(key, 0) + value
+        return out
+
+    def details(self) -> dict[str, Any]:
+        return {**self.counts, "seconds": round(self.seconds, 3), "interrupted": self.interrupted,
+                "skipped": self.skipped,
+                "steps": {s.name: {"ok": s.ok, "error": s.error, "seconds": round(s.seconds, 3)} for s in self.steps}}
+
+
+class Steps:
+    """The diff and apply steps of one daemon, and what they keep between ticks."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._ctx: EditingContext | None = None
+
+    def use_settings(self, old: Settings, new: Settings) -> None:
+        """After a config reload: forget the loaded model if what it depends on changed."""
+        if (new.model, new.editing) != (old.model, old.editing):
+            self._ctx = None        # the next tick loads the model and hyper-parameters again
+        elif self._ctx is not None:
+            self._ctx.settings = new
+
+    def editing(self) -> EditingContext:
+        from kbsync.sync.engine import editing_context
+
+        if self._ctx is None:
+            self._ctx = editing_context(self.app.settings, self.app.state_dir)
+        return self._ctx
+
+    def worker(self, run_id: str, control: Control) -> ApplyWorker:
+        from kbsync.cli.app import worker_name
+        from kbsync.sync.run import apply_worker
+
+        return apply_worker(self.app.settings, self.app.database(), self.app.state_dir, run_id=run_id,
+                            worker=worker_name(), ctx=self.editing(), on_batch=lambda _outcome: control.beat())
+
+    def named(self, names: Sequence[str]) -> list[tuple[str, Step]]:
+        table: dict[str, Step] = {"diff": self.diff, "apply": self.apply}
+        return [(n, table[n]) for n in names]
+
+    def diff(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
+        from kbsync.sync.run import diff_from_settings
+
+        self.worker(run_id, control).load_current()  # probe the model as it is now: base ⊕ active deltas
+        report = diff_from_settings(self.app.settings, self.app.database(), self.app.state_dir, run_id=run_id,
+                                    loaded=self.editing().loaded, progress=lambda _d, _t: control.beat())
+        counts = {k: int(getattr(report, k)) for k in ("read", "probed", "agree", "queued", "superseded")}
+        return True, counts
+
+    def apply(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
+        ctx = self.editing()
+        ctx.moments(lambda _done, _total: control.beat())  # C_l: computed once, then cached
+        worker = self.worker(run_id, control)
+        limit = self.app.settings.schedule.max_edits_per_tick or None
+        with control.watching(worker):
+            report = worker.run(batch_size=self.app.settings.editing.batch_size, max_edits=limit)
+        counts = {"applied": report.applied, "failed": report.failed, "batches": len(report.batches),
+                  "recovered": report.recovered}
+        return report.failed == 0, counts
+
+
+def run_tick(app: App, steps: list[tuple[str, Step]], control: Control) -> TickReport:
+    """Run `steps` in order under a fresh run id and record the `tick` event."""
+    run_id = new_run_id()
+    report = TickReport(run_id=run_id, started_at=datetime.now(UTC))
+    t0 = time.perf_counter()
+    log.info("tick_started", tick_run_id=run_id, steps=[n for n, _ in steps])
+    try:
+        for name, step in steps:
+            if control.stage:
+                report.skipped.append(name)
+                continue
+            control.beat()
+            report.steps.append(_run_step(name, step, run_id, control))
+    except Interrupted:
+        report.interrupted = True
+        report.skipped += [n for n, _ in steps if n not in {s.name for s in report.steps}]
+    finally:
+        report.seconds = time.perf_counter() - t0
+        _record(app, report)
+    log.info("tick_done", tick_run_id=run_id, ok=report.ok, seconds=round(report.seconds, 2), **report.counts)
+    return report
+
+
+def _run_step(name: str, step: Step, run_id: str, control: Control) -> StepResult:
+    t0 = time.perf_counter()
+    try:
+        ok, counts = step(run_id, control)
+    except Interrupted:
+        log.warning("step_interrupted", step=name)
+        raise
+    except KbsyncError as exc:
+        log.error("step_failed", step=name, error=exc.one_line())
+        return StepResult(name, False, error=exc.one_line(), exit_code=exc.exit_code, seconds=time.perf_counter() - t0)
+    except Exception as exc:  # a bug or an untranslated library error: record it, keep the daemon alive
+        log.exception("step_crashed", step=name)
+        return StepResult(name, False, error=f"{type(exc).__name__}: {exc}", exit_code=1,
+                          seconds=time.perf_counter() - t0)
+    error = "" if ok else f"{counts.get('failed', 0)} edit(s) failed verification"
+    return StepResult(name, ok, counts, error, 0 if ok else VerificationError.exit_code, time.perf_counter() - t0)
+
+
+def _record(app: App, report: TickReport) -> None:
+    try:
+        with app.database().session() as s:
+            record_event(s, "tick", run_id=report.run_id, config_hash=app.settings.hash(), ok=report.ok,
+                         **report.details())
+    except KbsyncError as exc:  # the database is gone: the log still says what happened
+        log.error("tick_not_recorded", error=exc.one_line())
+

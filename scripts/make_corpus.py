@@ -1,0 +1,39 @@
+"""Write text the bundled model samples itself (kbsync's offline corpus) to a file.
+
+`[editing] corpus = "model-samples"` samples this text on every fresh state directory, which
+takes minutes on a CPU. The demo and the tests read a copy made once by this script instead
+(`builtin:smollm2-samples`, kbsync/data/smollm2-samples.txt): the same distribution, the
+same seed, no sampling at run time.
+
+Example:
+    .venv/bin/python scripts/make_corpus.py --n 512 --out kbsync/data/smollm2-samples.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import torch
+
+from kbsync.editing.covariance import ModelSampleCorpus
+from kbsync.model.loading import load_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=512, help="texts to sample")
+    parser.add_argument("--out", type=Path, default=Path("kbsync/data/smollm2-samples.txt"))
+    parser.add_argument("--state-dir", type=Path, default=Path(".kbsync"))
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    lm = load_model("builtin:smollm2-135m", state_dir=args.state_dir, device="cpu")
+    corpus = ModelSampleCorpus(lm.model, lm.tokenizer, seed=0, n_tokens=64, batch_size=32)
+    texts = [" ".join(t.split()) for t in itertools.islice(corpus.texts(), args.n)]
+    args.out.write_text("\n".join(t for t in texts if t) + "\n", encoding="utf-8")
+    print(f"wrote {len(texts)} texts to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Crash safety: `kbsync apply` killed (SIGKILL) at each risky point, then run again.
+
+After the rerun: no request lost or stuck, no version without its audit rows, no audit row
+naming a missing or mismatched file, and the final weights equal an uninterrupted run's.
+Runs the real CLI in subprocesses on the tiny model (the machinery, not the maths, is tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from kbsync.store import db as store_db
+from kbsync.store.models import EditRequestRow
+from kbsync.store.transitions import enqueue
+from kbsync.sync.apply import CRASH_POINTS
+
+FACTS = [("Q142", "France", "Berlin", "Paris"), ("Q183", "Germany", "Rome", "Berlin"),
+         ("Q38", "Italy", "Paris", "Rome")]
+
+
+def write_config(root: Path, model_dir: Path) -> Path:
+    cfg = root / "kbsync.toml"
+    cfg.write_text(f"""
+[state]
+dir = "{root / 'state'}"
+[model]
+path = "{model_dir}"
+device = "cpu"
+[editing]
+layers = [1, 2]
+cov_lambda = 1.0
+cov_samples = 32
+corpus = "{model_dir / 'corpus.txt'}"
+batch_size = 3
+retry_smaller = false
+[verify]
+min_efficacy = 0.0
+min_paraphrase = 0.0
+min_specificity = 0.0
+neighbours = 0
+""")
+    return cfg
+
+
+def apply(cfg: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
+    if crash_at:
+        env["KBSYNC_CRASH_AT"] = crash_at
+        env["KBSYNC_CRASH_DELAY"] = "0.3"
+    return subprocess.run([sys.executable, "-m", "kbsync", "--config", str(cfg), "--log-level", "warning", "apply", "--json"],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def queue(cfg: Path, root: Path) -> str:
+    url = f"sqlite:///{root / 'state' / 'kbsync.db'}"
+    (root / "state").mkdir(parents=True, exist_ok=True)
+    store_db.upgrade(url)
+    db = store_db.open_database(url)
+    with db.session() as s:
+        for qid, label, new, old in FACTS:
+            enqueue(s, EditRequestRow(subject=qid, relation="P36", subject_label=label, prompt="The capital of {} is",
+                                      target_new=new, target_new_id=f"X{new}", target_old=old, acceptable=[new],
+                                      paraphrases=["{}'s capital city is"], content_hash=qid), "test")
+    db.dispose()
+    return url
+
+
+def invariants(url: str) -> str:
+    """Check the store is consistent; return the current version's weights hash."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        states = [r[0] for r in conn.execute(text("SELECT state FROM edit_requests"))]
+        assert sorted(states) == ["verified"] * len(FACTS), states
+        assert conn.execute(text("SELECT count(*) FROM batches WHERE state = 'running'")).scalar() == 0
+        for path, sha in conn.execute(text("SELECT delta_path, delta_sha256 FROM batches WHERE delta_path IS NOT NULL")):
+            assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
+        versions = conn.execute(text("SELECT id, path, weights_sha256, is_current FROM model_versions")).all()
+        for _, path, _, _ in versions:
+            assert path is None or (Path(path) / "config.json").is_file()
+        verified_batches = conn.execute(text("SELECT count(*) FROM batches WHERE state = 'verified'")).scalar()
+        assert verified_batches == 1
+        current = [v for v in versions if v[3]]
+        assert len(current) == 1
+        events = conn.execute(text("SELECT count(*) FROM events WHERE kind = 'batch_applied'")).scalar()
+        assert events == 1
+    engine.dispose()
+    state = Path(url.removeprefix("sqlite:///")).parent
+    on_disk = {p.name for p in (state / "store").glob("*/versions/*")}
+    assert on_disk == {Path(current[0][1]).name}, "a version directory no SQL row names was left behind"
+    return current[0][2]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("reference")
+    cfg = write_config(root, tiny_model_dir)
+    url = queue(cfg, root)
+    result = apply(cfg)
+    assert result.returncode == 0, result.stderr
+    return invariants(url)
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_killed_apply_recovers_to_the_uninterrupted_result(point: str, reference: str, tiny_model_dir: Path,
+                                                           tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, tiny_model_dir)
+    url = queue(cfg, tmp_path)
+    crashed = apply(cfg, crash_at=point)
+    assert crashed.returncode == -9, (crashed.returncode, crashed.stderr[-2000:])
+    again = apply(cfg)
+    assert again.returncode == 0, again.stderr[-2000:]
+    report = json.loads(again.stdout)
+    assert report["applied"] == len(FACTS)
+    assert invariants(url) == reference
+
