@@ -126,6 +126,9 @@ class VerifySettings(Section):
     neighbours: int = Field(5, ge=0, description="Neighbour facts checked per edit (same relation, answered right).")
 
 
+DEFAULT_STEPS: tuple[Literal["diff", "apply"], ...] = ("diff", "apply")
+
+
 class ScheduleSettings(Section):
     cron: str = Field("0 3 * * *", description="When the daemon runs a tick (crontab syntax, five fields).")
     timezone: str = Field("UTC", description="Time zone of the cron expression.")
@@ -135,7 +138,7 @@ class ScheduleSettings(Section):
         "for tests and for intervals shorter than a minute.",
     )
     steps: list[Literal["diff", "apply"]] = Field(
-        default_factory=lambda: ["diff", "apply"],
+        default_factory=lambda: list(DEFAULT_STEPS),
         description="What a tick runs, in this order: diff (read, probe, queue) and/or apply (edit, verify).",
     )
     max_edits_per_tick: int = Field(0, ge=0, description="Edits one tick applies at most (0: the whole queue).")

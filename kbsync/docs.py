@@ -49,6 +49,10 @@ def commands_table() -> str:
     return "\n".join(rows)
 
 
+def _filler(body: str):  # type: ignore[no-untyped-def]
+    return lambda m: m.group(1) + body + "\n" + m.group(2)
+
+
 SECTIONS = {"settings": settings_table, "commands": commands_table}
 
 
@@ -57,8 +61,7 @@ def render(readme: str) -> str:
         pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
         if not pattern.search(readme):
             raise SystemExit(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> section")
-        body = make()
-        readme = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), readme)
+        readme = pattern.sub(_filler(make()), readme)
     return readme
 
 

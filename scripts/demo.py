@@ -1,27 +1,179 @@
-"""`make demo`: the kbsync flow on the embedded defaults (bundled model, demo KB, SQLite)."""
+"""`make demo`: kbsync's whole flow on the embedded defaults, step by step.
+
+The bundled model (SmolLM2-135M-Instruct), the demo KB shipped in kbsync/data/demo.ttl
+(facts the model knows, plus five the KB now states differently), SQLite:
+
+    db upgrade → diff → apply → answers before/after → audit → rollback → answers again
+
+State lives in .kbsync-demo/ (the model cache and key statistics are kept between runs; the
+database and the model store start afresh each time). `--sparql` serves the same KB from a
+local Oxigraph SPARQL server (started and stopped here), as production reads Wikidata.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
-KBSYNC = [sys.executable, "-m", "kbsync"]
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / ".kbsync-demo"
+DEMO_KB = ROOT / "kbsync" / "data" / "demo.ttl"
+console = Console(width=140)
+
+AUDIT_SQL = {
+    "what did each batch change?": "SELECT batch_id, subject_label, relation, target_old, target_new, request_state "
+                                   "FROM v_batch_changes ORDER BY batch_id, request_id;",
+    "the history of one fact": "SELECT at, from_state, to_state, reason FROM v_fact_history "
+                               "WHERE subject_label = '{subject}' ORDER BY at, transition_id;",
+    "failed edits and why": "SELECT subject_label, relation, target_new, reason FROM v_failed_edits;",
+}
 
 
-def step(title: str, *args: str, cwd: Path) -> None:
-    print(f"\n$ kbsync {' '.join(args)}    # {title}", flush=True)
-    subprocess.run([*KBSYNC, *args], cwd=cwd, check=True)
+def kbsync(*args: str, env: dict[str, str], capture: bool = False) -> str:
+    cmd = [sys.executable, "-m", "kbsync", "--log-level", "warning", *args]
+    if not capture:
+        console.print(f"\n[bold]$ kbsync {' '.join(args)}[/bold]")
+    result = subprocess.run(cmd, env=env, cwd=ROOT, text=True, capture_output=capture)
+    if result.returncode != 0:
+        if capture:
+            sys.stderr.write(result.stderr)
+        raise SystemExit(f"demo step failed: kbsync {' '.join(args)} (exit {result.returncode})")
+    return result.stdout if capture else ""
+
+
+def step(n: int, text: str) -> None:
+    console.rule(f"[bold cyan]{n}. {text}")
+
+
+def answers(env: dict[str, str]) -> dict[tuple[str, str], str]:
+    """The model's current answer to every KB fact: a dry-run diff over all facts writes nothing."""
+    report = json.loads(kbsync("diff", "--full", "--dry-run", "--json", env=env, capture=True))
+    return {(r["subject"], r["relation"]): r["model_answer"] for r in report["rows"]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_oxigraph(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    exe = shutil.which("oxigraph", path=str(Path(sys.executable).parent)) or shutil.which("oxigraph")
+    if exe is None:
+        raise SystemExit("the oxigraph server is not installed: pip install oxigraph (make demo-sparql does)")
+    store = workdir / "oxigraph"
+    subprocess.run([exe, "load", "--location", str(store), "--file", str(DEMO_KB)], check=True, capture_output=True)
+    port = free_port()
+    server = subprocess.Popen([exe, "serve", "--location", str(store), "--bind", f"127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}/query"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{endpoint}?query=ASK%7B%7D", timeout=1).read()
+            return server, endpoint
+        except OSError:
+            time.sleep(0.1)
+    server.terminate()
+    raise SystemExit("the local Oxigraph server did not start")
 
 
 def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="kbsync-demo-"))
-    print(f"demo state in {work}")
-    step("the commands", "--help", cwd=work)
-    step("create the SQLite schema", "db", "upgrade", cwd=work)
-    step("what kbsync knows", "status", cwd=work)
-    print("\ndemo arrives with the apply pipeline")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sparql", action="store_true", help="read the KB from a local Oxigraph SPARQL server")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    STATE.mkdir(exist_ok=True)
+    for stale in ("kbsync.db", "kbsync.db-wal", "kbsync.db-shm", "store", "locks"):
+        path = STATE / stale
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
+    env |= {
+        "KBSYNC_STATE__DIR": str(STATE),
+        "KBSYNC_KB__FILES": json.dumps([str(DEMO_KB)]),
+        # key statistics from text the model sampled once (kbsync/data/smollm2-samples.txt):
+        # the same distribution as [editing] corpus = "model-samples", without minutes of sampling
+        "KBSYNC_EDITING__CORPUS": "builtin:smollm2-samples",
+        "KBSYNC_EDITING__COV_SAMPLES": "512",
+        "KBSYNC_EDITING__BATCH_SIZE": "3",
+    }
+    server = None
+    tmp = Path(tempfile.mkdtemp(prefix="kbsync-demo-"))
+    try:
+        if args.sparql:
+            server, endpoint = start_oxigraph(tmp)
+            env |= {"KBSYNC_KB__SOURCE": "sparql", "KBSYNC_KB__ENDPOINT": endpoint}
+            console.print(f"serving {DEMO_KB.name} from a local Oxigraph SPARQL server at {endpoint}")
+        run(env)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    console.print(f"\n[bold green]demo finished in {time.perf_counter() - started:.0f} s[/bold green]")
+
+
+def run(env: dict[str, str]) -> None:
+    step(1, "create the SQLite schema (Alembic migrations)")
+    kbsync("db", "upgrade", env=env)
+
+    step(2, "diff: read the KB, ask the model, queue where they disagree")
+    before = answers(env)
+    kbsync("diff", env=env)
+
+    step(3, "apply: write the queued facts into the weights (MEMIT batches), verify each batch")
+    kbsync("apply", env=env)
+    after = answers(env)
+
+    db = sqlite3.connect(STATE / "kbsync.db")
+    changed = db.execute("SELECT subject, relation, subject_label, target_new, batch_id, state FROM edit_requests "
+                         "ORDER BY id").fetchall()
+    table = Table(title="the model's answers to the changed facts")
+    for col in ("subject", "relation", "KB now says", "before apply", "after apply", "batch", "state"):
+        table.add_column(col)
+    for subject, relation, label, target, batch, state in changed:
+        table.add_row(label, relation, target, before.get((subject, relation), ""), after.get((subject, relation), ""),
+                      str(batch), state)
+    console.print(table)
+
+    step(4, "audit: what changed, in which batch, and did it work?")
+    kbsync("audit", env=env)
+    last = db.execute("SELECT max(id) FROM batches WHERE state = 'verified'").fetchone()[0]
+    if last is None:
+        console.print("no batch was verified; see `kbsync audit --failed`")
+        return
+    kbsync("audit", "--batch", str(last), env=env)
+
+    step(5, f"rollback: undo batch {last} and re-verify the remaining edits")
+    kbsync("rollback", str(last), env=env)
+    back = answers(env)
+    table = Table(title=f"answers after rolling back batch {last}")
+    for col in ("subject", "relation", "after apply", "after rollback", "request state"):
+        table.add_column(col)
+    for subject, relation, label, *_ in changed:
+        state = db.execute("SELECT state FROM edit_requests WHERE subject = ? AND relation = ?",
+                           (subject, relation)).fetchone()[0]
+        table.add_row(label, relation, after.get((subject, relation), ""), back.get((subject, relation), ""), state)
+    console.print(table)
+    kbsync("status", env=env)
+
+    step(6, "next: ask the audit trail yourself")
+    subject = changed[0][2] if changed else "France"
+    for question, sql in AUDIT_SQL.items():
+        console.print(f"# {question}\nsqlite3 {STATE.relative_to(ROOT)}/kbsync.db \"{sql.format(subject=subject)}\"")
+    db.close()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -115,8 +115,8 @@ class HFDatasetCorpus:
 class ModelSampleCorpus:
     """Text the model writes itself: batched sampling from short starters, fixed seed."""
 
-    model: torch.nn.Module
-    tokenizer: object
+    model: Any  # a causal LM (transformers' types are not precise enough for mypy here)
+    tokenizer: Any
     seed: int = 0
     n_tokens: int = 64
     batch_size: int = 32
@@ -146,7 +146,7 @@ class ModelSampleCorpus:
             yield from tok.batch_decode(out, skip_special_tokens=True)
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
+def model_fingerprint(model: Any) -> str:
     """sha256 of the config and every tensor (use LoadedModel.identity when there is one)."""
     h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
     for name, t in sorted(model.state_dict().items()):

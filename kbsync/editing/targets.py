@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -36,7 +37,7 @@ _STARTERS = ("The", "Therefore", "Because", "I", "You")
 _TEMPLATE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def context_templates(model: torch.nn.Module, tokenizer, hp: EditHyperParams) -> list[str]:
+def context_templates(model: Any, tokenizer: Any, hp: EditHyperParams) -> list[str]:
     """["{}", "<prefix 1>. {}", ...]: short texts the model writes itself from a fixed seed (ROME)."""
     key = (hp.n_prefixes, hp.prefix_len, hp.prefix_seed)
     per_model = _TEMPLATE_CACHE.setdefault(model, {})

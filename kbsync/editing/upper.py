@@ -19,6 +19,7 @@ exact: tests compare it with a full forward on tiny Llama and GPT-2 models.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 
@@ -108,7 +109,8 @@ class UpperStack:
 
     def _run(self, x: torch.Tensor, q0: int) -> torch.Tensor:
         q1 = q0 + x.shape[1]
-        kw = {"attention_mask": self._mask(q0, q1, x.dtype), self.cache_arg: self.cache}
+        assert self.cache_arg is not None  # checked in __init__
+        kw: dict[str, Any] = {"attention_mask": self._mask(q0, q1, x.dtype), self.cache_arg: self.cache}
         pos = self.pos[:, q0:q1]  # (B, Q)
         if self.takes_pos:
             kw["position_ids"] = pos

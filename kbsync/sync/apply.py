@@ -312,8 +312,8 @@ class ApplyWorker:
                 move_request(s, row, RequestState.PENDING, f"worker {row.claimed_by} stopped (recovered)",
                              run_id=self.run_id)
                 n += 1
-            deltas = [Path(p) for p in s.scalars(select(Batch.delta_path).where(Batch.delta_path.is_not(None)))]
-            versions = [Path(p) for p in s.scalars(select(ModelVersion.path).where(ModelVersion.path.is_not(None)))]
+            deltas = [Path(p) for p in s.scalars(select(Batch.delta_path)) if p]
+            versions = [Path(p) for p in s.scalars(select(ModelVersion.path)) if p]
             current = self.current_row(s)
             removed = self.ctx.store.reconcile(deltas, versions, Path(current.path) if current and current.path else None)
         if n or removed:

@@ -120,9 +120,11 @@ def rollback(job: ModelJob, batch_id: int, *, dry_run: bool = False, lock_wait_s
                              .order_by(ModelVersion.id.desc())).first()
             report.restores_version = same
             batch = s.get(Batch, batch_id)
+            assert batch is not None
             move_batch(s, batch, BatchState.ROLLED_BACK, f"rolled back by {job.worker}")
             for rid in requests:
                 row = s.get(EditRequestRow, rid)
+                assert row is not None
                 if row.state in (RequestState.APPLIED.value, RequestState.VERIFIED.value):
                     move_request(s, row, RequestState.ROLLED_BACK, f"batch {batch_id} rolled back", run_id=job.run_id)
             report.no_longer_hold = job.record_rechecks(s, checks, owner, "rollback", version.id,

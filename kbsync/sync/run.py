@@ -11,7 +11,7 @@ from kbsync.sources.factory import open_catalogue, open_source
 from kbsync.store.db import Database
 from kbsync.sync.apply import ApplyReport, ApplyWorker, BatchOutcome
 from kbsync.sync.diff import DiffReport, run_diff
-from kbsync.sync.engine import EditingContext, editing_context, load_configured_model
+from kbsync.sync.engine import EditingContext, editing_context
 
 
 def incremental_key(settings: Settings) -> str | None:
@@ -41,7 +41,7 @@ def diff_from_settings(
         catalogue[r]  # an unknown id is a CatalogueError before anything is read
     source = open_source(settings, catalogue)
     def load() -> LoadedModel:
-        return loaded or load_configured_model(settings, state_dir)
+        return loaded or current_model(settings, db, state_dir)
 
     return run_diff(
         db, source, catalogue, load,
@@ -50,6 +50,13 @@ def diff_from_settings(
         batch_size=settings.probe.batch_size, incremental_key=incremental_key(settings),
         run_id=run_id, config_hash=settings.hash(), progress=progress,
     )
+
+
+def current_model(settings: Settings, db: Database, state_dir: Path, loaded: LoadedModel | None = None) -> LoadedModel:
+    """The model as deployed: base ⊕ the current version's deltas (sha256-checked), in memory."""
+    ctx = editing_context(settings, state_dir, loaded)
+    ApplyWorker(db, ctx, run_id="", worker="", state_dir=state_dir).load_current()
+    return ctx.loaded
 
 
 def apply_worker(

@@ -10,7 +10,14 @@ from sqlalchemy import select
 from kbsync.errors import DeltaIntegrityError, LockedError
 from kbsync.store import db as store_db
 from kbsync.store.locks import held_lock
-from kbsync.store.models import Batch, EditCheck, EditRequestRow, Event, ModelVersion, RequestTransition
+from kbsync.store.models import (
+    Batch,
+    EditCheck,
+    EditRequestRow,
+    Event,
+    ModelVersion,
+    RequestTransition,
+)
 from kbsync.store.transitions import enqueue
 from kbsync.sync.apply import ApplyWorker, model_lock_name
 from kbsync.sync.engine import editing_context
@@ -112,7 +119,7 @@ def test_batch_below_thresholds_is_reverted_and_failed(make_settings, sqlite_url
     lm = worker.ctx.loaded
     # the model's own answers as target_old: a barely-optimised edit cannot beat them
     answers = greedy_answers(lm.model, lm.tokenizer, [f"The capital of {f[1]} is" for f in FACTS[:2]], 2)
-    seed(database, [(q, lab, new, old.strip() or "x") for (q, lab, new, _), old in zip(FACTS[:2], answers)])
+    seed(database, [(q, lab, new, old.strip() or "x") for (q, lab, new, _), old in zip(FACTS[:2], answers, strict=True)])
     before = worker.ctx.store.weights_sha256()
     report = worker.run(batch_size=2)
     assert [b.state for b in report.batches] == ["failed"]

@@ -1,4 +1,6 @@
-"""Crash safety: `kbsync apply` killed (SIGKILL) at each risky point, then run again.
+"""Process-level safety of `kbsync apply`: crashes and concurrent writers.
+
+Crash safety: `kbsync apply` killed (SIGKILL) at each risky point, then run again.
 
 After the rerun: no request lost or stuck, no version without its audit rows, no audit row
 naming a missing or mismatched file, and the final weights equal an uninterrupted run's.
@@ -26,9 +28,11 @@ FACTS = [("Q142", "France", "Berlin", "Paris"), ("Q183", "Germany", "Rome", "Ber
          ("Q38", "Italy", "Paris", "Rome")]
 
 
-def write_config(root: Path, model_dir: Path) -> Path:
+def write_config(root: Path, model_dir: Path, db_url: str = "") -> Path:
     cfg = root / "kbsync.toml"
     cfg.write_text(f"""
+[database]
+url = "{db_url}"
 [state]
 dir = "{root / 'state'}"
 [model]
@@ -50,22 +54,25 @@ neighbours = 0
     return cfg
 
 
+def apply_cmd(cfg: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "kbsync", "--config", str(cfg), "--log-level", "warning", "apply", "--json", *extra]
+
+
 def apply(cfg: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
     if crash_at:
         env["KBSYNC_CRASH_AT"] = crash_at
         env["KBSYNC_CRASH_DELAY"] = "0.3"
-    return subprocess.run([sys.executable, "-m", "kbsync", "--config", str(cfg), "--log-level", "warning", "apply", "--json"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(apply_cmd(cfg), env=env, capture_output=True, text=True, timeout=600)
 
 
-def queue(cfg: Path, root: Path) -> str:
-    url = f"sqlite:///{root / 'state' / 'kbsync.db'}"
+def queue(cfg: Path, root: Path, url: str = "", facts=FACTS) -> str:
+    url = url or f"sqlite:///{root / 'state' / 'kbsync.db'}"
     (root / "state").mkdir(parents=True, exist_ok=True)
     store_db.upgrade(url)
     db = store_db.open_database(url)
     with db.session() as s:
-        for qid, label, new, old in FACTS:
+        for qid, label, new, old in facts:
             enqueue(s, EditRequestRow(subject=qid, relation="P36", subject_label=label, prompt="The capital of {} is",
                                       target_new=new, target_new_id=f"X{new}", target_old=old, acceptable=[new],
                                       paraphrases=["{}'s capital city is"], content_hash=qid), "test")
@@ -121,3 +128,48 @@ def test_killed_apply_recovers_to_the_uninterrupted_result(point: str, reference
     assert report["applied"] == len(FACTS)
     assert invariants(url) == reference
 
+
+
+def test_two_apply_processes_on_postgresql_apply_each_request_once(tiny_model_dir: Path, tmp_path: Path,
+                                                                    postgres_url: str) -> None:
+    facts = FACTS + [("Q55", "Holland", "Tokyo", "Amsterdam"), ("Q30", "Japan", "Madrid", "Tokyo"),
+                     ("Q29", "Spain", "Lisbon", "Madrid")]
+    cfg = write_config(tmp_path, tiny_model_dir, postgres_url)
+    queue(cfg, tmp_path, postgres_url, facts)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
+    procs = [subprocess.Popen(apply_cmd(cfg, "--batch-size", "2", "--wait", "600"), env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    applied = sum(json.loads(out)["applied"] for out, _ in outs)
+    assert applied == len(facts)
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:
+        per_request = conn.execute(text(
+            "SELECT request_id, count(*) FROM request_transitions WHERE to_state = 'applied' GROUP BY request_id")).all()
+        states = {r[0] for r in conn.execute(text("SELECT state FROM edit_requests"))}
+    engine.dispose()
+    assert len(per_request) == len(facts) and all(n == 1 for _, n in per_request)
+    assert states == {"verified"}
+
+
+def test_second_apply_on_sqlite_exits_with_a_clear_message(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Another writer holds the model lock: `kbsync apply` exits 4 at once, or after --wait."""
+    from kbsync.model.loading import model_identity
+    from kbsync.store.locks import held_lock
+    from kbsync.sync.apply import model_lock_name
+
+    cfg = write_config(tmp_path, tiny_model_dir)
+    url = queue(cfg, tmp_path)
+    db = store_db.open_database(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
+    name = model_lock_name(model_identity(tiny_model_dir, tmp_path / "state"))
+    with held_lock(db, name, tmp_path / "state" / "locks"):
+        refused = subprocess.run(apply_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
+        waited = subprocess.run(apply_cmd(cfg, "--wait", "2"), env=env, capture_output=True, text=True, timeout=300)
+    for result in (refused, waited):
+        assert result.returncode == 4, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1].startswith("LockedError: the model's writer lock")
+    done = subprocess.run(apply_cmd(cfg), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and json.loads(done.stdout)["applied"] == len(FACTS)
+    db.dispose()
