@@ -93,15 +93,19 @@ def start_oxigraph(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sparql", action="store_true", help="read the KB from a local Oxigraph SPARQL server")
+    parser.add_argument("--state-dir", type=Path, default=STATE, help="where the demo keeps its state")
+    parser.add_argument("--model", default=None, help="[model] path (default: the bundled model)")
+    parser.add_argument("--summary", type=Path, default=None, help="also write the answers as JSON here")
     args = parser.parse_args()
     started = time.perf_counter()
-    STATE.mkdir(exist_ok=True)
+    state = args.state_dir.resolve()
+    state.mkdir(parents=True, exist_ok=True)
     for stale in ("kbsync.db", "kbsync.db-wal", "kbsync.db-shm", "store", "locks"):
-        path = STATE / stale
+        path = state / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
     env |= {
-        "KBSYNC_STATE__DIR": str(STATE),
+        "KBSYNC_STATE__DIR": str(state),
         "KBSYNC_KB__FILES": json.dumps([str(DEMO_KB)]),
         # key statistics from text the model sampled once (kbsync/data/smollm2-samples.txt):
         # the same distribution as [editing] corpus = "model-samples", without minutes of sampling
@@ -109,6 +113,8 @@ def main() -> None:
         "KBSYNC_EDITING__COV_SAMPLES": "512",
         "KBSYNC_EDITING__BATCH_SIZE": "3",
     }
+    if args.model:
+        env["KBSYNC_MODEL__PATH"] = args.model
     server = None
     tmp = Path(tempfile.mkdtemp(prefix="kbsync-demo-"))
     try:
@@ -116,7 +122,9 @@ def main() -> None:
             server, endpoint = start_oxigraph(tmp)
             env |= {"KBSYNC_KB__SOURCE": "sparql", "KBSYNC_KB__ENDPOINT": endpoint}
             console.print(f"serving {DEMO_KB.name} from a local Oxigraph SPARQL server at {endpoint}")
-        run(env)
+        summary = run(env, state)
+        if args.summary:
+            args.summary.write_text(json.dumps(summary, indent=2))
     finally:
         if server is not None:
             server.terminate()
@@ -125,7 +133,7 @@ def main() -> None:
     console.print(f"\n[bold green]demo finished in {time.perf_counter() - started:.0f} s[/bold green]")
 
 
-def run(env: dict[str, str]) -> None:
+def run(env: dict[str, str], state: Path) -> dict[str, object]:
     step(1, "create the SQLite schema (Alembic migrations)")
     kbsync("db", "upgrade", env=env)
 
@@ -137,7 +145,7 @@ def run(env: dict[str, str]) -> None:
     kbsync("apply", env=env)
     after = answers(env)
 
-    db = sqlite3.connect(STATE / "kbsync.db")
+    db = sqlite3.connect(state / "kbsync.db")
     changed = db.execute("SELECT subject, relation, subject_label, target_new, batch_id, state FROM edit_requests "
                          "ORDER BY id").fetchall()
     table = Table(title="the model's answers to the changed facts")
@@ -153,27 +161,32 @@ def run(env: dict[str, str]) -> None:
     last = db.execute("SELECT max(id) FROM batches WHERE state = 'verified'").fetchone()[0]
     if last is None:
         console.print("no batch was verified; see `kbsync audit --failed`")
-        return
+        return {"rolled_back_batch": None, "changed": []}
     kbsync("audit", "--batch", str(last), env=env)
 
     step(5, f"rollback: undo batch {last} and re-verify the remaining edits")
     kbsync("rollback", str(last), env=env)
     back = answers(env)
+    rows = []
     table = Table(title=f"answers after rolling back batch {last}")
     for col in ("subject", "relation", "after apply", "after rollback", "request state"):
         table.add_column(col)
-    for subject, relation, label, *_ in changed:
-        state = db.execute("SELECT state FROM edit_requests WHERE subject = ? AND relation = ?",
-                           (subject, relation)).fetchone()[0]
-        table.add_row(label, relation, after.get((subject, relation), ""), back.get((subject, relation), ""), state)
+    for subject, relation, label, target, *_ in changed:
+        request_state = db.execute("SELECT state FROM edit_requests WHERE subject = ? AND relation = ?",
+                                   (subject, relation)).fetchone()[0]
+        table.add_row(label, relation, after.get((subject, relation), ""), back.get((subject, relation), ""), request_state)
+        rows.append({"subject": subject, "relation": relation, "label": label, "kb": target,
+                     "before": before.get((subject, relation), ""), "after": after.get((subject, relation), ""),
+                     "after_rollback": back.get((subject, relation), ""), "state": request_state})
     console.print(table)
     kbsync("status", env=env)
 
     step(6, "next: ask the audit trail yourself")
     subject = changed[0][2] if changed else "France"
     for question, sql in AUDIT_SQL.items():
-        console.print(f"# {question}\nsqlite3 {STATE.relative_to(ROOT)}/kbsync.db \"{sql.format(subject=subject)}\"")
+        console.print(f"# {question}\nsqlite3 {state}/kbsync.db \"{sql.format(subject=subject)}\"", soft_wrap=True)
     db.close()
+    return {"rolled_back_batch": last, "changed": rows}
 
 
 if __name__ == "__main__":

@@ -13,6 +13,14 @@ from sqlalchemy import text
 from kbsync.cli.app import App
 from kbsync.cli.main import cli
 
+# Columns a person reads in the table; --json prints every column of the view.
+SHOWN = {
+    "batches": ("batch_id", "state", "algorithm", "n_edits", "started_at", "state_reason"),
+    "batch": ("request_id", "subject", "subject_label", "relation", "target_old", "target_new", "request_state"),
+    "history": ("at", "subject_label", "relation", "from_state", "to_state", "reason", "batch_id"),
+    "failed": ("request_id", "subject_label", "relation", "target_new", "reason", "batch_id"),
+}
+
 BATCHES_SQL = """
     SELECT id AS batch_id, state, algorithm, n_edits, started_at, finished_at, state_reason
     FROM batches ORDER BY id
@@ -20,8 +28,8 @@ BATCHES_SQL = """
 
 
 def audit_rows(app: App, subject: str | None, relation: str | None, batch: int | None,
-               failed: bool) -> tuple[str, list[dict[str, Any]]]:
-    """(title, rows) of the view that answers the question the flags ask."""
+               failed: bool) -> tuple[str, str, list[dict[str, Any]]]:
+    """(kind, title, rows) of the view that answers the question the flags ask."""
     where, params = [], {}
     for column, value in (("subject", subject), ("relation", relation), ("batch_id", batch)):
         if value is not None:
@@ -29,17 +37,17 @@ def audit_rows(app: App, subject: str | None, relation: str | None, batch: int |
             params[column] = value
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     if failed:
-        title, sql = "failed edits and why", f"SELECT * FROM v_failed_edits{clause} ORDER BY request_id"
+        kind, title, sql = "failed", "failed edits and why", f"SELECT * FROM v_failed_edits{clause} ORDER BY request_id"
     elif batch is not None and subject is None and relation is None:
-        title, sql = f"what batch {batch} changed", f"SELECT * FROM v_batch_changes{clause} ORDER BY request_id"
+        kind, title, sql = "batch", f"what batch {batch} changed", f"SELECT * FROM v_batch_changes{clause} ORDER BY request_id"
     elif where:
-        title, sql = "history of the fact(s)", f"SELECT * FROM v_fact_history{clause} ORDER BY at, transition_id"
+        kind, title, sql = "history", "history of the fact(s)", f"SELECT * FROM v_fact_history{clause} ORDER BY at, transition_id"
     else:
-        title, sql = "batches", BATCHES_SQL
+        kind, title, sql = "batches", "batches", BATCHES_SQL
     with app.database().session() as s:
         result = s.execute(text(sql), params)
         rows = [dict(r._mapping) for r in result]
-    return title, rows
+    return kind, title, rows
 
 
 @cli.command()
@@ -54,14 +62,14 @@ def audit(app: App, subject: str | None, relation: str | None, batch: int | None
 
     Example: kbsync audit --subject Q142 --relation P36
     """
-    title, rows = audit_rows(app, subject, relation, batch, failed)
+    kind, title, rows = audit_rows(app, subject, relation, batch, failed)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
     table = Table(title=f"{title} ({len(rows)} rows)")
-    columns = list(rows[0]) if rows else []
+    columns = [c for c in SHOWN[kind] if rows and c in rows[0]]
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
-    Console(width=200).print(table)
+    Console(width=160).print(table)
