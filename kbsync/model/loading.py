@@ -31,6 +31,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from kbsync.durable import fsync_dir, fsync_tree
 from kbsync.errors import ModelError
 from kbsync.model.adapters import ArchitectureAdapter, adapter_for
 from kbsync.model.tokens import ensure_pad_token
@@ -112,21 +113,6 @@ def _gguf_cache_name(gguf: Path) -> str:
     return f"gguf-{gguf.stem}-{hashlib.sha256(stamp).hexdigest()[:12]}"
 
 
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove_stale_temps(models_dir: Path, name: str) -> None:
     """Temp dirs ``.{name}.tmp-{pid}-{nonce}`` left by a process that died while writing."""
     for tmp in models_dir.glob(f".{name}.tmp-*"):
@@ -163,13 +149,13 @@ def dequantised_cache(gguf: Path, state_dir: Path, name: str | None = None) -> P
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
             if not (final / "config.json").is_file():  # not a lost race with another process
                 raise
-        _fsync_dir(models_dir)
+        fsync_dir(models_dir)
     except ImportError as exc:
         raise ModelError(f"reading GGUF files needs the gguf and accelerate packages "
                          f"(`pip install gguf accelerate`): {exc}") from exc

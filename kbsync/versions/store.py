@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from kbsync.durable import fsync_dir, fsync_tree
 from kbsync.editing.delta import Delta, updated_weight
 from kbsync.errors import StateError
 from kbsync.model.loading import LoadedModel
@@ -89,9 +90,9 @@ class ModelStore:
         try:
             self.loaded.model.save_pretrained(tmp, safe_serialization=True)
             self.loaded.tokenizer.save_pretrained(tmp)
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
             os.rename(tmp, final)
-            _fsync_dir(self.versions_dir)
+            fsync_dir(self.versions_dir)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -108,7 +109,7 @@ class ModelStore:
             tmp.unlink()
         os.symlink(os.path.relpath(path, self.root), tmp)
         os.replace(tmp, self.current_link)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def current_target(self) -> Path | None:
         return self.current_link.resolve() if self.current_link.is_symlink() else None
@@ -138,22 +139,6 @@ class ModelStore:
         return removed
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def export_version(source: Path, dest: Path) -> Path:
     """Copy a version directory for serving (atomically into `dest`)."""
     if dest.exists() and any(dest.iterdir()):
@@ -161,7 +146,7 @@ def export_version(source: Path, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
     shutil.copytree(source, tmp, dirs_exist_ok=True)
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     if dest.exists():
         dest.rmdir()
     os.rename(tmp, dest)
