@@ -43,6 +43,12 @@ def _copy(value: Any, clone: bool, detach: bool) -> Any:
     return value
 
 
+def _exit_hooks(self: Any, exc_type: type | None, exc: BaseException | None, tb: Any) -> bool:
+    """Remove the hooks (always) and swallow StopForward, the early end of a traced pass."""
+    self.close()
+    return exc_type is not None and issubclass(exc_type, StopForward)
+
+
 class Trace:
     """Retain (and optionally edit) the input and output of one named module."""
 
@@ -82,9 +88,7 @@ class Trace:
     def __enter__(self) -> Trace:
         return self
 
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> bool:
-        self.close()
-        return exc_type is not None and issubclass(exc_type, StopForward)
+    __exit__ = _exit_hooks
 
     def close(self) -> None:
         self._handle.remove()
@@ -119,9 +123,7 @@ class TraceDict(dict[str, Trace]):
     def __enter__(self) -> TraceDict:
         return self
 
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> bool:
-        self.close()
-        return exc_type is not None and issubclass(exc_type, StopForward)
+    __exit__ = _exit_hooks
 
     def _all_fired(self) -> bool:
         if not all(t.fired for t in self.values()):

@@ -101,9 +101,3 @@ def reap(session: Session, now: datetime | None = None, run_id: str = "") -> int
             move_batch(session, batch, BatchState.FAILED, "worker stopped before the batch was applied")
     return len(rows)
 
-
-def release(session: Session, rows: list[EditRequestRow], reason: str, run_id: str = "") -> None:
-    """Give claimed requests back to the queue (a clean stop before the batch was applied)."""
-    for row in rows:
-        if row.state == RequestState.CLAIMED.value:
-            move_request(session, row, RequestState.PENDING, reason, run_id=run_id)

@@ -70,20 +70,6 @@ def save(session: Session, facts: Sequence[Fact], probed: set[tuple[str, str]] |
             row.last_probed = now
 
 
-def fact_from_row(row: KbFact) -> Fact:
-    labels = row.labels or {}
-    return Fact(
-        subject=row.subject,
-        relation=row.relation,
-        objects=tuple(row.objects),
-        subject_label=row.subject_label,
-        subject_aliases=tuple(labels.get("subject_aliases", [])),
-        object_labels=dict(labels.get("object_labels", {})),
-        object_aliases={k: tuple(v) for k, v in labels.get("object_aliases", {}).items()},
-        revision=row.revision,
-    )
-
-
 def rotating_sample(session: Session, unchanged: Sequence[Fact], size: int) -> list[Fact]:
     """The `size` unchanged facts probed longest ago (never-probed first), so all get a turn."""
     if size <= 0 or not unchanged:

@@ -30,6 +30,7 @@ from kbsync.editing.nullspace import PreservedKeys
 from kbsync.editing.request import EditRequest
 from kbsync.errors import EditError, StateError, TokenizationError
 from kbsync.logs import get_logger
+from kbsync.sources.catalogue import fill
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.locks import held_lock
@@ -354,10 +355,6 @@ class ApplyWorker:
                     continue
                 self.ctx.store.remove_version(Path(row.path))
                 row.path = None
-
-
-def fill(template: str, subject: str) -> str:
-    return template.replace("{}", subject)
 
 
 def neighbour_facts(s: Session, relation: str, exclude: set[str], limit: int, seed: int) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from kbsync.errors import TokenizationError
 from kbsync.logs import get_logger
 from kbsync.model.loading import LoadedModel
-from kbsync.model.probe import ProbeItem, normalise_answer, probe
+from kbsync.model.probe import ProbeItem, probe
 from kbsync.sources.catalogue import Catalogue
 from kbsync.sources.fact import Fact, KnowledgeSource, read_all
 from kbsync.store import snapshot
@@ -74,13 +74,6 @@ def kb_answer(fact: Fact) -> tuple[str, str]:
         if fact.object_labels.get(obj):
             return obj, fact.object_labels[obj]
     return fact.objects[0], fact.objects[0]
-
-
-def short_answer(answer: str) -> str:
-    """The model's answer up to the first line break or sentence/clause end."""
-    for stop in ("\n", ". ", ", ", ";"):
-        answer = answer.split(stop)[0]
-    return answer.strip().rstrip(".").strip()
 
 
 def finite(x: float) -> float:
@@ -163,7 +156,7 @@ def run_diff(
         for fact, result in zip(to_probe, results, strict=True):
             relation = by_id[fact.relation]
             obj, label = kb_answer(fact)
-            answer = short_answer(result.answer)
+            answer = result.answer  # the greedy answer's first clause (kbsync.model.probe)
             row = DiffRow(fact.subject, fact.subject_label, fact.relation, label, answer,
                           status.get((fact.subject, fact.relation), "unchanged"), "agrees")
             report.rows.append(row)
@@ -203,5 +196,3 @@ def run_diff(
     log.info("diff_done", read=report.read, probed=report.probed, queued=report.queued)
     return report
 
-
-__all__ = ["DiffReport", "DiffRow", "normalise_answer", "run_diff"]

@@ -20,10 +20,11 @@ from kbsync.editing.covariance import (
 )
 from kbsync.editing.hparams import EditHyperParams, defaults_for
 from kbsync.errors import ConfigError
+from kbsync.model.adapters import OVERRIDE_KEYS
 from kbsync.model.loading import LoadedModel, load_model
 from kbsync.versions.store import ModelStore
 
-MODEL_OVERRIDE_KEYS = ("block", "mlp_out", "final_norm", "unembed", "embed")
+MODEL_OVERRIDE_KEYS = tuple(k for k in OVERRIDE_KEYS if k != "layers")  # layers come from [editing]
 
 
 def load_configured_model(settings: Settings, state_dir: Path) -> LoadedModel:
