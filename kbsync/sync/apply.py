@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kbsync.editing.delta import Delta
@@ -106,8 +106,12 @@ class ApplyWorker:
         self.state_dir, self.config_hash, self.on_batch = state_dir, config_hash, on_batch
         self.settings = ctx.settings
         self.stop_requested = False
-        self.active: list[tuple[int, Delta]] = []   # (batch id, delta) in the live model, in order
         self.current_version_id: int | None = None
+
+    @property
+    def active(self) -> list[tuple[int, Delta]]:
+        """(batch id, delta) in the live model, in order: the model store's log."""
+        return self.ctx.store.active
 
     # --- the loop ----------------------------------------------------------------------
     def run(self, *, batch_size: int | None = None, max_edits: int | None = None, lock_wait_s: float = 0.0) -> ApplyReport:
@@ -116,7 +120,9 @@ class ApplyWorker:
         with held_lock(self.db, model_lock_name(self.ctx.model_key), self.state_dir / "locks", wait_s=lock_wait_s,
                        what="the model's writer lock (another `kbsync apply` or daemon)"):
             report.recovered = self.recover()
-            self.ctx.moments()            # C_l of the base model: before any delta is materialised
+            if not self.pending():
+                return report             # nothing to edit: no key statistics, no model version to load
+            self.ctx.moments()            # C_l of the base model (computed on the base weights)
             self.load_current()
             done = 0
             while not self.stop_requested and (max_edits is None or done < max_edits):
@@ -322,6 +328,11 @@ class ApplyWorker:
             log.warning("recovered", requests=n, removed_files=[str(p) for p in removed])
         return n
 
+    def pending(self) -> int:
+        with self.db.session() as s:
+            return s.scalar(select(func.count()).select_from(EditRequestRow)
+                            .where(EditRequestRow.state == RequestState.PENDING.value)) or 0
+
     def current_row(self, s: Session) -> ModelVersion | None:
         return s.scalars(select(ModelVersion).where(ModelVersion.is_current,
                                                     ModelVersion.model_key == self.ctx.model_key)).first()
@@ -331,14 +342,14 @@ class ApplyWorker:
         with self.db.session() as s:
             current = self.current_row(s)
             if current is None:
-                self.active, self.current_version_id = [], None
+                self.current_version_id = None
                 self.ctx.store.materialise([])
                 return
             batches = {b.id: b for b in s.scalars(select(Batch).where(Batch.id.in_(current.batch_ids)))}
-            self.active = [(bid, self.ctx.store.load_delta(bid, batches[bid].delta_sha256 or ""))
-                           for bid in current.batch_ids]
+            log = [(bid, self.ctx.store.load_delta(bid, batches[bid].delta_sha256 or ""))
+                   for bid in current.batch_ids]
             expected, self.current_version_id = current.weights_sha256, current.id
-        self.ctx.store.materialise(self.active)
+        self.ctx.store.materialise(log)
         if self.ctx.store.weights_sha256() != expected:
             raise StateError(f"materialised weights differ from model version {self.current_version_id}'s "
                              "recorded hash; the base model changed: restore it or roll back to the base")

@@ -83,11 +83,18 @@ class EditingContext:
 
     def moments(self, progress=None) -> dict[int, torch.Tensor]:  # type: ignore[no-untyped-def]
         if self._moments is None:
-            self._moments = second_moments(
-                self.loaded.model, self.loaded.tokenizer, self.loaded.adapter, self.hparams.layers,
-                corpus_for(self.settings.editing.corpus, self.loaded), self.hparams.cov_samples,
-                self.stats_dir, progress, model_identity=self.loaded.identity,
-            )
+            live = list(self.store.active)
+            if live:  # C_l is a property of the base model (and cached under its identity)
+                self.store.materialise([])
+            try:
+                self._moments = second_moments(
+                    self.loaded.model, self.loaded.tokenizer, self.loaded.adapter, self.hparams.layers,
+                    corpus_for(self.settings.editing.corpus, self.loaded), self.hparams.cov_samples,
+                    self.stats_dir, progress, model_identity=self.loaded.identity,
+                )
+            finally:
+                if live:
+                    self.store.materialise(live)
         return self._moments
 
 

@@ -133,7 +133,7 @@ def rollback(job: ModelJob, batch_id: int, *, dry_run: bool = False, lock_wait_s
                          weights_before=weights_before, weights_after=weights_after,
                          restores_version=same, no_longer_hold=report.no_longer_hold)
         store.set_current(path)
-        job.active, job.current_version_id = remaining, version.id
+        job.current_version_id = version.id  # store.materialise(remaining) set the live log
         return report
 
 

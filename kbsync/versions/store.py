@@ -45,7 +45,7 @@ class ModelStore:
             adapter.weight_name(layer): params[adapter.weight_name(layer)].detach().clone()
             for layer in range(adapter.n_layers)
         }
-        self.active: list[int] = []  # batch ids whose deltas are in the live model, in order
+        self.active: list[tuple[int, Delta]] = []  # (batch id, delta) in the live model, in order
 
     # --- deltas -------------------------------------------------------------------------
     def delta_path(self, batch_id: int) -> Path:
@@ -70,7 +70,7 @@ class ModelStore:
                 if unknown:
                     raise StateError(f"a delta edits {sorted(unknown)[0]!r}, not an MLP output of this model; "
                                      "it was computed for another model")
-        self.active = [batch_id for batch_id, _ in deltas]
+        self.active = list(deltas)
 
     def weights_sha256(self) -> str:
         """sha256 over every tensor of the live model, in name order."""
