@@ -22,6 +22,7 @@ class SnapshotDiff:
     new: list[Fact] = field(default_factory=list)
     changed: list[Fact] = field(default_factory=list)
     unchanged: list[Fact] = field(default_factory=list)
+    last_probed: dict[tuple[str, str], datetime | None] = field(default_factory=dict)  # from the same read
 
     @property
     def to_probe(self) -> list[Fact]:
@@ -29,8 +30,9 @@ class SnapshotDiff:
 
 
 def compare(session: Session, facts: Sequence[Fact]) -> SnapshotDiff:
-    stored = {(f.subject, f.relation): f.content_hash for f in session.scalars(select(KbFact))}
-    diff = SnapshotDiff()
+    rows = list(session.scalars(select(KbFact)))
+    stored = {(f.subject, f.relation): f.content_hash for f in rows}
+    diff = SnapshotDiff(last_probed={(f.subject, f.relation): f.last_probed for f in rows})
     for fact in facts:
         before = stored.get((fact.subject, fact.relation))
         if before is None:
@@ -70,11 +72,11 @@ def save(session: Session, facts: Sequence[Fact], probed: set[tuple[str, str]] |
             row.last_probed = now
 
 
-def rotating_sample(session: Session, unchanged: Sequence[Fact], size: int) -> list[Fact]:
+def rotating_sample(diff: SnapshotDiff, size: int) -> list[Fact]:
     """The `size` unchanged facts probed longest ago (never-probed first), so all get a turn."""
+    unchanged, last = diff.unchanged, diff.last_probed
     if size <= 0 or not unchanged:
         return []
-    last = {(r.subject, r.relation): r.last_probed for r in session.scalars(select(KbFact))}
     oldest = datetime.min.replace(tzinfo=None)
 
     def key(f: Fact) -> tuple[datetime, str, str]:

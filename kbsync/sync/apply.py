@@ -289,9 +289,12 @@ class ApplyWorker:
     def edits_under_test(self, s: Session, rows: list[EditRequestRow]) -> list[EditUnderTest]:
         n = self.settings.verify.neighbours
         in_batch = {r.subject for r in rows}
+        pools: dict[str, list[tuple[str, str, str]]] = {}  # relation -> its neighbour candidates, read once
         tests = []
         for r in rows:
-            neighbours = neighbour_facts(s, r.relation, exclude=in_batch, limit=n, seed=r.id) if n else []
+            if n and r.relation not in pools:
+                pools[r.relation] = neighbour_pool(s, r.relation)
+            neighbours = pick_neighbours(pools[r.relation], exclude=in_batch, limit=n, seed=r.id) if n else []
             tests.append(EditUnderTest(
                 request_id=r.id, prompt=fill(r.prompt, r.subject_label), target_new=r.target_new,
                 target_old=r.target_old, acceptable=list(r.acceptable),
@@ -368,22 +371,26 @@ class ApplyWorker:
                 row.path = None
 
 
-def neighbour_facts(s: Session, relation: str, exclude: set[str], limit: int, seed: int) -> list[tuple[str, str]]:
-    """(subject label, KB answer) of facts of `relation` the model answered right at its last probe."""
+def neighbour_pool(s: Session, relation: str) -> list[tuple[str, str, str]]:
+    """(subject, label, KB answer) of facts of `relation` the model answered right at its last probe,
+    sorted by subject."""
     latest: dict[str, Probe] = {}
     for p in s.scalars(select(Probe).where(Probe.relation == relation).order_by(Probe.id)):
         latest[p.subject] = p
     facts = {f.subject: f for f in s.scalars(select(KbFact).where(KbFact.relation == relation))}
-    good = sorted(subj for subj, p in latest.items() if p.agrees and subj not in exclude and subj in facts)
+    pool = []
+    for subj in sorted(subj for subj, p in latest.items() if p.agrees and subj in facts):
+        f = facts[subj]
+        labels = f.labels.get("object_labels", {})
+        pool.append((subj, f.subject_label, next((labels[o] for o in f.objects if o in labels), "")))
+    return pool
+
+
+def pick_neighbours(pool: list[tuple[str, str, str]], exclude: set[str], limit: int,
+                    seed: int) -> list[tuple[str, str]]:
+    """Up to `limit` (label, answer) from the pool, outside `exclude`, rotated by `seed`."""
+    good = [entry for entry in pool if entry[0] not in exclude]
     if not good:
         return []
     start = seed % len(good)
-    picked = (good[start:] + good[:start])[:limit]
-    out = []
-    for subj in picked:
-        f = facts[subj]
-        labels = f.labels.get("object_labels", {})
-        answer = next((labels[o] for o in f.objects if o in labels), None)
-        if answer:
-            out.append((f.subject_label, answer))
-    return out
+    return [(label, answer) for _, label, answer in (good[start:] + good[:start])[:limit] if answer]

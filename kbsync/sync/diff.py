@@ -130,7 +130,7 @@ def run_diff(
     report.read = len(facts)
     with db.session() as s:
         diff = snapshot.compare(s, facts)
-        sample = [] if full else snapshot.rotating_sample(s, diff.unchanged, sample_unchanged)
+    sample = [] if full else snapshot.rotating_sample(diff, sample_unchanged)
     report.new, report.changed, report.unchanged = len(diff.new), len(diff.changed), len(diff.unchanged)
     status = {(f.subject, f.relation): "new" for f in diff.new}
     status |= {(f.subject, f.relation): "changed" for f in diff.changed}
