@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from kbsync.errors import KbsyncError
+from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.locks import held_lock
 from kbsync.store.models import Batch, EditCheck, EditRequestRow, ModelVersion
@@ -156,9 +157,11 @@ def verify(job: ModelJob, batch_id: int | None = None, *, lock_wait_s: float = 0
     return VerifyReport(len(owner), len(owner) - len(failed), failed)
 
 
-def version_path(job: ModelJob, version_id: int | None) -> Path:
-    with job.db.session() as s:
-        row = s.get(ModelVersion, version_id) if version_id else job.current_row(s)
+def version_path(db: Database, model_key: str, version_id: int | None) -> Path:
+    """The directory of a model version (default: the current one of this model); SQL only."""
+    with db.session() as s:
+        row = s.get(ModelVersion, version_id) if version_id else s.scalars(
+            select(ModelVersion).where(ModelVersion.is_current, ModelVersion.model_key == model_key)).first()
         if row is None:
             raise RollbackError("no model version yet (nothing applied); `kbsync apply` first")
         if not row.path or not Path(row.path).is_dir():
