@@ -98,6 +98,18 @@ def bundled_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smol_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SmolLM2 tokenizer read from the bundled GGUF (~9 s), saved once per session."""
+    from transformers import AutoTokenizer
+
+    gguf = bundled_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    out = tmp_path_factory.mktemp("smol-tokenizer")
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def bundled_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the bundled model is de-quantised: once per session (~1 min), or once for good
     when KBSYNC_TEST_STATE names a directory to keep between runs."""
@@ -120,3 +132,34 @@ def shared_stats(bundled_state_dir: Path) -> Path:
     path = bundled_state_dir / "shared-stats"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def save_tiny_llama(out: Path, corpus: list[str], max_positions: int = 128) -> Path:
+    """A 4-layer random Llama (hidden 32) with a byte-level BPE trained on `corpus`, saved as a
+    HF directory with the corpus beside it (corpus.txt): a real model that edits in seconds."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus * 4, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"],
+                            show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=max_positions,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # a random model's logits span a fraction of a nat: widen them
+        model.lm_head.weight.mul_(20)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    (out / "corpus.txt").write_text("\n".join(corpus * 8))
+    return out
+
+
+@pytest.fixture(scope="session")
+def make_tiny_llama():
+    """make_tiny_llama(out, corpus, max_positions=128) -> the directory (see save_tiny_llama)."""
+    return save_tiny_llama

