@@ -30,22 +30,21 @@ from kbsync.editing.nullspace import PreservedKeys
 from kbsync.editing.request import EditRequest
 from kbsync.errors import EditError, StateError, TokenizationError
 from kbsync.logs import get_logger
-from kbsync.sources.catalogue import fill
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.locks import held_lock
-from kbsync.store.models import Batch, EditCheck, EditRequestRow, KbFact, ModelVersion, Probe
+from kbsync.store.models import Batch, EditRequestRow, ModelVersion
 from kbsync.store.queue import claim, reap
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
 from kbsync.sync.engine import EditingContext
-from kbsync.sync.verify import (
+from kbsync.sync.checks import (
     Check,
-    EditUnderTest,
-    Neighbour,
+    edits_under_test,
     failing_requests,
     judge,
     run_checks,
+    save_checks,
     shares,
 )
 
@@ -159,7 +158,7 @@ class ApplyWorker:
                 row.batch_id = batch_id
             edits = [EditRequest(prompt=r.prompt, subject=r.subject_label, target_new=r.target_new,
                                  target_old=r.target_old, request_id=r.id) for r in rows if r]
-            tests = self.edits_under_test(s, [r for r in rows if r])
+            tests = edits_under_test(s, [r for r in rows if r], self.settings.verify.neighbours)
         log.info("batch_started", batch=batch_id, n_edits=len(edits))
 
         timings: dict[str, float] = {}
@@ -242,7 +241,7 @@ class ApplyWorker:
                 assert row is not None
                 move_request(s, row, RequestState.APPLIED, f"batch {batch_id}", batch_id=batch_id, run_id=self.run_id)
                 move_request(s, row, RequestState.VERIFIED, reason, batch_id=batch_id, run_id=self.run_id)
-            self.save_checks(s, batch_id, checks, "apply", version.id)
+            save_checks(s, batch_id, checks, "apply", version.id)
             record_event(s, "batch_applied", run_id=self.run_id, config_hash=self.config_hash, batch_id=batch_id,
                          n_edits=len(request_ids), weights_sha256=weights_sha, delta_sha256=delta_sha, shares=summary)
             version_id = version.id
@@ -270,7 +269,7 @@ class ApplyWorker:
                 else:
                     why = f"batch {batch_id} {reason}" + (f"; this edit: {per_edit[rid]}" if rid in per_edit else "")
                     move_request(s, row, RequestState.FAILED, why, batch_id=batch_id, run_id=self.run_id)
-            self.save_checks(s, batch_id, checks, "apply", self.current_version_id)
+            save_checks(s, batch_id, checks, "apply", self.current_version_id)
             record_event(s, "batch_failed", run_id=self.run_id, config_hash=self.config_hash, batch_id=batch_id,
                          ok=False, reason=reason, shares=summary)
         log.warning("batch_failed", batch=batch_id, reason=reason)
@@ -284,30 +283,6 @@ class ApplyWorker:
                 assert row is not None
                 move_request(s, row, RequestState.CLAIMED, f"retry by {self.worker} in a smaller batch", run_id=self.run_id)
                 row.claimed_by = self.worker
-
-    # --- what each edit is checked on --------------------------------------------------
-    def edits_under_test(self, s: Session, rows: list[EditRequestRow]) -> list[EditUnderTest]:
-        n = self.settings.verify.neighbours
-        in_batch = {r.subject for r in rows}
-        pools: dict[str, list[tuple[str, str, str]]] = {}  # relation -> its neighbour candidates, read once
-        tests = []
-        for r in rows:
-            if n and r.relation not in pools:
-                pools[r.relation] = neighbour_pool(s, r.relation)
-            neighbours = pick_neighbours(pools[r.relation], exclude=in_batch, limit=n, seed=r.id) if n else []
-            tests.append(EditUnderTest(
-                request_id=r.id, prompt=fill(r.prompt, r.subject_label), target_new=r.target_new,
-                target_old=r.target_old, acceptable=list(r.acceptable),
-                paraphrases=[fill(p, r.subject_label) for p in r.paraphrases],
-                neighbours=[Neighbour(fill(r.prompt, label), answer) for label, answer in neighbours]))
-        return tests
-
-    @staticmethod
-    def save_checks(s: Session, batch_id: int, checks: list[Check], phase: str, version_id: int | None) -> None:
-        for c in checks:
-            s.add(EditCheck(batch_id=batch_id, request_id=c.request_id, phase=phase, kind=c.kind, prompt=c.prompt,
-                            expected=c.expected, rival=c.rival, logprob_expected=c.logprob_expected,
-                            logprob_rival=c.logprob_rival, passed=c.passed, model_version_id=version_id))
 
     # --- start-up and housekeeping -----------------------------------------------------
     def recover(self) -> int:
@@ -370,27 +345,3 @@ class ApplyWorker:
                 self.ctx.store.remove_version(Path(row.path))
                 row.path = None
 
-
-def neighbour_pool(s: Session, relation: str) -> list[tuple[str, str, str]]:
-    """(subject, label, KB answer) of facts of `relation` the model answered right at its last probe,
-    sorted by subject."""
-    latest: dict[str, Probe] = {}
-    for p in s.scalars(select(Probe).where(Probe.relation == relation).order_by(Probe.id)):
-        latest[p.subject] = p
-    facts = {f.subject: f for f in s.scalars(select(KbFact).where(KbFact.relation == relation))}
-    pool = []
-    for subj in sorted(subj for subj, p in latest.items() if p.agrees and subj in facts):
-        f = facts[subj]
-        labels = f.labels.get("object_labels", {})
-        pool.append((subj, f.subject_label, next((labels[o] for o in f.objects if o in labels), "")))
-    return pool
-
-
-def pick_neighbours(pool: list[tuple[str, str, str]], exclude: set[str], limit: int,
-                    seed: int) -> list[tuple[str, str]]:
-    """Up to `limit` (label, answer) from the pool, outside `exclude`, rotated by `seed`."""
-    good = [entry for entry in pool if entry[0] not in exclude]
-    if not good:
-        return []
-    start = seed % len(good)
-    return [(label, answer) for _, label, answer in (good[start:] + good[:start])[:limit] if answer]

@@ -20,7 +20,7 @@ from kbsync.store.models import Batch, EditCheck, EditRequestRow, ModelVersion
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
 from kbsync.sync.apply import ApplyWorker, model_lock_name
-from kbsync.sync.verify import Check, run_checks
+from kbsync.sync.checks import Check, edits_under_test, run_checks, save_checks
 
 
 class RollbackError(KbsyncError):
@@ -59,7 +59,7 @@ class ModelJob(ApplyWorker):
             rows = list(s.scalars(select(EditRequestRow).where(
                 EditRequestRow.batch_id.in_(batch_ids), EditRequestRow.state == RequestState.VERIFIED.value)
                 .order_by(EditRequestRow.id)))
-            tests = self.edits_under_test(s, rows)
+            tests = edits_under_test(s, rows, self.settings.verify.neighbours)
             owner = {r.id: r.batch_id for r in rows if r.batch_id is not None}
         return run_checks(self.ctx.loaded.model, self.ctx.loaded.tokenizer, tests,
                           self.settings.probe.max_new_tokens), owner
@@ -75,7 +75,7 @@ class ModelJob(ApplyWorker):
         failed = sorted({c.request_id for c in checks
                          if c.kind == "efficacy" and not c.passed and c.request_id in held_before})
         for rid, batch_id in owner.items():
-            self.save_checks(s, batch_id, [c for c in checks if c.request_id == rid], phase, version_id)
+            save_checks(s, batch_id, [c for c in checks if c.request_id == rid], phase, version_id)
         for rid in failed:
             row = s.get(EditRequestRow, rid)
             move_request(s, row, RequestState.FAILED, why, run_id=self.run_id)
