@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kbsync.cli.app import App
 from kbsync.cli.main import cli
 from kbsync.config import Settings, load_settings
+from kbsync.runtime import App
 
 
 def _reloader(ctx: click.Context, app: App):  # type: ignore[no-untyped-def]

@@ -163,7 +163,7 @@ def cache_path(cache_dir: Path, model_identity: str, layer: int, corpus_identity
 def second_moments(model, tokenizer, adapter: ArchitectureAdapter, layers, corpus: Corpus, n_samples: int,
                    cache_dir: Path, progress: Callable[[int, int], None] | None = None, *,
                    model_identity: str | None = None, max_length: int = 128,
-                   batch_size: int = 16) -> dict[int, torch.Tensor]:
+                   batch_size: int = 16, check_stop: Callable[[], None] | None = None) -> dict[int, torch.Tensor]:
     """{layer: C (d_in, d_in) float64}; from cache_dir when there, else one pass over the corpus."""
     if not isinstance(model, torch.nn.Module):  # a LoadedModel
         model_identity, model = model_identity or model.identity, model.model
@@ -181,7 +181,7 @@ def second_moments(model, tokenizer, adapter: ArchitectureAdapter, layers, corpu
     todo = [layer for layer in layers if layer not in out]
     if todo:
         sums, count = _accumulate(model, tokenizer, adapter, todo, corpus, n_samples, max_length,
-                                  batch_size, progress)
+                                  batch_size, progress, check_stop)
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         for layer in todo:
             out[layer] = sums[layer] / count
@@ -194,7 +194,8 @@ def second_moments(model, tokenizer, adapter: ArchitectureAdapter, layers, corpu
 
 
 @torch.no_grad()
-def _accumulate(model, tokenizer, adapter, layers, corpus, n_samples, max_length, batch_size, progress):
+def _accumulate(model, tokenizer, adapter, layers, corpus, n_samples, max_length, batch_size, progress,
+                check_stop=None):
     device = next(model.parameters()).device
     names = [adapter.mlp_out_name(layer) for layer in layers]
     sums: dict[int, torch.Tensor] = {}
@@ -202,6 +203,8 @@ def _accumulate(model, tokenizer, adapter, layers, corpus, n_samples, max_length
     texts = corpus.texts()
     pad = pad_id_of(tokenizer)
     while seen < n_samples:
+        if check_stop is not None:
+            check_stop()  # may raise: nothing is cached until the pass is complete
         chunk = [t for _, t in zip(range(min(batch_size, n_samples - seen)), texts, strict=False)]
         if not chunk:
             break

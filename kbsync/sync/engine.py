@@ -81,7 +81,9 @@ class EditingContext:
     def model_key(self) -> str:
         return self.loaded.identity
 
-    def moments(self, progress=None) -> dict[int, torch.Tensor]:  # type: ignore[no-untyped-def]
+    def moments(self, progress=None, check_stop=None) -> dict[int, torch.Tensor]:  # type: ignore[no-untyped-def]
+        """C_l of the edited layers (computed on the base weights, then cached); `check_stop` may
+        raise to abandon the pass."""
         if self._moments is None:
             live = list(self.store.active)
             if live:  # C_l is a property of the base model (and cached under its identity)
@@ -90,7 +92,7 @@ class EditingContext:
                 self._moments = second_moments(
                     self.loaded.model, self.loaded.tokenizer, self.loaded.adapter, self.hparams.layers,
                     corpus_for(self.settings.editing.corpus, self.loaded), self.hparams.cov_samples,
-                    self.stats_dir, progress, model_identity=self.loaded.identity,
+                    self.stats_dir, progress, model_identity=self.loaded.identity, check_stop=check_stop,
                 )
             finally:
                 if live:

@@ -157,13 +157,13 @@ def test_second_apply_on_sqlite_exits_with_a_clear_message(tiny_model_dir: Path,
     """Another writer holds the model lock: `kbsync apply` exits 4 at once, or after --wait."""
     from kbsync.model.loading import model_identity
     from kbsync.store.locks import held_lock
-    from kbsync.sync.apply import model_lock_name
+    from kbsync.versions.registry import writer_lock_name
 
     cfg = write_config(tmp_path, tiny_model_dir)
     url = queue(cfg, tmp_path)
     db = store_db.open_database(url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
-    name = model_lock_name(model_identity(tiny_model_dir, tmp_path / "state"))
+    name = writer_lock_name(model_identity(tiny_model_dir, tmp_path / "state"))
     with held_lock(db, name, tmp_path / "state" / "locks"):
         refused = subprocess.run(apply_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
         waited = subprocess.run(apply_cmd(cfg, "--wait", "2"), env=env, capture_output=True, text=True, timeout=300)
