@@ -26,8 +26,7 @@ from safetensors.torch import load_file, save_file
 from kbsync.errors import ConfigError, StateError
 from kbsync.model.adapters import ArchitectureAdapter
 from kbsync.model.hooks import TraceDict
-
-from .rows import pad_id_of
+from kbsync.model.tokens import pad_id_of
 
 
 class Corpus(Protocol):

@@ -28,10 +28,11 @@ from typing import Any
 import torch
 
 from kbsync.model.adapters import ArchitectureAdapter
+from kbsync.model.tokens import Row, encode_row, pad_id_of
 
 from .hparams import EditHyperParams
 from .request import EditRequest
-from .rows import Row, align, encode_row, pad_id_of, target_ids
+from .rows import align, target_ids
 from .upper import UpperStack, lower_hidden
 
 _STARTERS = ("The", "Therefore", "Because", "I", "You")

@@ -34,7 +34,7 @@ from transformers.utils import logging as hf_logging
 from kbsync.durable import fsync_dir, fsync_tree
 from kbsync.errors import ModelError
 from kbsync.model.adapters import ArchitectureAdapter, adapter_for
-from kbsync.model.tokens import ensure_pad_token
+from kbsync.model.tokens import pad_id_of
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def load_model(spec: str, *, state_dir: Path, dtype: str = "auto", device: str =
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"cannot load {spec} from {source_dir}: {exc}; check that the directory holds "
                          "a causal LM's config, weights and tokenizer files") from exc
-    ensure_pad_token(tokenizer)
+    pad_id_of(tokenizer)  # sets a pad token when the tokenizer has none
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
