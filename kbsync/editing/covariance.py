@@ -23,10 +23,12 @@ from typing import Any, Protocol
 import torch
 from safetensors.torch import load_file, save_file
 
+from kbsync.durable import durable_file
 from kbsync.errors import ConfigError, StateError
 from kbsync.model.adapters import ArchitectureAdapter
 from kbsync.model.hooks import TraceDict
 from kbsync.model.tokens import pad_id_of
+from kbsync.model.weights import weights_sha256
 
 
 class Corpus(Protocol):
@@ -145,15 +147,6 @@ class ModelSampleCorpus:
             yield from tok.batch_decode(out, skip_special_tokens=True)
 
 
-def model_fingerprint(model: Any) -> str:
-    """sha256 of the config and every tensor (use LoadedModel.identity when there is one)."""
-    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def cache_path(cache_dir: Path, model_identity: str, layer: int, corpus_identity: str, n_samples: int) -> Path:
     return Path(cache_dir) / (f"mom2-{model_identity[:16]}-L{layer}-{_sha(corpus_identity)[:16]}"
                               f"-n{n_samples}.safetensors")
@@ -166,8 +159,7 @@ def second_moments(model, tokenizer, adapter: ArchitectureAdapter, layers, corpu
     """{layer: C (d_in, d_in) float64}; from cache_dir when there, else one pass over the corpus."""
     if not isinstance(model, torch.nn.Module):  # a LoadedModel
         model_identity, model = model_identity or model.identity, model.model
-    identity = model_identity
-    identity = identity or model_fingerprint(model)
+    identity = model_identity or weights_sha256(model)  # a LoadedModel's identity is cached; this is not
     layers = sorted(set(int(x) for x in layers))
     paths = {layer: cache_path(cache_dir, identity, layer, corpus.identity, n_samples) for layer in layers}
     out: dict[int, torch.Tensor] = {}
@@ -186,9 +178,8 @@ def second_moments(model, tokenizer, adapter: ArchitectureAdapter, layers, corpu
             out[layer] = sums[layer] / count
             meta = {"model": identity, "layer": str(layer), "corpus": corpus.identity,
                     "n_samples": str(n_samples), "n_tokens": str(count), "convention": "mean E[k k^T]"}
-            tmp = paths[layer].with_name(paths[layer].name + ".tmp")
-            save_file({"mom2": out[layer].contiguous()}, str(tmp), metadata=meta)
-            tmp.replace(paths[layer])
+            with durable_file(paths[layer]) as tmp:
+                save_file({"mom2": out[layer].contiguous()}, str(tmp), metadata=meta)
     return out
 
 

@@ -31,7 +31,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from kbsync.durable import fsync_dir, fsync_tree
+from kbsync.durable import fsync_dir, fsync_tree, write_text_durably
 from kbsync.errors import ModelError
 from kbsync.model.adapters import ArchitectureAdapter, adapter_for
 from kbsync.model.tokens import pad_id_of
@@ -276,9 +276,7 @@ def model_identity(source_dir: Path, state_dir: Path) -> str:
     for path in (beside, elsewhere):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(record)
-            os.replace(tmp, path)
+            write_text_durably(path, record)
             break
         except OSError:
             continue
