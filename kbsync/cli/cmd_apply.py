@@ -44,7 +44,8 @@ def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool
     """Apply pending edit requests to the model in verified MEMIT batches.
 
     Each batch is computed, applied, checked (efficacy, paraphrases, neighbours) and either
-    committed as a new model version or reverted and marked failed.
+    committed as a new model version or reverted and marked failed. The first SIGTERM/SIGINT
+    finishes the current batch, the second aborts it (its requests go back to the queue).
 
     Example: kbsync apply --batch-size 20 --max-edits 100
     """

@@ -1,6 +1,7 @@
-"""The model store: base ⊕ delta log (DESIGN.md §2).
+"""The model store's files: base ⊕ delta log (DESIGN.md §2). Which of them SQL names, and
+which version is current, is `versions/registry.py`'s.
 
-    state_dir/models/<model_key>/
+    state_dir/store/<model_key[:16]>/
         deltas/batch-<id>.safetensors     one file per applied batch (fp32 factors, sha256 in SQL)
         versions/<name>/                  complete HF directories (safetensors, config, tokenizer)
         current -> versions/<name>        switched last, atomically
