@@ -110,8 +110,7 @@ def rollback_cmd(app: App, batch: int, dry_run: bool, lock_wait_s: float, as_jso
     """
     from kbsync.sync.rollback import rollback
 
-    with Stop().handling_signals() as stop:
-        report = rollback(_writer(app, stop), batch, dry_run=dry_run, lock_wait_s=lock_wait_s)
+    report = rollback(_writer(app), batch, dry_run=dry_run, lock_wait_s=lock_wait_s)
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2))
         return
@@ -138,8 +137,7 @@ def verify_cmd(app: App, batch: int | None, all_: bool, as_json: bool) -> None:
         raise click.UsageError("give --batch N or --all, not both")
     from kbsync.sync.verify import verify
 
-    with Stop().handling_signals() as stop:
-        report = verify(_writer(app, stop), batch)
+    report = verify(_writer(app), batch)
     if as_json:
         click.echo(json.dumps(report.__dict__))
     else:
