@@ -21,7 +21,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-DEFAULT_SOURCE = Path("/work/shared/data/known_1000.json")
+DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "known_1000.json"  # ../shared/data
 ID_BASE = 900_000_001
 COPY_STRIDE = 100_000
 MODIFIED_BASE = datetime(2024, 1, 1, tzinfo=UTC)
