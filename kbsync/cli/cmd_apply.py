@@ -71,8 +71,8 @@ def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool
     # One stop policy with the daemon: the first SIGTERM/SIGINT finishes the batch, the second aborts it.
     with Stop().handling_signals() as stop:
         try:
-            report = apply_pending(_writer(app, stop), batch_size=size, max_edits=max_edits,
-                                   lock_wait_s=lock_wait_s, on_batch=show)
+            apply_pending(_writer(app, stop), batch_size=size, max_edits=max_edits, lock_wait_s=lock_wait_s,
+                          on_batch=show, report=report)
         except Interrupted as exc:
             with app.database().session() as s:
                 record_event(s, "apply", run_id=app.run_id, config_hash=app.settings.hash(), ok=False,

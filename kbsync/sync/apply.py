@@ -107,9 +107,13 @@ class ApplyReport:
 
 def apply_pending(writer: ModelWriter, *, batch_size: int | None = None, max_edits: int | None = None,
                   lock_wait_s: float = 0.0, on_batch: Callable[[BatchOutcome], None] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> ApplyReport:
-    """Apply pending requests in batches under the model's lock (see the module docstring)."""
-    report = ApplyReport()
+                  progress: Callable[[int, int], None] | None = None,
+                  report: ApplyReport | None = None) -> ApplyReport:
+    """Apply pending requests in batches under the model's lock (see the module docstring).
+
+    `report` (given, or a new one) is filled as batches end, so a caller that is interrupted
+    still knows what was done."""
+    report = report if report is not None else ApplyReport()
     with writer.locked(lock_wait_s) as recovered:
         report.recovered, report.poisoned = recovered.returned, recovered.poisoned
         with writer.db.session() as s:
