@@ -1,4 +1,5 @@
-# kbsync: `make demo` runs the whole flow on the embedded defaults; `make test` runs the tests.
+# kbsync: `make demo` runs the whole flow on the embedded defaults; `make test` runs every test
+# (CI calls it); `make test-fast` runs those that do not load the bundled model (-m "not slow").
 # Both create .venv if missing and install what they need (torch first: the CPU build 2.13.0).
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.kbsync-installed
 QUIET_PIP := grep -v -e 'is ignored: it is neither a file nor a directory' || true
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-sparql test lint typecheck clean bench
+.PHONY: setup demo demo-sparql test test-fast lint typecheck clean bench
 
 setup: $(STAMP)
 
@@ -34,6 +35,9 @@ lint: setup
 
 test: setup lint
 	@$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-fast: setup lint
+	@$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	@$(PY) benchmarks/eval_counterfact.py

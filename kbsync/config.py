@@ -120,6 +120,9 @@ class EditingSettings(Section):
     )
     retry_smaller: bool = Field(True, description="Retry a failed batch's edits in halves before marking them failed.")
     lease_s: int = Field(3600, ge=10, description="Lease of a claimed request; the reaper returns expired ones to pending.")
+    max_attempts: int = Field(
+        3, ge=1, description="Times a request may be recovered from a worker that died holding it; "
+        "after that it is failed as poison, with the reason.")
 
 
 class VerifySettings(Section):

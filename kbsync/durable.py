@@ -1,8 +1,17 @@
-"""Making written files survive a crash: fsync files and the directories that name them."""
+"""Making written files survive a crash: one way to write a file all-or-nothing, and the fsyncs
+that persist files and the directories naming them.
+
+`durable_file(path)` is the only atomic-write helper: write to the temp path it yields; on
+success the temp file is fsynced, renamed over `path`, and the folder fsynced, so after a
+crash `path` holds either the old content or the new, never a torn file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -22,3 +31,27 @@ def fsync_tree(folder: Path) -> None:
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
     fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def durable_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path` to write; then fsync it, rename it over `path`, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_durably(path: str | Path, text: str) -> None:
+    with durable_file(path) as tmp:
+        tmp.write_text(text)

@@ -13,10 +13,14 @@
     │   └── CatalogueError                    relation catalogue problems, unknown relation id
     ├── ModelError                   exit 6   model cannot be loaded / architecture unknown / OOM
     │   └── TokenizationError                 a label that tokenises to nothing, subject not in prompt
-    └── EditError                    exit 7   the editor could not compute an update
-        └── VerificationError                 a batch below its thresholds
+    ├── EditError                    exit 7   the editor could not compute an update
+    │   └── VerificationError                 applied edits that no longer hold (`kbsync verify`)
+    └── SelectionError               exit 8   a batch or model version named on the command line
+        ├── RollbackError                     that does not exist or is not in the current model
+        └── VersionError                      that does not exist, not yet, or was pruned from disk
 
-The CLI prints ``TypeName: message`` on one line and exits with the branch's code.
+The CLI prints ``TypeName: message`` on one line and exits with the branch's code. A stop
+signal (`kbsync.runtime.Interrupted`, not an error) exits 128 + the signal's number.
 Low-level errors (SQLAlchemy, HTTP, torch OOM) are translated where they enter:
 ``raise DatabaseError("...") from exc``.
 """
@@ -85,4 +89,16 @@ class EditError(KbsyncError):
 
 
 class VerificationError(EditError):
+    pass
+
+
+class SelectionError(KbsyncError):
+    exit_code = 8
+
+
+class RollbackError(SelectionError):
+    pass
+
+
+class VersionError(SelectionError):
     pass

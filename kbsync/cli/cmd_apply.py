@@ -3,39 +3,33 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
 
-from kbsync.cli.app import App, worker_name
 from kbsync.cli.main import cli
+from kbsync.errors import VerificationError
+from kbsync.runtime import App, Interrupted, Stop, worker_name
 from kbsync.store.events import record_event
-from kbsync.store.models import EditRequestRow
-from kbsync.store.states import RequestState
+from kbsync.store.queue import count_pending
 
 if TYPE_CHECKING:
-    from kbsync.sync.apply import ApplyWorker, BatchOutcome
-    from kbsync.sync.rollback import ModelJob
+    from kbsync.sync.apply import BatchOutcome
+    from kbsync.sync.writer import ModelWriter
 
 # The editing stack (torch, transformers) is imported inside the commands that need it, so
-# `kbsync status` and `kbsync db upgrade` start in a fraction of a second.
+# `kbsync status` and `kbsync db upgrade` start in a fraction of a second; apply, rollback and
+# verify take the model's lock and check their arguments before the model is loaded.
 
 
-def _job(app: App, modeljob: bool = False, **kw):  # type: ignore[no-untyped-def]
-    from kbsync.sync.apply import ApplyWorker
-    from kbsync.sync.engine import editing_context
-    from kbsync.sync.rollback import ModelJob
+def _writer(app: App, stop: Stop | None = None) -> ModelWriter:
+    from kbsync.sync.run import model_writer
 
-    db = app.database()
-    ctx = editing_context(app.settings, app.state_dir)
-    cls = ModelJob if modeljob else ApplyWorker
-    return cls(db, ctx, run_id=app.run_id, worker=worker_name(), state_dir=app.state_dir,
-               config_hash=app.settings.hash(), **kw)
+    return model_writer(app.settings, app.database(), app.state_dir, run_id=app.run_id, worker=worker_name(),
+                        stop=stop)
 
 
 @cli.command()
@@ -50,15 +44,15 @@ def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool
     """Apply pending edit requests to the model in verified MEMIT batches.
 
     Each batch is computed, applied, checked (efficacy, paraphrases, neighbours) and either
-    committed as a new model version or reverted and marked failed.
+    committed as a new model version or reverted and marked failed. The first SIGTERM/SIGINT
+    finishes the current batch, the second aborts it (its requests go back to the queue).
 
     Example: kbsync apply --batch-size 20 --max-edits 100
     """
     size = batch_size or app.settings.editing.batch_size
     if dry_run:
         with app.database().session() as s:
-            pending = s.scalar(select(func.count()).select_from(EditRequestRow)
-                               .where(EditRequestRow.state == RequestState.PENDING.value)) or 0
+            pending = count_pending(s)
         n = min(pending, max_edits or pending)
         plan = {"pending": pending, "would_apply": n, "batches": -(-n // size) if n else 0, "batch_size": size}
         click.echo(json.dumps(plan) if as_json else
@@ -71,12 +65,23 @@ def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool
             console.print(f"batch {outcome.batch_id}: {outcome.n_edits} edits {outcome.state} "
                           f"({outcome.seconds:.1f}s) {outcome.reason}")
 
-    worker: ApplyWorker = _job(app, on_batch=show)
-    signal.signal(signal.SIGTERM, lambda *_: setattr(worker, "stop_requested", True))
-    report = worker.run(batch_size=size, max_edits=max_edits, lock_wait_s=lock_wait_s)
+    from kbsync.sync.apply import ApplyReport, apply_pending
+
+    report = ApplyReport()
+    # One stop policy with the daemon: the first SIGTERM/SIGINT finishes the batch, the second aborts it.
+    with Stop().handling_signals() as stop:
+        try:
+            apply_pending(_writer(app, stop), batch_size=size, max_edits=max_edits, lock_wait_s=lock_wait_s,
+                          on_batch=show, report=report)
+        except Interrupted as exc:
+            with app.database().session() as s:
+                record_event(s, "apply", run_id=app.run_id, config_hash=app.settings.hash(), ok=False,
+                             interrupted=exc.signal_name, applied=report.applied, failed=report.failed)
+            raise
     with app.database().session() as s:
-        record_event(s, "apply", run_id=app.run_id, config_hash=app.settings.hash(), ok=report.failed == 0,
-                     applied=report.applied, failed=report.failed, batches=len(report.batches))
+        record_event(s, "apply", run_id=app.run_id, config_hash=app.settings.hash(), ok=report.ok,
+                     applied=report.applied, failed=report.failed, batches=len(report.batches),
+                     stopped=stop.signal_name or None)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return
@@ -105,8 +110,7 @@ def rollback_cmd(app: App, batch: int, dry_run: bool, lock_wait_s: float, as_jso
     """
     from kbsync.sync.rollback import rollback
 
-    job: ModelJob = _job(app, modeljob=True)
-    report = rollback(job, batch, dry_run=dry_run, lock_wait_s=lock_wait_s)
+    report = rollback(_writer(app), batch, dry_run=dry_run, lock_wait_s=lock_wait_s)
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2))
         return
@@ -131,16 +135,16 @@ def verify_cmd(app: App, batch: int | None, all_: bool, as_json: bool) -> None:
     """
     if batch is not None and all_:
         raise click.UsageError("give --batch N or --all, not both")
-    from kbsync.sync.rollback import verify
+    from kbsync.sync.verify import verify
 
-    job: ModelJob = _job(app, modeljob=True)
-    report = verify(job, batch)
+    report = verify(_writer(app), batch)
     if as_json:
         click.echo(json.dumps(report.__dict__))
     else:
         click.echo(f"checked {report.checked} edits: {report.still_hold} hold, {len(report.failed)} drifted {report.failed}")
     if report.failed:
-        raise SystemExit(1)
+        raise VerificationError(f"{len(report.failed)} applied edit(s) no longer hold: requests {report.failed} "
+                                "(now failed); see `kbsync audit --failed`, roll back or re-queue them")
 
 
 @cli.command()
@@ -152,13 +156,12 @@ def export(app: App, dest: Path, version_id: int | None) -> None:
 
     Example: kbsync export /srv/models/kb-current
     """
-    from kbsync.model.loading import model_identity, source_directory
-    from kbsync.sync.rollback import version_path
+    from kbsync.sync.run import configured_model_key
+    from kbsync.versions.registry import version_path
     from kbsync.versions.store import export_version
 
     # Only SQL and files are needed: the model's identity is read from its cache, not its weights.
-    model_key = model_identity(source_directory(app.settings.model.path, app.state_dir), app.state_dir)
-    source = version_path(app.database(), model_key, version_id)
+    source = version_path(app.database(), configured_model_key(app.settings, app.state_dir), version_id)
     export_version(source, dest)
     click.echo(f"exported model version {version_id or 'current'} ({source.name}) to {dest}")
 
@@ -175,7 +178,8 @@ def stats(app: App) -> None:
     from kbsync.sync.engine import editing_context
 
     ctx = editing_context(app.settings, app.state_dir)
-    with Progress(console=Console(stderr=True), transient=True) as bar:
+    with Stop().handling_signals() as stop, Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("key statistics", total=ctx.hparams.cov_samples)
-        ctx.moments(lambda done, total: bar.update(task, completed=done, total=total))
+        ctx.moments(lambda done, total: bar.update(task, completed=done, total=total),
+                    check_stop=stop.check_outside_batch)
     click.echo(f"key statistics for layers {list(ctx.hparams.layers)} ready in {ctx.stats_dir}")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import text
 
-from kbsync.cli.app import App
 from kbsync.cli.main import cli
+from kbsync.runtime import App
+from kbsync.store.views import audit_rows
 
 # Columns a person reads in the table; --json prints every column of the view.
 SHOWN = {
@@ -20,35 +19,6 @@ SHOWN = {
     "history": ("at", "subject_label", "relation", "from_state", "to_state", "reason", "batch_id"),
     "failed": ("request_id", "subject_label", "relation", "target_new", "reason", "batch_id"),
 }
-
-BATCHES_SQL = """
-    SELECT id AS batch_id, state, algorithm, n_edits, started_at, finished_at, state_reason
-    FROM batches ORDER BY id
-"""
-
-
-def audit_rows(app: App, subject: str | None, relation: str | None, batch: int | None,
-               failed: bool) -> tuple[str, str, list[dict[str, Any]]]:
-    """(kind, title, rows) of the view that answers the question the flags ask."""
-    where, params = [], {}
-    for column, value in (("subject", subject), ("relation", relation), ("batch_id", batch)):
-        if value is not None:
-            where.append(f"{column} = :{column}")
-            params[column] = value
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    if failed:
-        kind, title, sql = "failed", "failed edits and why", f"SELECT * FROM v_failed_edits{clause} ORDER BY request_id"
-    elif batch is not None and subject is None and relation is None:
-        kind, title, sql = "batch", f"what batch {batch} changed", f"SELECT * FROM v_batch_changes{clause} ORDER BY request_id"
-    elif where:
-        kind, title, sql = "history", "history of the fact(s)", f"SELECT * FROM v_fact_history{clause} ORDER BY at, transition_id"
-    else:
-        kind, title, sql = "batches", "batches", BATCHES_SQL
-    with app.database().session() as s:
-        result = s.execute(text(sql), params)
-        rows = [dict(r._mapping) for r in result]
-    return kind, title, rows
-
 
 @cli.command()
 @click.option("--subject", default=None, help="Entity id, e.g. Q142: the history of its facts.")
@@ -62,7 +32,7 @@ def audit(app: App, subject: str | None, relation: str | None, batch: int | None
 
     Example: kbsync audit --subject Q142 --relation P36
     """
-    kind, title, rows = audit_rows(app, subject, relation, batch, failed)
+    kind, title, rows = audit_rows(app.database(), subject, relation, batch, failed)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return

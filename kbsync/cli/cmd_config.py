@@ -6,8 +6,8 @@ import json
 
 import click
 
-from kbsync.cli.app import App
 from kbsync.cli.main import cli
+from kbsync.runtime import App
 
 
 @cli.group()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kbsync.cli.app import App
 from kbsync.cli.main import cli
 from kbsync.config import Settings, load_settings
+from kbsync.runtime import App
 
 
 def _reloader(ctx: click.Context, app: App):  # type: ignore[no-untyped-def]
@@ -39,7 +39,8 @@ def daemon(ctx: click.Context, once: bool) -> int:
 
     Speaks systemd's notify protocol (Type=notify, watchdog) when NOTIFY_SOCKET is set and
     serves Prometheus metrics when [metrics] enabled. The first SIGTERM finishes the current
-    batch and exits 0; a second stops at the next safe point; SIGHUP reloads the config.
+    batch and exits 0; a second aborts it (its requests go back to the queue); SIGHUP reloads
+    the config.
 
     Example: kbsync --config /etc/kbsync/kbsync.toml daemon
     """

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kbsync.cli.app import App
 from kbsync.cli.main import cli
 from kbsync.logs import get_logger
+from kbsync.runtime import App
 from kbsync.store import db as store_db
 from kbsync.store.events import record_event
 

@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from kbsync.cli.app import App
 from kbsync.cli.main import cli
 from kbsync.logs import get_logger
+from kbsync.runtime import App
 
 log = get_logger(__name__)
 

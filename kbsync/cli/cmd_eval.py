@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from kbsync.cli.app import App
 from kbsync.cli.main import cli
+from kbsync.runtime import App
 
 METRIC_ROWS = (("es", "efficacy success (ES)"), ("ps", "paraphrase success (PS)"),
                ("ns", "neighbourhood success (NS)"), ("score", "score (harmonic mean)"),

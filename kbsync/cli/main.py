@@ -11,10 +11,10 @@ import sys
 import click
 
 from kbsync import __version__
-from kbsync.cli.app import App
 from kbsync.config import load_settings
 from kbsync.errors import ConfigError, KbsyncError
 from kbsync.logs import configure_logging
+from kbsync.runtime import App, Interrupted
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KbsyncError as exc:
         click.echo(exc.one_line(), err=True)
+        sys.exit(exc.exit_code)
+    except Interrupted as exc:  # the stop signal's second stage, or the first outside a batch
+        click.echo(f"Interrupted: stopped by {exc.signal_name}; unfinished work went back to the queue", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

@@ -5,14 +5,10 @@
           (diff, then apply) → gauges from the database → heartbeat
     finally: STOPPING=1, scheduler and metrics down, lock released
 
-Signals (two-stage, like rq's warm and cold shutdown):
-- first SIGTERM/SIGINT: the apply worker's `stop_requested` is set, so it finishes the batch
-  it is on and claims no other; no further step starts; exit 0.
-- second: stop at the next safe point: if the main thread is inside a side-effect-free
-  stretch (reading the KB, probing, computing targets or key statistics), `Interrupted` is
-  raised right there (the worker gives an interrupted batch back to the queue); otherwise
-  (a commit, a verification) it is raised where the next such stretch begins, and the
-  first signal's rule ends the rest. Never mid-commit.
+Signals: SIGTERM/SIGINT go to the two-stage stop every writer shares (`kbsync.runtime.Stop`,
+rq's warm and cold shutdown): the first finishes the batch being applied (or the diff being
+run) and starts no further step; the second aborts the unit at its next stop check, giving a
+batch's requests back to the queue. Exit 0 either way. Never mid-commit.
 - SIGHUP: reload the config between ticks; a bad new config is logged and the old one kept.
 
 `--once` (`kbsync run-once`) runs one tick under the same lock and signals, and returns its
@@ -23,11 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -35,97 +30,51 @@ from kbsync.config import Settings
 from kbsync.daemon.metrics import Metrics
 from kbsync.daemon.notify import Heartbeat, Notifier
 from kbsync.daemon.scheduler import TickScheduler, describe, trigger_for
-from kbsync.daemon.tick import Interrupted, Steps, TickReport, run_tick
+from kbsync.daemon.tick import Steps, TickReport, run_tick
 from kbsync.errors import ConfigError, KbsyncError, LockedError
 from kbsync.logs import configure_logging, get_logger
+from kbsync.runtime import STOP_SIGNALS, App, Stop
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.locks import held_lock
 
-if TYPE_CHECKING:
-    from kbsync.cli.app import App
-    from kbsync.sync.apply import ApplyWorker
-
 log = get_logger(__name__)
 
 DAEMON_LOCK = "kbsync-daemon"
-# (module, function) whose frames do nothing that a stop could leave half done.
-SAFE_FRAMES = frozenset({
-    ("kbsync.sources.fact", "read_all"),
-    ("kbsync.model.probe", "probe"),
-    ("kbsync.editing.targets", "context_templates"),
-    ("kbsync.editing.targets", "compute_targets"),
-    ("kbsync.editing.covariance", "_accumulate"),
-})
 RELOAD_NEEDS_RESTART = ("database", "state", "metrics")
 
 
-def at_safe_point(frame: FrameType | None) -> bool:
-    while frame is not None:
-        if (frame.f_globals.get("__name__"), frame.f_code.co_name) in SAFE_FRAMES:
-            return True
-        frame = frame.f_back
-    return False
-
-
 class Shutdown:
-    """Stop and reload requests from signal handlers; the `Control` that tick steps consult."""
+    """The daemon's signals: stop requests (a `Stop`, handed to every step) and SIGHUP reloads."""
 
     def __init__(self, heartbeat: Heartbeat, notifier: Notifier) -> None:
-        self.stage = 0              # 0 running, 1 finish the current unit, 2 stop at the next safe point
+        self.stop = Stop(on_request=self._on_stop)
         self.reload_requested = False
         self.heartbeat, self.notifier = heartbeat, notifier
-        self._workers: list[ApplyWorker] = []
         self._previous: dict[int, object] = {}
-        self._signal_name = ""
+
+    @property
+    def stage(self) -> int:
+        return self.stop.stage
 
     def install(self) -> None:
-        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
-                             (signal.SIGHUP, self._on_hup)):
-            self._previous[sig] = signal.signal(sig, handler)
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self.stop.on_signal)
+        self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
 
     def restore(self) -> None:
-        sys.settrace(None)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
-    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
-        self.stage = min(self.stage + 1, 2)
-        for worker in self._workers:
-            worker.stop_requested = True
-        name = signal.Signals(signum).name
-        if self.stage == 1:
-            log.warning("stop_requested", signal=name, then="finishing the current unit of work, then exit")
+    def _on_stop(self, stage: int, name: str) -> None:
+        if stage == 1:
             self.notifier.stopping("stopping: finishing the current batch")
-            return
-        safe = at_safe_point(frame)
-        log.warning("stop_now", signal=name, at_safe_point=safe)
-        if safe:
-            raise Interrupted(name)
-        self._signal_name = name
-        sys.settrace(self._stop_on_entry)  # not safe here: stop where the next safe stretch begins
-
-    def _stop_on_entry(self, frame: FrameType, event: str, arg: object) -> None:
-        """Trace function of the main thread after a second signal: raise on entering a safe function
-        (an error in a trace function propagates into the called frame and unsets the tracer)."""
-        if event == "call" and (frame.f_globals.get("__name__"), frame.f_code.co_name) in SAFE_FRAMES:
-            raise Interrupted(self._signal_name)
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self.reload_requested = True
 
     def beat(self) -> None:
         self.heartbeat.beat()
-
-    @contextlib.contextmanager
-    def watching(self, worker: ApplyWorker) -> Iterator[None]:
-        """While a worker runs, stop signals reach its `stop_requested` (checked between batches)."""
-        worker.stop_requested = worker.stop_requested or self.stage > 0
-        self._workers.append(worker)
-        try:
-            yield
-        finally:
-            self._workers.remove(worker)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,8 @@ MEMIT batches), recorded as one `tick` event.
     record_event("tick", ok, counts, steps)
 
 The steps are the library's own entry points (`kbsync.sync.run`: `diff_from_settings`, the
-`kbsync diff` command's library function, and `apply_worker`), imported lazily so that the
+`kbsync diff` command's library function, and `sync.apply.apply_pending` over a
+`model_writer`, as `kbsync apply` runs it), imported lazily so that the
 daemon takes its lock and reports READY without loading the model code. The loaded
 model is kept between ticks (a daemon that ticks every few minutes should not reload it), and
 is materialised at the current model version before the diff probes it.
@@ -17,42 +18,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kbsync.errors import KbsyncError, VerificationError
 from kbsync.logs import get_logger, new_run_id
+from kbsync.runtime import App, Interrupted, Stop, worker_name
 from kbsync.store.events import record_event
 
 if TYPE_CHECKING:
-    from kbsync.cli.app import App
     from kbsync.config import Settings
-    from kbsync.sync.apply import ApplyWorker
     from kbsync.sync.engine import EditingContext
 
 log = get_logger(__name__)
 
 STEP_NAMES = ("diff", "apply")
-COUNT_KEYS = ("read", "probed", "agree", "queued", "superseded", "applied", "failed", "batches", "recovered")
-
-
-class Interrupted(BaseException):
-    """The second stop signal, raised at a safe point: nothing of the current unit is written.
-
-    A BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it; the
-    apply worker gives a batch interrupted while it computes back to the queue."""
+COUNT_KEYS = ("read", "probed", "agree", "queued", "superseded", "applied", "failed", "batches", "recovered",
+              "poisoned")
 
 
 class Control(Protocol):
     """What a step asks of the work loop (`kbsync.daemon.loop.Shutdown` provides it)."""
 
-    stage: int  # 0 running, 1 finish the current unit and stop, 2 stop at the next safe point
+    stop: Stop  # the two-stage stop: steps pass its checks down to long computations
 
     def beat(self) -> None: ...
-
-    def watching(self, worker: ApplyWorker) -> AbstractContextManager[None]: ...
 
 
 Step = Callable[[str, Control], tuple[bool, dict[str, int]]]  # (run id, control) -> (ok, counts)
@@ -121,36 +112,39 @@ class Steps:
             self._ctx = editing_context(self.app.settings, self.app.state_dir)
         return self._ctx
 
-    def worker(self, run_id: str, control: Control) -> ApplyWorker:
-        from kbsync.cli.app import worker_name
-        from kbsync.sync.run import apply_worker
-
-        return apply_worker(self.app.settings, self.app.database(), self.app.state_dir, run_id=run_id,
-                            worker=worker_name(), ctx=self.editing(), on_batch=lambda _outcome: control.beat())
-
     def named(self, names: Sequence[str]) -> list[tuple[str, Step]]:
         table: dict[str, Step] = {"diff": self.diff, "apply": self.apply}
         return [(n, table[n]) for n in names]
 
     def diff(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
         from kbsync.sync.run import diff_from_settings
+        from kbsync.versions.registry import load_current
 
-        self.worker(run_id, control).load_current()  # probe the model as it is now: base ⊕ active deltas
+        ctx = self.editing()
+        load_current(self.app.database(), ctx.store)  # probe the model as it is now: base ⊕ active deltas
+
+        def progress(_done: int, _total: int) -> None:
+            control.beat()
+            control.stop.check_in_batch()  # the diff is one unit: only the second signal stops it
+
         report = diff_from_settings(self.app.settings, self.app.database(), self.app.state_dir, run_id=run_id,
-                                    loaded=self.editing().loaded, progress=lambda _d, _t: control.beat())
+                                    loaded=ctx.loaded, progress=progress)
         counts = {k: int(getattr(report, k)) for k in ("read", "probed", "agree", "queued", "superseded")}
         return True, counts
 
     def apply(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
-        ctx = self.editing()
-        ctx.moments(lambda _done, _total: control.beat())  # C_l: computed once, then cached
-        worker = self.worker(run_id, control)
-        limit = self.app.settings.schedule.max_edits_per_tick or None
-        with control.watching(worker):
-            report = worker.run(batch_size=self.app.settings.editing.batch_size, max_edits=limit)
+        from kbsync.sync.apply import apply_pending
+        from kbsync.sync.run import model_writer
+
+        writer = model_writer(self.app.settings, self.app.database(), self.app.state_dir, run_id=run_id,
+                              worker=worker_name(), stop=control.stop, ctx=self.editing())
+        report = apply_pending(writer, batch_size=self.app.settings.editing.batch_size,
+                               max_edits=self.app.settings.schedule.max_edits_per_tick or None,
+                               on_batch=lambda _outcome: control.beat(),
+                               progress=lambda _done, _total: control.beat())
         counts = {"applied": report.applied, "failed": report.failed, "batches": len(report.batches),
-                  "recovered": report.recovered}
-        return report.failed == 0, counts
+                  "recovered": report.recovered, "poisoned": report.poisoned}
+        return report.ok, counts
 
 
 def run_tick(app: App, steps: list[tuple[str, Step]], control: Control) -> TickReport:
@@ -161,7 +155,7 @@ def run_tick(app: App, steps: list[tuple[str, Step]], control: Control) -> TickR
     log.info("tick_started", tick_run_id=run_id, steps=[n for n, _ in steps])
     try:
         for name, step in steps:
-            if control.stage:
+            if control.stop.requested:
                 report.skipped.append(name)
                 continue
             control.beat()

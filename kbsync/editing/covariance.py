@@ -23,11 +23,12 @@ from typing import Any, Protocol
 import torch
 from safetensors.torch import load_file, save_file
 
+from kbsync.durable import durable_file
 from kbsync.errors import ConfigError, StateError
 from kbsync.model.adapters import ArchitectureAdapter
 from kbsync.model.hooks import TraceDict
-
-from .rows import pad_id_of
+from kbsync.model.tokens import pad_id_of
+from kbsync.model.weights import weights_sha256
 
 
 class Corpus(Protocol):
@@ -146,15 +147,6 @@ class ModelSampleCorpus:
             yield from tok.batch_decode(out, skip_special_tokens=True)
 
 
-def model_fingerprint(model: Any) -> str:
-    """sha256 of the config and every tensor (use LoadedModel.identity when there is one)."""
-    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def cache_path(cache_dir: Path, model_identity: str, layer: int, corpus_identity: str, n_samples: int) -> Path:
     return Path(cache_dir) / (f"mom2-{model_identity[:16]}-L{layer}-{_sha(corpus_identity)[:16]}"
                               f"-n{n_samples}.safetensors")
@@ -163,12 +155,11 @@ def cache_path(cache_dir: Path, model_identity: str, layer: int, corpus_identity
 def second_moments(model, tokenizer, adapter: ArchitectureAdapter, layers, corpus: Corpus, n_samples: int,
                    cache_dir: Path, progress: Callable[[int, int], None] | None = None, *,
                    model_identity: str | None = None, max_length: int = 128,
-                   batch_size: int = 16) -> dict[int, torch.Tensor]:
+                   batch_size: int = 16, check_stop: Callable[[], None] | None = None) -> dict[int, torch.Tensor]:
     """{layer: C (d_in, d_in) float64}; from cache_dir when there, else one pass over the corpus."""
     if not isinstance(model, torch.nn.Module):  # a LoadedModel
         model_identity, model = model_identity or model.identity, model.model
-    identity = model_identity
-    identity = identity or model_fingerprint(model)
+    identity = model_identity or weights_sha256(model)  # a LoadedModel's identity is cached; this is not
     layers = sorted(set(int(x) for x in layers))
     paths = {layer: cache_path(cache_dir, identity, layer, corpus.identity, n_samples) for layer in layers}
     out: dict[int, torch.Tensor] = {}
@@ -181,20 +172,20 @@ def second_moments(model, tokenizer, adapter: ArchitectureAdapter, layers, corpu
     todo = [layer for layer in layers if layer not in out]
     if todo:
         sums, count = _accumulate(model, tokenizer, adapter, todo, corpus, n_samples, max_length,
-                                  batch_size, progress)
+                                  batch_size, progress, check_stop)
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         for layer in todo:
             out[layer] = sums[layer] / count
             meta = {"model": identity, "layer": str(layer), "corpus": corpus.identity,
                     "n_samples": str(n_samples), "n_tokens": str(count), "convention": "mean E[k k^T]"}
-            tmp = paths[layer].with_name(paths[layer].name + ".tmp")
-            save_file({"mom2": out[layer].contiguous()}, str(tmp), metadata=meta)
-            tmp.replace(paths[layer])
+            with durable_file(paths[layer]) as tmp:
+                save_file({"mom2": out[layer].contiguous()}, str(tmp), metadata=meta)
     return out
 
 
 @torch.no_grad()
-def _accumulate(model, tokenizer, adapter, layers, corpus, n_samples, max_length, batch_size, progress):
+def _accumulate(model, tokenizer, adapter, layers, corpus, n_samples, max_length, batch_size, progress,
+                check_stop=None):
     device = next(model.parameters()).device
     names = [adapter.mlp_out_name(layer) for layer in layers]
     sums: dict[int, torch.Tensor] = {}
@@ -202,6 +193,8 @@ def _accumulate(model, tokenizer, adapter, layers, corpus, n_samples, max_length
     texts = corpus.texts()
     pad = pad_id_of(tokenizer)
     while seen < n_samples:
+        if check_stop is not None:
+            check_stop()  # may raise: nothing is cached until the pass is complete
         chunk = [t for _, t in zip(range(min(batch_size, n_samples - seen)), texts, strict=False)]
         if not chunk:
             break

@@ -11,8 +11,6 @@ floating-point subtraction would not undo the addition).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from kbsync.durable import durable_file
 from kbsync.errors import DeltaIntegrityError, StateError
 from kbsync.model.adapters import ArchitectureAdapter
 
@@ -76,19 +75,9 @@ class Delta:
             tensors[f"{name}::dense"] = d.contiguous()
         for layer, k in self.keys.items():
             tensors[f"keys::{layer}"] = k.float().contiguous()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={str(k): str(v) for k, v in self.meta.items()})
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return file_sha256(path)
+        with durable_file(path) as tmp:
+            save_file(tensors, str(tmp), metadata={str(k): str(v) for k, v in self.meta.items()})
+        return file_sha256(Path(path))
 
     @classmethod
     def load(cls, path: str | Path, expected_sha256: str | None = None) -> Delta:

@@ -2,8 +2,9 @@
 
 Public references: MEMIT (Meng et al. 2023) GPT-J/GPT-2 XL configs, EasyEdit's Llama MEMIT
 configs, AlphaEdit (Fang et al. 2025) configs. The SmolLM2-135M entry (llama family, 30 layers,
-d=576) is NOT yet measured: it is the Llama reference scaled to 30 layers, with a corpus size a
-CPU can afford. ``benchmarks/layer_sweep.py`` measures it; see docs/layer-choice.md.
+d=576) is measured (docs/layer-choice.md, ``benchmarks/layer_sweep.py``); other depths get the
+reference layer window scaled to the same relative depth. This module is the one place that
+chooses the edited layers ([editing] layers overrides it).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def scaled_layers(n_layers: int, first: int = 4, last: int = 8, depth: int = 32)
 SMOLLM2_135M = EditHyperParams(layers=(4, 5, 6, 7, 8), cov_lambda=1000.0, cov_samples=2000)
 
 
-def defaults_for(family: str, n_layers: int, model_type: str | None = None) -> EditHyperParams:
+def defaults_for(family: str, n_layers: int) -> EditHyperParams:
     """Reference defaults for a model family ("llama", "gpt2", "gptj", "gpt_neox")."""
     if family == "llama" and n_layers == 30:  # SmolLM2-135M's depth
         return SMOLLM2_135M

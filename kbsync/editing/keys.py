@@ -7,9 +7,10 @@ import torch
 
 from kbsync.model.adapters import ArchitectureAdapter
 from kbsync.model.hooks import TraceDict
+from kbsync.model.tokens import pad_id_of
 
 from .request import EditRequest
-from .rows import align, pad_id_of
+from .rows import align
 from .targets import context_row
 
 

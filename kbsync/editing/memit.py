@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -48,7 +48,9 @@ def _frozen(model: torch.nn.Module) -> Iterator[None]:
 
 def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requests: list[EditRequest],
                   hparams: EditHyperParams, second_moments: dict[int, torch.Tensor],
-                  preserved: PreservedKeys | None = None, timings: dict | None = None) -> Delta:
+                  preserved: PreservedKeys | None = None, timings: dict | None = None,
+                  check_stop: Callable[[], None] | None = None) -> Delta:
+    """The delta of `requests`; `check_stop` is called between steps and may raise to abandon it."""
     model = loaded_or_model if isinstance(loaded_or_model, torch.nn.Module) else loaded_or_model.model
     hp = hparams
     timings = {} if timings is None else timings
@@ -70,8 +72,10 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
     try:
         with _frozen(model):
             templates = context_templates(model, tokenizer, hp)
-            targets = compute_targets(model, tokenizer, adapter, requests, hp, templates, timings)
+            targets = compute_targets(model, tokenizer, adapter, requests, hp, templates, timings, check_stop)
             for i, layer in enumerate(hp.layers):
+                if check_stop is not None:
+                    check_stop()
                 t0 = time.perf_counter()
                 keys, cur = compute_keys(model, tokenizer, adapter, requests, templates, [layer], z_layer,
                                          hp.batch_rows)

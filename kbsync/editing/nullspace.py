@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from kbsync.durable import durable_file
 from kbsync.errors import StateError
 
 
@@ -56,10 +57,8 @@ class PreservedKeys:
     def save(self, path: str | Path) -> None:
         tensors = {f"kkt::{layer}": t.contiguous() for layer, t in self.kkt.items()}
         meta = {f"n::{layer}": str(n) for layer, n in self.n_keys.items()}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
+        with durable_file(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: str | Path) -> PreservedKeys:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kbsync.errors import TokenizationError
+from kbsync.prompts import fill
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class EditRequest:
     @property
     def text(self) -> str:
         """The prompt with the subject in it."""
-        text = self.prompt.format(self.subject) if "{}" in self.prompt else self.prompt
+        text = fill(self.prompt, self.subject)
         if not self.subject.strip() or self.subject not in text:
             raise TokenizationError(
                 f"subject {self.subject!r} does not occur in the prompt {text!r}; "

@@ -1,6 +1,7 @@
 """Token rows for the editor, and a batch layout that puts every row's subject at one column.
 
-Each row is a token sequence with an ``anchor``: the index of the subject's last token. The
+Each row (`model.tokens.Row`, built by `model.tokens.encode_row`) is a token sequence with an
+``anchor``: the index of the subject's last token. The
 aligned batch left-pads each row so that all anchors fall on the same column A, then right-pads:
 
     row r:  [pad .. pad | prefix tokens of r | subject-last | rest of r | pad .. pad]
@@ -16,34 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kbsync.errors import ModelError, TokenizationError
-
-
-@dataclass(frozen=True)
-class Row:
-    ids: tuple[int, ...]
-    anchor: int  # index in ids of the subject's last token
-
-
-def encode_row(tokenizer, text: str, subject: str, start_char: int = 0) -> Row:
-    """Tokenise text (special tokens as the tokenizer adds them) and find subject's last token.
-
-    The subject is looked for from ``start_char`` on (so a random prefix that happens to
-    contain it is skipped); the last token whose character span overlaps the subject wins,
-    which is right with or without BOS and whether the space before a word is part of it.
-    """
-    if not getattr(tokenizer, "is_fast", False):
-        raise ModelError("the editor needs a fast (Rust) tokenizer for character offsets; "
-                         "save the model with a tokenizer.json")
-    c0 = text.find(subject, start_char)
-    if c0 < 0 or not subject.strip():
-        raise TokenizationError(f"subject {subject!r} does not occur in {text!r}; fix the prompt or the label")
-    c1 = c0 + len(subject.rstrip())
-    enc = tokenizer(text, return_offsets_mapping=True)
-    hits = [t for t, (o0, o1) in enumerate(enc["offset_mapping"]) if o1 > o0 and o0 < c1 and o1 > c0]
-    if not hits:
-        raise TokenizationError(f"subject {subject!r} tokenises to nothing in {text!r}; fix the label")
-    return Row(tuple(enc["input_ids"]), hits[-1])
+from kbsync.errors import TokenizationError
+from kbsync.model.tokens import Row
 
 
 def target_ids(tokenizer, target: str) -> list[int]:
@@ -79,10 +54,3 @@ def align(rows: list[Row], pad_id: int) -> Aligned:
         mask[i, o:o + len(r.ids)] = 1
     pos = (torch.arange(t)[None, :] - offsets[:, None]).clamp(min=0)  # (B, T)
     return Aligned(ids, mask, pos, offsets, a)
-
-
-def pad_id_of(tokenizer) -> int:
-    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
-        if tid is not None:
-            return int(tid)
-    return 0

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from kbsync.model.adapters import ArchitectureAdapter
+from kbsync.model.tokens import Row, encode_row, pad_id_of
 
 from .hparams import EditHyperParams
 from .request import EditRequest
-from .rows import Row, align, encode_row, pad_id_of, target_ids
+from .rows import align, target_ids
 from .upper import UpperStack, lower_hidden
 
 _STARTERS = ("The", "Therefore", "Because", "I", "You")
@@ -72,7 +74,7 @@ class Targets:
 
 def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter,
                     requests: list[EditRequest], hp: EditHyperParams, templates: list[str],
-                    timings: dict | None = None) -> Targets:
+                    timings: dict | None = None, check_stop: Callable[[], None] | None = None) -> Targets:
     t0 = time.perf_counter()
     layer, n, n_ctx = hp.layers[-1], len(requests), len(templates)
     device = next(model.parameters()).device
@@ -117,6 +119,8 @@ def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdap
     row_map = torch.arange(len(rows))  # full row -> position in the stack's current rows
 
     for it in range(hp.v_steps):
+        if check_stop is not None:
+            check_stop()  # may raise: the optimisation is abandoned, nothing was written
         live = active[row_edit]  # (B,) rows still in the stack
         sel = live[lp_row]
         ed = row_edit[row_map >= 0]  # edit of each current row

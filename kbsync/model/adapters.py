@@ -8,14 +8,15 @@ The edited matrix W of layer l is the MLP output projection; ``as_matrix`` gives
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
 
 from kbsync.errors import ModelError
 
-OVERRIDE_KEYS = ("block", "mlp_out", "final_norm", "unembed", "embed", "layers")
+OVERRIDE_KEYS = ("block", "mlp_out", "final_norm", "unembed", "embed")
+# Which layers to edit is a hyper-parameter, not architecture: `editing.hparams.defaults_for`.
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,6 @@ class ArchitectureAdapter:
     embed: str  # "model.embed_tokens"
     conv1d: bool  # True for GPT-2's Conv1D: weight stored (d_in, d_out)
     n_layers: int
-    default_layers: tuple[int, ...] = field(default=())
 
     def module(self, model: torch.nn.Module, template: str, layer: int | None = None) -> torch.nn.Module:
         name = template.format(layer) if layer is not None else template
@@ -58,21 +58,17 @@ class ArchitectureAdapter:
         return delta.T if self.conv1d else delta  # (d_out, d_in) -> storage layout
 
 
-# family -> (block, mlp_out, final_norm, unembed, embed,
-#            reference layers from the public MEMIT configs, depth of that reference model)
-_FAMILIES: dict[str, tuple[str, str, str, str, str, tuple[int, int], int]] = {
-    # Llama-2/3-7B/8B MEMIT/AlphaEdit configs: layers 4-8 of 32
+# family -> (block, mlp_out, final_norm, unembed, embed)
+_FAMILIES: dict[str, tuple[str, str, str, str, str]] = {
     "llama": ("model.layers.{}", "model.layers.{}.mlp.down_proj", "model.norm", "lm_head",
-              "model.embed_tokens", (4, 8), 32),
-    # GPT-2 XL: layers 13-17 of 48
+              "model.embed_tokens"),
     "gpt2": ("transformer.h.{}", "transformer.h.{}.mlp.c_proj", "transformer.ln_f", "lm_head",
-             "transformer.wte", (13, 17), 48),
-    # GPT-J-6B: layers 3-8 of 28
+             "transformer.wte"),
     "gptj": ("transformer.h.{}", "transformer.h.{}.mlp.fc_out", "transformer.ln_f", "lm_head",
-             "transformer.wte", (3, 8), 28),
-    # GPT-NeoX-20B: layers 6-10 of 44 (the head is "lm_head" from transformers 5 on)
+             "transformer.wte"),
+    # the head is "lm_head" from transformers 5 on (found below from the model)
     "gpt_neox": ("gpt_neox.layers.{}", "gpt_neox.layers.{}.mlp.dense_4h_to_h",
-                 "gpt_neox.final_layer_norm", "embed_out", "gpt_neox.embed_in", (6, 10), 44),
+                 "gpt_neox.final_layer_norm", "embed_out", "gpt_neox.embed_in"),
 }
 
 # config.model_type -> family
@@ -81,13 +77,6 @@ _MODEL_TYPES = {
     "gemma": "llama", "gemma2": "llama", "olmo": "llama", "olmo2": "llama",
     "gpt2": "gpt2", "gptj": "gptj", "gpt_neox": "gpt_neox",
 }
-
-
-def scaled_layers(reference: tuple[int, int], reference_depth: int, n_layers: int) -> tuple[int, ...]:
-    """The reference layer range at the same relative depth in a model with n_layers blocks."""
-    first = min(round(reference[0] * n_layers / reference_depth), n_layers - 1)
-    last = min(max(round(reference[1] * n_layers / reference_depth), first), n_layers - 1)
-    return tuple(range(first, last + 1))
 
 
 def _n_layers(config: Any) -> int | None:
@@ -106,11 +95,9 @@ def adapter_for(model: torch.nn.Module, overrides: dict | None = None) -> Archit
     """The adapter for ``model``, from ``config.model_type`` plus any overrides.
 
     ``overrides`` may set any field; the config's [model] keys block / mlp_out / final_norm /
-    unembed / embed / layers arrive here. Unknown architectures need all five module names.
+    unembed / embed arrive here. Unknown architectures need all five module names.
     """
     overrides = dict(overrides or {})
-    if "layers" in overrides:
-        overrides["default_layers"] = tuple(int(x) for x in overrides.pop("layers"))
     unknown = set(overrides) - {f.name for f in fields(ArchitectureAdapter)}
     if unknown:
         raise ModelError(f"unknown model adapter keys {sorted(unknown)}; use {', '.join(OVERRIDE_KEYS)}")
@@ -123,10 +110,9 @@ def adapter_for(model: torch.nn.Module, overrides: dict | None = None) -> Archit
         raise ModelError(f"cannot tell how many layers the {model_type!r} model has; set n_layers")
 
     if family is not None:
-        block, mlp_out, final_norm, unembed, embed, ref, ref_depth = _FAMILIES[family]
+        block, mlp_out, final_norm, unembed, embed = _FAMILIES[family]
         base: dict[str, Any] = dict(family=family, block=block, mlp_out=mlp_out, final_norm=final_norm,
-                    unembed=unembed, embed=embed, n_layers=n_layers,
-                    default_layers=scaled_layers(ref, ref_depth, n_layers))
+                                    unembed=unembed, embed=embed, n_layers=n_layers)
     else:
         missing = [k for k in ("block", "mlp_out", "final_norm", "unembed", "embed") if k not in overrides]
         if missing:
@@ -134,8 +120,7 @@ def adapter_for(model: torch.nn.Module, overrides: dict | None = None) -> Archit
                 f"unknown model architecture {model_type!r}; set the [model] keys "
                 f"{', '.join(OVERRIDE_KEYS)} in the config (missing: {', '.join(missing)})"
             )
-        base = dict(family=model_type, n_layers=n_layers,
-                    default_layers=scaled_layers((4, 8), 32, n_layers))
+        base = dict(family=model_type, n_layers=n_layers)
     # transformers renames heads between versions (GPT-NeoX embed_out -> lm_head): ask the model.
     for key, getter in (("embed", "get_input_embeddings"), ("unembed", "get_output_embeddings")):
         found = _name_of(model, getattr(model, getter, lambda: None)())
@@ -148,10 +133,6 @@ def adapter_for(model: torch.nn.Module, overrides: dict | None = None) -> Archit
     conv1d = base.get("conv1d", type(out).__name__ == "Conv1D")
     adapter = replace(probe, conv1d=bool(conv1d))
 
-    bad = [x for x in adapter.default_layers if not 0 <= x < n_layers]
-    if not adapter.default_layers or bad:
-        raise ModelError(f"edit layers {list(adapter.default_layers)} are not within the model's "
-                         f"{n_layers} layers; set [model] layers to indices 0..{n_layers - 1}")
     adapter.module(model, adapter.block, n_layers - 1)
     for name in (adapter.final_norm, adapter.unembed, adapter.embed):
         adapter.module(model, name)

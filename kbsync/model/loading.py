@@ -31,10 +31,10 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from kbsync.durable import fsync_dir, fsync_tree
+from kbsync.durable import fsync_dir, fsync_tree, write_text_durably
 from kbsync.errors import ModelError
 from kbsync.model.adapters import ArchitectureAdapter, adapter_for
-from kbsync.model.tokens import ensure_pad_token
+from kbsync.model.tokens import pad_id_of
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +276,7 @@ def model_identity(source_dir: Path, state_dir: Path) -> str:
     for path in (beside, elsewhere):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(record)
-            os.replace(tmp, path)
+            write_text_durably(path, record)
             break
         except OSError:
             continue
@@ -310,7 +308,7 @@ def load_model(spec: str, *, state_dir: Path, dtype: str = "auto", device: str =
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"cannot load {spec} from {source_dir}: {exc}; check that the directory holds "
                          "a causal LM's config, weights and tokenizer files") from exc
-    ensure_pad_token(tokenizer)
+    pad_id_of(tokenizer)  # sets a pad token when the tokenizer has none
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -1,29 +1,33 @@
-"""Batched tokenisation and token lookup: the subject's last token, target tokens, last tokens.
+"""Tokenisation and token lookup: the pad token, the subject's last token (`encode_row`),
+target tokens, last tokens.
 
-Positions are found from character offsets of the same padded batch the model will see, so
-they hold for every fast tokenizer: with or without a BOS token, a leading space merged into
-the subject's first token (byte-level BPE "ĠParis", SentencePiece "▁Paris"), and left or
-right padding. Special tokens (BOS, padding) have empty spans and never match.
+Positions are found from character offsets, so they hold for every fast tokenizer: with or
+without a BOS token, a leading space merged into the subject's first token (byte-level BPE
+"ĠParis", SentencePiece "▁Paris"), and left or right padding. Special tokens (BOS, padding)
+have empty spans and never match.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from kbsync.errors import TokenizationError
+from kbsync.errors import ModelError, TokenizationError
 
 
-def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Padding needs a pad token; reuse EOS (or UNK) as most causal LMs expect."""
+def pad_id_of(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The pad token's id; a tokenizer without one gets EOS (or UNK) as its pad token, as most
+    causal LMs expect."""
     if tokenizer.pad_token_id is None:
         fallback = tokenizer.eos_token or tokenizer.unk_token
         if fallback is None:
             raise TokenizationError("the tokenizer has no pad, eos or unk token; set tokenizer.pad_token")
         tokenizer.pad_token = fallback
+    return int(tokenizer.pad_token_id)
 
 
 @contextmanager
@@ -40,7 +44,7 @@ def _padding_side(tokenizer: PreTrainedTokenizerBase, side: str) -> Iterator[Non
 
 def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], padding_side: str,
             offsets: bool) -> BatchEncoding:
-    ensure_pad_token(tokenizer)
+    pad_id_of(tokenizer)
     if offsets and not tokenizer.is_fast:
         raise TokenizationError("token positions need a fast tokenizer (a tokenizer.json); "
                                 "load the model's tokenizer with use_fast=True")
@@ -62,28 +66,31 @@ def _tokens_overlapping(offsets: torch.Tensor, mask: torch.Tensor, start: int, e
     return hit.nonzero().flatten()
 
 
-def subject_last_token(tokenizer: PreTrainedTokenizerBase, texts: list[str], subjects: list[str],
-                       padding_side: str = "right") -> tuple[BatchEncoding, torch.Tensor]:
-    """The padded batch and (B,) long: per row, the index of the last token of the subject's first occurrence."""
-    assert len(texts) == len(subjects), (len(texts), len(subjects))
-    spans = []
-    for text, subject in zip(texts, subjects, strict=True):
-        needle = subject.strip()
-        start = text.find(needle) if needle else -1
-        if start < 0:
-            raise TokenizationError(f"subject {subject!r} does not occur in the prompt {text!r}; "
-                                    "fix the prompt template or the subject label")
-        spans.append((start, start + len(needle)))
-    enc = _encode(tokenizer, texts, padding_side, offsets=True)
-    offsets = enc.pop("offset_mapping")  # (B, T, 2) character spans
-    index = torch.empty(len(texts), dtype=torch.long)  # (B,)
-    for row, (start, end) in enumerate(spans):
-        hits = _tokens_overlapping(offsets[row], enc["attention_mask"][row], start, end)
-        if hits.numel() == 0:
-            raise TokenizationError(f"subject {subjects[row]!r} tokenises to nothing in {texts[row]!r}; "
-                                    "use a label with visible characters")
-        index[row] = hits[-1]
-    return enc, index
+@dataclass(frozen=True)
+class Row:
+    ids: tuple[int, ...]
+    anchor: int  # index in ids of the subject's last token
+
+
+def encode_row(tokenizer: PreTrainedTokenizerBase, text: str, subject: str, start_char: int = 0) -> Row:
+    """Tokenise text (special tokens as the tokenizer adds them) and find subject's last token.
+
+    The subject is looked for from ``start_char`` on (so a random prefix that happens to
+    contain it is skipped); the last token whose character span overlaps the subject wins,
+    which is right with or without BOS and whether the space before a word is part of it.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError("the editor needs a fast (Rust) tokenizer for character offsets; "
+                         "save the model with a tokenizer.json")
+    c0 = text.find(subject, start_char)
+    if c0 < 0 or not subject.strip():
+        raise TokenizationError(f"subject {subject!r} does not occur in {text!r}; fix the prompt or the label")
+    c1 = c0 + len(subject.rstrip())
+    enc = tokenizer(text, return_offsets_mapping=True)
+    hits = [t for t, (o0, o1) in enumerate(enc["offset_mapping"]) if o1 > o0 and o0 < c1 and o1 > c0]
+    if not hits:
+        raise TokenizationError(f"subject {subject!r} tokenises to nothing in {text!r}; fix the label")
+    return Row(tuple(enc["input_ids"]), hits[-1])
 
 
 def encode_with_targets(tokenizer: PreTrainedTokenizerBase, prompts: list[str], targets: list[str],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kbsync.errors import CatalogueError
+from kbsync.prompts import fill  # noqa: F401  (sync/checks.py imports it from here)
 
 PROPERTY_ID = re.compile(r"P[1-9][0-9]*")
 FIELDS = ("id", "label", "prompt", "paraphrases", "single_valued")
@@ -34,10 +35,6 @@ class Relation:
 
     def paraphrases_for(self, subject: str) -> list[str]:
         return [fill(t, subject) for t in self.paraphrases]
-
-
-def fill(template: str, subject: str) -> str:
-    return template.replace("{}", subject)
 
 
 class Catalogue:

@@ -4,6 +4,9 @@ per database.
 PostgreSQL: a session-level advisory lock on a dedicated connection (released by the server
 when the process dies). SQLite: `flock` on a file in the state directory (released by the
 kernel when the process dies). Either way a kill -9 never leaves a stale lock behind.
+
+The holder says who it is (pid, host, since): in the lock file, or as the lock connection's
+`application_name`; `LockedError` names it.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import text
@@ -27,6 +32,34 @@ def _key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+def holder_label() -> str:
+    """Who holds a lock: `pid 123 on host since 2026-01-01T00:00:00Z`."""
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"pid {os.getpid()} on {socket.gethostname()} since {since}"
+
+
+def _refused(what: str, holder: str) -> LockedError:
+    who = f" ({holder})" if holder else ""
+    return LockedError(f"{what} is held by another kbsync process{who}; wait for it to finish, or stop it")
+
+
+def _pg_holder(conn, key: int) -> str:  # type: ignore[no-untyped-def]
+    """The application_name of the session holding advisory lock `key` (a bigint: classid, objid)."""
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    row = conn.execute(text(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = :hi AND l.objid::bigint = :lo "
+        "AND l.objsubid = 1"), {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}).first()
+    name = row[0] if row else ""
+    return name.removeprefix("kbsync ") if name and name.startswith("kbsync ") else ""
+
+
+def _file_holder(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    first = os.read(fd, 512).decode(errors="replace").splitlines()
+    return first[0].strip() if first else ""
+
+
 @contextlib.contextmanager
 def held_lock(db: Database, name: str, lock_dir: Path, *, wait_s: float = 0.0, what: str = "") -> Iterator[None]:
     """Hold lock `name` for the duration, or raise LockedError after waiting `wait_s` seconds."""
@@ -36,9 +69,12 @@ def held_lock(db: Database, name: str, lock_dir: Path, *, wait_s: float = 0.0, w
         conn = db.engine.connect()
         try:
             key = _key(name)
+            # application_name is at most 63 bytes; the label fits unless the host name is long
+            conn.execute(text("SELECT set_config('application_name', :n, false)"),
+                         {"n": f"kbsync {holder_label()}"[:63]})
             while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
                 if time.monotonic() >= deadline:
-                    raise LockedError(f"{what} is held by another kbsync process; wait for it to finish")
+                    raise _refused(what, _pg_holder(conn, key))
                 time.sleep(0.5)
             conn.commit()
             try:
@@ -59,10 +95,11 @@ def held_lock(db: Database, name: str, lock_dir: Path, *, wait_s: float = 0.0, w
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise LockedError(f"{what} is held by another kbsync process; wait for it to finish") from None
+                    raise _refused(what, _file_holder(fd)) from None
                 time.sleep(0.5)
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {name}\n".encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{holder_label()}\n{name}\n".encode())
         try:
             yield
         finally:

@@ -1,4 +1,4 @@
-"""The edit queue: enqueue (with supersede), claim under a lease, reap expired leases.
+"""The edit queue: enqueue (with supersede), count, claim under a lease, reap expired leases.
 
 All state changes go through `kbsync.store.transitions`. Claiming uses
 `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL so two workers never take the same
@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kbsync.store.models import Batch, EditRequestRow, utcnow
+from kbsync.store.recovery import return_or_poison
 from kbsync.store.states import OPEN_REQUEST_STATES, BatchState, RequestState
 from kbsync.store.transitions import enqueue, move_batch, move_request
 
@@ -66,6 +67,11 @@ def enqueue_edit(session: Session, new: EditRequestRow, reason: str, run_id: str
     return Enqueued("queued", row)
 
 
+def count_pending(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(EditRequestRow)
+                          .where(EditRequestRow.state == RequestState.PENDING.value)) or 0
+
+
 def claim(session: Session, limit: int, worker: str, lease_s: int, run_id: str = "") -> list[EditRequestRow]:
     """Take up to `limit` pending requests, oldest first, under a lease."""
     query = select(EditRequestRow).where(EditRequestRow.state == RequestState.PENDING.value).order_by(EditRequestRow.id).limit(limit)
@@ -79,8 +85,9 @@ def claim(session: Session, limit: int, worker: str, lease_s: int, run_id: str =
     return rows
 
 
-def reap(session: Session, now: datetime | None = None, run_id: str = "") -> int:
-    """Return claimed requests whose lease expired (their worker died) to pending; fail their batch."""
+def reap(session: Session, now: datetime | None = None, run_id: str = "", max_attempts: int | None = None) -> int:
+    """Return claimed requests whose lease expired (their worker died) to pending, or fail them as
+    poison after `max_attempts` recoveries (`store.recovery`); fail their batch."""
     now = now or utcnow()
     rows = list(
         session.scalars(
@@ -94,7 +101,11 @@ def reap(session: Session, now: datetime | None = None, run_id: str = "") -> int
         worker = row.claimed_by
         if row.batch_id is not None:
             batch_ids.add(row.batch_id)
-        move_request(session, row, RequestState.PENDING, f"lease expired (worker {worker} stopped)", run_id=run_id)
+        why = f"lease expired (worker {worker} stopped)"
+        if max_attempts is None:
+            move_request(session, row, RequestState.PENDING, why, run_id=run_id)
+        else:
+            return_or_poison(session, row, why, max_attempts, run_id)
     for batch_id in batch_ids:
         batch = session.get(Batch, batch_id)
         if batch is not None and batch.state == BatchState.RUNNING.value:

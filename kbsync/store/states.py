@@ -3,6 +3,8 @@
     pending ──claim──▶ claimed ──apply──▶ applied ──verify──▶ verified ──rollback──▶ rolled_back
        │  ▲               │                  │                   │
        │  └──lease expired┘ (reaper)         └──verify fails──▶ failed ◀─ drift check fails
+       │     or worker died (recovery)                           ▲
+       │                  └── its worker died [editing] max_attempts times (poison) ┘
        └──newer KB value──▶ superseded
 
 Every change goes through `kbsync.store.transitions`, which checks this table and writes a

@@ -1,9 +1,16 @@
 """Audit views: the questions users ask of the audit trail, as SQL both databases run.
 
-The migrations create them from these strings; `kbsync audit` and README's examples read them.
+The migrations create them from these strings; `kbsync audit` (`audit_rows`) and README's
+examples read them.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+from kbsync.store.db import Database
 
 VIEWS: dict[str, str] = {
     # Every state change of every request, newest last: "what happened to this fact?"
@@ -38,3 +45,38 @@ def create_statements() -> list[str]:
 
 def drop_statements() -> list[str]:
     return [f"DROP VIEW IF EXISTS {name}" for name in VIEWS]
+
+
+BATCHES_SQL = """
+    SELECT id AS batch_id, state, algorithm, n_edits, started_at, finished_at, state_reason
+    FROM batches ORDER BY id
+"""
+
+
+def audit_query(subject: str | None, relation: str | None, batch: int | None,
+                failed: bool) -> tuple[str, str, str, dict[str, Any]]:
+    """(kind, title, sql, params) of the view that answers the question the filters ask."""
+    where, params = [], {}
+    for column, value in (("subject", subject), ("relation", relation), ("batch_id", batch)):
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    if failed:
+        return "failed", "failed edits and why", f"SELECT * FROM v_failed_edits{clause} ORDER BY request_id", params
+    if batch is not None and subject is None and relation is None:
+        return ("batch", f"what batch {batch} changed",
+                f"SELECT * FROM v_batch_changes{clause} ORDER BY request_id", params)
+    if where:
+        return ("history", "history of the fact(s)",
+                f"SELECT * FROM v_fact_history{clause} ORDER BY at, transition_id", params)
+    return "batches", "batches", BATCHES_SQL, params
+
+
+def audit_rows(db: Database, subject: str | None = None, relation: str | None = None, batch: int | None = None,
+               failed: bool = False) -> tuple[str, str, list[dict[str, Any]]]:
+    """(kind, title, rows) of the audit view the filters select."""
+    kind, title, sql, params = audit_query(subject, relation, batch, failed)
+    with db.session() as s:
+        rows = [dict(r._mapping) for r in s.execute(text(sql), params)]
+    return kind, title, rows

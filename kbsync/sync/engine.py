@@ -24,24 +24,24 @@ from kbsync.model.adapters import OVERRIDE_KEYS
 from kbsync.model.loading import LoadedModel, load_model
 from kbsync.versions.store import ModelStore
 
-MODEL_OVERRIDE_KEYS = tuple(k for k in OVERRIDE_KEYS if k != "layers")  # layers come from [editing]
-
 
 def load_configured_model(settings: Settings, state_dir: Path) -> LoadedModel:
     m = settings.model
-    overrides: dict[str, object] = {k: getattr(m, k) for k in MODEL_OVERRIDE_KEYS if getattr(m, k)}
-    if settings.editing.layers:
-        overrides["layers"] = tuple(settings.editing.layers)
+    overrides: dict[str, object] = {k: getattr(m, k) for k in OVERRIDE_KEYS if getattr(m, k)}
     return load_model(m.path, state_dir=state_dir, dtype=m.dtype, device=m.device, adapter_overrides=overrides or None)
 
 
 def hyper_parameters(settings: Settings, loaded: LoadedModel) -> EditHyperParams:
     """The family's defaults, with every non-zero [editing] setting on top."""
     adapter = loaded.adapter
-    hp = defaults_for(adapter.family, adapter.n_layers, getattr(loaded.model.config, "model_type", None))
+    hp = defaults_for(adapter.family, adapter.n_layers)
     e = settings.editing
     changes: dict[str, object] = {"algorithm": e.algorithm}
     if e.layers:
+        bad = [x for x in e.layers if not 0 <= x < adapter.n_layers]
+        if bad:
+            raise ConfigError(f"[editing] layers {bad} are not within the model's {adapter.n_layers} layers; "
+                              f"use indices 0..{adapter.n_layers - 1}")
         changes["layers"] = tuple(e.layers)
     for key in ("v_steps", "v_lr", "cov_lambda", "cov_samples"):
         if getattr(e, key):
@@ -81,7 +81,9 @@ class EditingContext:
     def model_key(self) -> str:
         return self.loaded.identity
 
-    def moments(self, progress=None) -> dict[int, torch.Tensor]:  # type: ignore[no-untyped-def]
+    def moments(self, progress=None, check_stop=None) -> dict[int, torch.Tensor]:  # type: ignore[no-untyped-def]
+        """C_l of the edited layers (computed on the base weights, then cached); `check_stop` may
+        raise to abandon the pass."""
         if self._moments is None:
             live = list(self.store.active)
             if live:  # C_l is a property of the base model (and cached under its identity)
@@ -90,7 +92,7 @@ class EditingContext:
                 self._moments = second_moments(
                     self.loaded.model, self.loaded.tokenizer, self.loaded.adapter, self.hparams.layers,
                     corpus_for(self.settings.editing.corpus, self.loaded), self.hparams.cov_samples,
-                    self.stats_dir, progress, model_identity=self.loaded.identity,
+                    self.stats_dir, progress, model_identity=self.loaded.identity, check_stop=check_stop,
                 )
             finally:
                 if live:

@@ -6,12 +6,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kbsync.config import Settings
-from kbsync.model.loading import LoadedModel
+from kbsync.model.loading import LoadedModel, model_identity, source_directory
+from kbsync.runtime import Stop
 from kbsync.sources.factory import open_catalogue, open_source
 from kbsync.store.db import Database
-from kbsync.sync.apply import ApplyReport, ApplyWorker, BatchOutcome
+from kbsync.sync.apply import ApplyReport
 from kbsync.sync.diff import DiffReport, run_diff
 from kbsync.sync.engine import EditingContext, editing_context
+from kbsync.sync.writer import ModelWriter
+from kbsync.versions import registry
 
 
 def incremental_key(settings: Settings) -> str | None:
@@ -55,23 +58,23 @@ def diff_from_settings(
 def current_model(settings: Settings, db: Database, state_dir: Path, loaded: LoadedModel | None = None) -> LoadedModel:
     """The model as deployed: base ⊕ the current version's deltas (sha256-checked), in memory."""
     ctx = editing_context(settings, state_dir, loaded)
-    ApplyWorker(db, ctx, run_id="", worker="", state_dir=state_dir).load_current()
+    registry.load_current(db, ctx.store)
     return ctx.loaded
 
 
-def apply_worker(
-    settings: Settings,
-    db: Database,
-    state_dir: Path,
-    *,
-    run_id: str,
-    worker: str,
-    ctx: EditingContext | None = None,
-    on_batch: Callable[[BatchOutcome], None] | None = None,
-) -> ApplyWorker:
-    ctx = ctx or editing_context(settings, state_dir)
-    return ApplyWorker(db, ctx, run_id=run_id, worker=worker, state_dir=state_dir,
-                       config_hash=settings.hash(), on_batch=on_batch)
+def configured_model_key(settings: Settings, state_dir: Path) -> str:
+    """The identity of the configured model, from its cached hash: no weights are loaded."""
+    return model_identity(source_directory(settings.model.path, state_dir), state_dir)
 
 
-__all__ = ["ApplyReport", "DiffReport", "apply_worker", "diff_from_settings"]
+def model_writer(settings: Settings, db: Database, state_dir: Path, *, run_id: str, worker: str,
+                 stop: Stop | None = None, ctx: EditingContext | None = None) -> ModelWriter:
+    """A writer of the configured model; the model is loaded when a job first needs it (or `ctx`)."""
+    def load() -> EditingContext:
+        return ctx or editing_context(settings, state_dir)
+
+    key = ctx.model_key if ctx is not None else configured_model_key(settings, state_dir)
+    return ModelWriter(settings, db, state_dir, key, load, run_id=run_id, worker=worker, stop=stop or Stop())
+
+
+__all__ = ["ApplyReport", "DiffReport", "configured_model_key", "current_model", "diff_from_settings", "model_writer"]

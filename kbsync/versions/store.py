@@ -1,6 +1,7 @@
-"""The model store: base ⊕ delta log (DESIGN.md §2).
+"""The model store's files: base ⊕ delta log (DESIGN.md §2). Which of them SQL names, and
+which version is current, is `versions/registry.py`'s.
 
-    state_dir/models/<model_key>/
+    state_dir/store/<model_key[:16]>/
         deltas/batch-<id>.safetensors     one file per applied batch (fp32 factors, sha256 in SQL)
         versions/<name>/                  complete HF directories (safetensors, config, tokenizer)
         current -> versions/<name>        switched last, atomically
@@ -13,7 +14,6 @@ and reconciled with SQL by `reconcile` after a crash.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -26,6 +26,7 @@ from kbsync.durable import fsync_dir, fsync_tree
 from kbsync.editing.delta import Delta, updated_weight
 from kbsync.errors import StateError
 from kbsync.model.loading import LoadedModel
+from kbsync.model.weights import weights_sha256
 
 
 class ModelStore:
@@ -74,11 +75,7 @@ class ModelStore:
 
     def weights_sha256(self) -> str:
         """sha256 over every tensor of the live model, in name order."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.loaded.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+        return weights_sha256(self.loaded.model)
 
     # --- versions ----------------------------------------------------------------------
     def write_version(self, name: str) -> Path:

@@ -173,11 +173,11 @@ def run_in_process(config: Path, driver, environ: dict[str, str] | None = None):
     returns. Returns (exit code, daemon)."""
     import threading
 
-    from kbsync.cli.app import App
     from kbsync.config import load_settings
     from kbsync.daemon.loop import Daemon
     from kbsync.daemon.notify import Notifier
     from kbsync.logs import configure_logging
+    from kbsync.runtime import App
 
     configure_logging("info", "console")   # to this test's stderr (an earlier in-process CLI test closed its own)
     app = App(settings=load_settings(config, environ={}), run_id="test-daemon")

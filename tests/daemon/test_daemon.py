@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from kbsync.cli.app import App
 from kbsync.config import load_settings
 from kbsync.daemon.loop import Daemon, daemon_lock
 from kbsync.errors import LockedError
+from kbsync.runtime import App
 from kbsync.store.db import open_database, upgrade
 from kbsync.store.models import Batch, EditRequestRow, Event, ModelVersion
 from kbsync.store.states import BatchState, RequestState

@@ -1,5 +1,5 @@
 """The daemon's signals, in process (the daemon in the main thread, a driver thread sending
-signals): a second SIGTERM interrupts a batch at a safe point; SIGHUP reloads the config."""
+signals): a second SIGTERM aborts a batch at its next stop check; SIGHUP reloads the config."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_second_sigterm_gives_the_batch_being_computed_back_to_the_queue(tmp_pat
         time.sleep(1.0)                                  # inside the target optimisation
         os.kill(os.getpid(), signal.SIGTERM)             # 1st: finish this batch ...
         time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGTERM)             # 2nd: ... no, stop at the next safe point
+        os.kill(os.getpid(), signal.SIGTERM)             # 2nd: ... no, abort it at the next check
 
     t0 = time.monotonic()
     code, daemon = run_in_process(config, driver)
@@ -54,22 +54,24 @@ def test_second_sigterm_gives_the_batch_being_computed_back_to_the_queue(tmp_pat
     assert ticks[-1].ok is False and ticks[-1].details["interrupted"] is True
 
 
-def test_a_second_signal_outside_a_safe_stretch_stops_where_the_next_one_begins() -> None:
-    from kbsync.daemon.loop import Shutdown
-    from kbsync.daemon.notify import Heartbeat, Notifier
-    from kbsync.daemon.tick import Interrupted
-    from kbsync.editing.targets import context_templates
+def test_the_stop_is_two_stage_and_raises_only_where_it_is_checked() -> None:
+    from kbsync.runtime import Interrupted, Stop
 
-    shutdown = Shutdown(Heartbeat(), Notifier({}))
-    shutdown.install()
-    try:
-        os.kill(os.getpid(), signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGTERM)       # handled here, in the test: not a safe point
-        assert shutdown.stage == 2
+    stop, before = Stop(), signal.getsignal(signal.SIGTERM)
+    stop.check_in_batch()
+    stop.check_outside_batch()                    # nothing asked: no check raises
+    with stop.handling_signals():
+        os.kill(os.getpid(), signal.SIGTERM)      # 1st: finish the batch, claim no other
+        assert stop.requested and stop.stage == 1
+        stop.check_in_batch()                     # a batch goes on ...
         with pytest.raises(Interrupted, match="SIGTERM"):
-            context_templates(None, None, None)    # raised on entry, before it touches its arguments
-    finally:
-        shutdown.restore()
+            stop.check_outside_batch()            # ... work that is no batch stops
+        os.kill(os.getpid(), signal.SIGINT)       # 2nd (either signal): abort the batch
+        assert stop.stage == 2
+        with pytest.raises(Interrupted, match="SIGINT") as caught:
+            stop.check_in_batch()
+    assert caught.value.exit_code == 128 + signal.SIGINT
+    assert signal.getsignal(signal.SIGTERM) == before      # the handlers are put back
 
 
 def test_sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_bad(tmp_path: Path, capfd) -> None:  # type: ignore[no-untyped-def]

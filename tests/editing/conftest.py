@@ -69,19 +69,19 @@ def _gpt2(tokenizer) -> GPT2LMHeadModel:
 @pytest.fixture(params=["llama", "gpt2"])
 def tiny(request, tokenizer):
     model = _llama(tokenizer) if request.param == "llama" else _gpt2(tokenizer)
-    return model, tokenizer, adapter_for(model, {"layers": [1, 2]})
+    return model, tokenizer, adapter_for(model)
 
 
 @pytest.fixture
 def tiny_llama(tokenizer):
     model = _llama(tokenizer)
-    return model, tokenizer, adapter_for(model, {"layers": [1, 2]})
+    return model, tokenizer, adapter_for(model)
 
 
 @pytest.fixture
 def tiny_gpt2(tokenizer):
     model = _gpt2(tokenizer)
-    return model, tokenizer, adapter_for(model, {"layers": [1, 2]})
+    return model, tokenizer, adapter_for(model)
 
 
 @pytest.fixture

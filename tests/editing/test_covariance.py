@@ -61,3 +61,24 @@ def test_model_samples_are_deterministic(tiny_llama):
     a = [t for _, t in zip(range(6), c1.texts(), strict=False)]
     b = [t for _, t in zip(range(6), c2.texts(), strict=False)]
     assert a == b and len(set(a)) > 1
+
+
+def test_a_stop_check_abandons_the_pass_and_caches_nothing(tiny_llama, tmp_path, corpus_texts):
+    """Key statistics check the stop they are given (issue 15 #6: SIGTERM during them did nothing)."""
+    model, tok, adapter = tiny_llama
+    j = tmp_path / "c.jsonl"
+    j.write_text("\n".join(json.dumps({"text": t}) for t in corpus_texts))
+    calls = []
+
+    class Stopped(Exception):
+        pass
+
+    def check_stop() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        second_moments(model, tok, adapter, [1, 2], JsonlCorpus(j), 6, tmp_path / "cov", model_identity="m1",
+                       batch_size=2, check_stop=check_stop)
+    assert len(calls) == 2 and not list((tmp_path / "cov").glob("*"))

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import torch
 
-from kbsync.editing.rows import align, encode_row, pad_id_of
+from kbsync.editing.rows import align
 from kbsync.editing.upper import UpperStack, lower_hidden
+from kbsync.model.tokens import encode_row, pad_id_of
 
 
 def test_upper_stack_matches_full_forward(tiny):

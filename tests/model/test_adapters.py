@@ -13,8 +13,9 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from kbsync.editing.hparams import defaults_for, scaled_layers
 from kbsync.errors import ModelError
-from kbsync.model.adapters import adapter_for, scaled_layers
+from kbsync.model.adapters import adapter_for
 
 VOCAB = 64
 
@@ -81,7 +82,7 @@ def test_other_families(model_type: str, family: str, mlp_out: str) -> None:
     model = _others()[model_type]
     adapter = adapter_for(model)
     assert (adapter.family, adapter.mlp_out, adapter.conv1d) == (family, mlp_out, False)
-    for layer in adapter.default_layers:
+    for layer in defaults_for(adapter.family, adapter.n_layers).layers:
         _check_matrix_view(model, adapter, layer)
     logits = model(torch.tensor([[1, 2, 3]])).logits
     assert logits.shape[-1] == adapter.module(model, adapter.unembed).weight.shape[0]
@@ -97,19 +98,19 @@ def test_tied_embeddings(make_tiny) -> None:
 
 
 def test_default_layers_follow_public_configs() -> None:
-    assert scaled_layers((4, 8), 32, 32) == (4, 5, 6, 7, 8)
-    assert scaled_layers((4, 8), 32, 30) == (4, 5, 6, 7, 8)  # SmolLM2-135M
-    assert scaled_layers((13, 17), 48, 48) == (13, 14, 15, 16, 17)
-    assert scaled_layers((13, 17), 48, 12) == (3, 4)  # GPT-2 small
-    assert scaled_layers((3, 8), 28, 28) == (3, 4, 5, 6, 7, 8)
-    assert scaled_layers((6, 10), 44, 44) == (6, 7, 8, 9, 10)
-    assert scaled_layers((13, 17), 48, 1) == (0,)
+    assert scaled_layers(32) == (4, 5, 6, 7, 8)
+    assert scaled_layers(30) == (4, 5, 6, 7, 8)  # SmolLM2-135M
+    assert scaled_layers(48, 13, 17, 48) == (13, 14, 15, 16, 17)
+    assert scaled_layers(12, 13, 17, 48) == (3, 4)  # GPT-2 small
+    assert scaled_layers(28, 3, 8, 28) == (3, 4, 5, 6, 7, 8)
+    assert scaled_layers(44, 6, 10, 44) == (6, 7, 8, 9, 10)
+    assert scaled_layers(1, 13, 17, 48) == (0,)
+    assert defaults_for("gpt2", 12).layers == (3, 4) and defaults_for("mystery", 4).layers == (0, 1)
 
 
 def test_overrides(make_tiny) -> None:
     model = make_tiny("llama", VOCAB)
-    adapter = adapter_for(model, {"layers": [1, 3], "mlp_out": "model.layers.{}.mlp.up_proj"})
-    assert adapter.default_layers == (1, 3)
+    adapter = adapter_for(model, {"mlp_out": "model.layers.{}.mlp.up_proj"})
     assert adapter.as_matrix(adapter.edit_weight(model, 1)).shape == (64, 32)
 
 
@@ -121,12 +122,12 @@ def test_unknown_architecture_names_the_keys(make_tiny) -> None:
     names = dict(block="model.layers.{}", mlp_out="model.layers.{}.mlp.down_proj",
                  final_norm="model.norm", unembed="lm_head", embed="model.embed_tokens")
     adapter = adapter_for(model, names)
-    assert adapter.family == "mystery" and adapter.default_layers == (0, 1)
+    assert adapter.family == "mystery" and adapter.n_layers == 4
 
 
 @pytest.mark.parametrize("overrides,match", [
     ({"mlp_out": "model.layers.{}.mlp.nothing"}, "no module 'model.layers.0.mlp.nothing'"),
-    ({"layers": [2, 9]}, "not within the model's 4 layers"),
+    ({"layers": [2, 9]}, "unknown model adapter keys"),   # layers are [editing]'s, not the adapter's
     ({"colour": "red"}, "unknown model adapter keys"),
 ])
 def test_bad_overrides(make_tiny, overrides: dict, match: str) -> None:

@@ -59,10 +59,8 @@ def test_local_directory(hf_dir: Path, tmp_path: Path) -> None:
     assert len(loaded.identity) == 64
     cached = json.loads((hf_dir / IDENTITY_FILE).read_text())
     assert cached["identity"] == loaded.identity
-    again = load_model(str(hf_dir), state_dir=tmp_path / "state", device="cpu", dtype="bfloat16",
-                       adapter_overrides={"layers": [2]})
+    again = load_model(str(hf_dir), state_dir=tmp_path / "state", device="cpu", dtype="bfloat16")
     assert again.identity == loaded.identity and again.model.dtype == torch.bfloat16
-    assert again.adapter.default_layers == (2,)
 
 
 def test_identity_follows_the_weights_not_the_sharding(hf_dir: Path, tmp_path: Path, make_tiny,
@@ -141,7 +139,7 @@ def test_bundled_model_is_cached_as_a_hf_directory(bundled, bundled_state_dir: P
     assert "quantization_config" not in config and config["model_type"] == "llama"
     assert {"model.safetensors", "tokenizer.json", IDENTITY_FILE} <= {p.name for p in source.iterdir()}
     assert not list(source.parent.glob(".smollm2-135m.tmp-*"))
-    assert bundled.adapter.n_layers == 30 and bundled.adapter.default_layers == (4, 5, 6, 7, 8)
+    assert bundled.adapter.n_layers == 30
     assert bundled.model.lm_head.weight.data_ptr() == bundled.model.model.embed_tokens.weight.data_ptr()
 
     stamp = (source / "model.safetensors").stat().st_mtime_ns

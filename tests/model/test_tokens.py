@@ -3,14 +3,15 @@ from __future__ import annotations
 import copy
 
 import pytest
-import torch
 
+from kbsync.editing.rows import align
 from kbsync.errors import TokenizationError
 from kbsync.model.tokens import (
     encode_batch,
+    encode_row,
     encode_with_targets,
     last_token_index,
-    subject_last_token,
+    pad_id_of,
 )
 
 TOKENIZERS = ["bpe", "bpe+bos", "smol", "smol+bos"]
@@ -40,38 +41,30 @@ def _real(enc, row: int) -> list[int]:
     return [i for i, m in zip(enc["input_ids"][row].tolist(), enc["attention_mask"][row].tolist(), strict=True) if m]
 
 
-@pytest.mark.parametrize("side", ["left", "right"])
-def test_subject_last_token(tokenizer, side: str) -> None:
-    texts, subjects = [c[0] for c in CASES], [c[1] for c in CASES]
-    enc, index = subject_last_token(tokenizer, texts, subjects, padding_side=side)
-    assert "offset_mapping" not in enc and index.shape == (len(CASES),)
-    for row, subject in enumerate(subjects):
-        i = int(index[row])
-        assert enc["attention_mask"][row, i] == 1
-        ids = enc["input_ids"][row].tolist()
-        upto = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
-        before = tokenizer.decode(ids[:i], skip_special_tokens=True)
-        # token i completes the subject's first occurrence
-        assert subject.strip() in upto and subject.strip() not in before, (texts[row], upto)
+def test_encode_row_anchors_the_subjects_last_token(tokenizer) -> None:
+    for text, subject in CASES:
+        row = encode_row(tokenizer, text, subject)
+        upto = tokenizer.decode(row.ids[: row.anchor + 1], skip_special_tokens=True)
+        before = tokenizer.decode(row.ids[: row.anchor], skip_special_tokens=True)
+        # the anchor completes the subject's first occurrence
+        assert subject.strip() in upto and subject.strip() not in before, (text, upto)
         assert upto.count(subject.strip()) == 1
 
 
-def test_subject_token_is_the_same_for_both_paddings(tokenizer) -> None:
-    texts, subjects = [c[0] for c in CASES], [c[1] for c in CASES]
-    right, r_idx = subject_last_token(tokenizer, texts, subjects, "right")
-    left, l_idx = subject_last_token(tokenizer, texts, subjects, "left")
-    rows = torch.arange(len(CASES))
-    assert torch.equal(right["input_ids"][rows, r_idx], left["input_ids"][rows, l_idx])
-    assert (l_idx >= r_idx).all() and (l_idx > r_idx).any()
+def test_aligned_rows_put_every_subject_token_in_one_column(tokenizer) -> None:
+    rows = [encode_row(tokenizer, text, subject) for text, subject in CASES]
+    batch = align(rows, pad_id_of(tokenizer))
+    for r, row in enumerate(rows):
+        assert int(batch.input_ids[r, batch.anchor]) == row.ids[row.anchor]
+        assert int(batch.attention_mask[r].sum()) == len(row.ids)
 
 
 def test_smollm2_subject_token(smol_tokenizer) -> None:
-    enc, index = subject_last_token(smol_tokenizer, ["The capital of France is", "France"],
-                                    ["France", "France"], padding_side="left")
-    tokens = smol_tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
-    assert tokens[int(index[0])] == "ĠFrance" and int(index[0]) == 3
-    assert smol_tokenizer.convert_ids_to_tokens(int(enc["input_ids"][1, index[1]])) == "France"
-    assert int(index[1]) == enc["input_ids"].shape[1] - 1
+    row = encode_row(smol_tokenizer, "The capital of France is", "France")
+    assert smol_tokenizer.convert_ids_to_tokens(row.ids[row.anchor]) == "ĠFrance" and row.anchor == 3
+    alone = encode_row(smol_tokenizer, "France", "France")
+    assert smol_tokenizer.convert_ids_to_tokens(alone.ids[alone.anchor]) == "France"
+    assert alone.anchor == len(alone.ids) - 1
 
 
 @pytest.mark.parametrize("text,subject,match", [
@@ -80,7 +73,13 @@ def test_smollm2_subject_token(smol_tokenizer) -> None:
 ])
 def test_subject_errors(bpe_tokenizer, text: str, subject: str, match: str) -> None:
     with pytest.raises(TokenizationError, match=match):
-        subject_last_token(bpe_tokenizer, [text], [subject])
+        encode_row(bpe_tokenizer, text, subject)
+
+
+def test_pad_id_falls_back_to_eos(bpe_tokenizer) -> None:
+    tok = copy.deepcopy(bpe_tokenizer)
+    tok.pad_token = None
+    assert pad_id_of(tok) == tok.eos_token_id and tok.pad_token == tok.eos_token
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

@@ -15,23 +15,7 @@ from kbsync.store.states import RequestState
 from kbsync.store.transitions import enqueue, move_request
 from kbsync.store.views import VIEWS
 
-
-def _request(**over: object) -> EditRequestRow:
-    fields = dict(
-        subject="Q142", relation="P36", subject_label="France", prompt="The capital of {} is",
-        target_new="Paris", target_new_id="Q90", target_old="Lyon", acceptable=["Paris"],
-        paraphrases=["{}'s capital is"], content_hash="h1",
-    )
-    fields.update(over)
-    return EditRequestRow(**fields)
-
-
-@pytest.fixture
-def migrated(db_url: str) -> store_db.Database:
-    store_db.upgrade(db_url)
-    database = store_db.open_database(db_url)
-    yield database
-    database.dispose()
+from .conftest import request as _request
 
 
 def test_migrated_schema_matches_models(migrated: store_db.Database) -> None:
@@ -87,30 +71,3 @@ def test_database_behind_migrations_refused(sqlite_url: str) -> None:
         conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
     with pytest.raises(SchemaOutOfDateError, match="run `kbsync db upgrade`"):
         store_db.open_database(sqlite_url)
-
-
-def test_reaper_returns_expired_leases_and_fails_their_batch(migrated: store_db.Database) -> None:
-    from datetime import timedelta
-
-    from kbsync.store.models import Batch, utcnow
-    from kbsync.store.queue import claim, reap
-
-    with migrated.session() as s:
-        enqueue(s, _request(), "disagreement")
-        enqueue(s, _request(subject="Q183", subject_label="Germany", target_new="Berlin"), "disagreement")
-    with migrated.session() as s:
-        rows = claim(s, 1, "w1", lease_s=60)
-        batch = Batch(model_key="m", algorithm="memit", hparams={}, n_edits=1, worker="w1")
-        s.add(batch)
-        s.flush()
-        rows[0].batch_id = batch.id
-        claimed_id = rows[0].id
-    with migrated.session() as s:
-        assert reap(s, now=utcnow() + timedelta(seconds=30)) == 0   # lease still valid
-        assert reap(s, now=utcnow() + timedelta(seconds=61)) == 1
-    with migrated.session() as s:
-        row = s.get(EditRequestRow, claimed_id)
-        assert row.state == "pending" and "lease expired (worker w1" in row.state_reason
-        assert s.scalars(select(Batch)).one().state == "failed"
-        # the other request was never claimed
-        assert {r.state for r in s.scalars(select(EditRequestRow))} == {"pending"}

@@ -19,9 +19,11 @@ from kbsync.store.models import (
     RequestTransition,
 )
 from kbsync.store.transitions import enqueue
-from kbsync.sync.apply import ApplyWorker, model_lock_name
-from kbsync.sync.engine import editing_context
-from kbsync.sync.rollback import ModelJob, rollback, verify
+from kbsync.sync.apply import apply_pending
+from kbsync.sync.rollback import rollback
+from kbsync.sync.run import model_writer
+from kbsync.sync.verify import verify
+from kbsync.versions import registry
 
 FACTS = [
     ("Q142", "France", "Berlin", "Paris"),
@@ -43,11 +45,10 @@ def seed(db: store_db.Database, facts=FACTS) -> list[int]:
     return ids
 
 
-def make_worker(settings, db, cls=ApplyWorker, run_id="r1"):
+def make_writer(settings, db, run_id="r1"):
     state = settings.state.dir
     state.mkdir(parents=True, exist_ok=True)
-    ctx = editing_context(settings, state)
-    return cls(db, ctx, run_id=run_id, worker="test:1", state_dir=state)
+    return model_writer(settings, db, state, run_id=run_id, worker="test:1")
 
 
 @pytest.fixture
@@ -60,8 +61,8 @@ def database(tiny_settings):
 
 def test_two_batches_then_rollback_restores_weights_bit_for_bit(tiny_settings, database) -> None:
     seed(database)
-    worker = make_worker(tiny_settings, database)
-    report = worker.run(batch_size=2)
+    writer = make_writer(tiny_settings, database)
+    report = apply_pending(writer, batch_size=2)
     assert [b.state for b in report.batches] == ["verified", "verified"]
     with database.session() as s:
         states = set(s.scalars(select(EditRequestRow.state)))
@@ -73,15 +74,17 @@ def test_two_batches_then_rollback_restores_weights_bit_for_bit(tiny_settings, d
         for b in batches:
             assert Path(b.delta_path).is_file() and len(b.delta_sha256) == 64
             assert b.version_after_id is not None and b.metrics["efficacy"] >= 0
+            # every stage's time is measured, none derived by subtraction (issue 15 #14: verify_s < 0)
+            assert {"targets_s", "delta_s", "verify_s", "total_s"} <= set(b.timings), b.timings
+            assert min(b.timings.values()) >= 0 and b.timings["total_s"] >= b.timings["delta_s"] + b.timings["verify_s"] - 0.01
         assert s.scalar(select(EditCheck.id).where(EditCheck.kind == "efficacy")) is not None
         # every request went claimed -> applied -> verified, each step recorded with its reason
         moves = [t.to_state for t in s.scalars(select(RequestTransition).where(RequestTransition.request_id == 1)
                                               .order_by(RequestTransition.id))]
         assert moves == ["pending", "claimed", "applied", "verified"]
-    assert worker.ctx.store.current_target() == Path(versions[-1].path).resolve()
+    assert writer.context().store.current_target() == Path(versions[-1].path).resolve()
 
-    job = make_worker(tiny_settings, database, ModelJob, run_id="r2")
-    result = rollback(job, batches[1].id)
+    result = rollback(make_writer(tiny_settings, database, run_id="r2"), batches[1].id)
     assert result.weights_after == versions[0].weights_sha256
     assert result.restores_version == versions[0].id
     with database.session() as s:
@@ -91,39 +94,43 @@ def test_two_batches_then_rollback_restores_weights_bit_for_bit(tiny_settings, d
         assert event.details["weights_before"] == versions[1].weights_sha256
         assert event.details["weights_after"] == versions[0].weights_sha256
     # a fresh process materialises the same weights from base ⊕ the remaining delta log
-    again = make_worker(tiny_settings, database, ModelJob, run_id="r3")
-    again.load_current()
-    assert again.ctx.store.weights_sha256() == versions[0].weights_sha256
+    again = make_writer(tiny_settings, database, run_id="r3")
+    registry.load_current(database, again.context().store)
+    assert again.context().store.weights_sha256() == versions[0].weights_sha256
     assert verify(again).failed == []
 
 
 def test_tampered_delta_is_refused(tiny_settings, database) -> None:
     seed(database, FACTS[:2])
-    make_worker(tiny_settings, database).run(batch_size=2)
+    apply_pending(make_writer(tiny_settings, database), batch_size=2)
     with database.session() as s:
         path = Path(s.scalars(select(Batch.delta_path)).one())
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(DeltaIntegrityError, match="sha256"):
-        make_worker(tiny_settings, database, run_id="r2").load_current()
+        make_writer(tiny_settings, database, run_id="r2").open_current()
 
 
-def test_batch_below_thresholds_is_reverted_and_failed(make_settings, sqlite_url) -> None:
-    settings = make_settings(editing={"v_steps": 1, "v_lr": 1e-6}, verify={"min_efficacy": 1.0})
+@pytest.mark.parametrize("retry_smaller", [False, True])
+def test_batch_below_thresholds_is_reverted_and_failed(make_settings, sqlite_url, retry_smaller: bool) -> None:
+    settings = make_settings(editing={"v_steps": 1, "v_lr": 1e-6, "retry_smaller": retry_smaller},
+                             verify={"min_efficacy": 1.0})
     store_db.upgrade(sqlite_url)
     database = store_db.open_database(sqlite_url)
-    worker = make_worker(settings, database)
+    writer = make_writer(settings, database)
     from kbsync.model.scoring import greedy_answers
 
-    lm = worker.ctx.loaded
+    lm = writer.context().loaded
     # the model's own answers as target_old: a barely-optimised edit cannot beat them
     answers = greedy_answers(lm.model, lm.tokenizer, [f"The capital of {f[1]} is" for f in FACTS[:2]], 2)
     seed(database, [(q, lab, new, old.strip() or "x") for (q, lab, new, _), old in zip(FACTS[:2], answers, strict=True)])
-    before = worker.ctx.store.weights_sha256()
-    report = worker.run(batch_size=2)
-    assert [b.state for b in report.batches] == ["failed"]
-    assert worker.ctx.store.weights_sha256() == before
+    before = writer.context().store.weights_sha256()
+    report = apply_pending(writer, batch_size=2)
+    # retried in halves: three failed attempts, but only the two requests ended failed (issue 15 #13)
+    assert [b.state for b in report.batches] == ["failed"] * (3 if retry_smaller else 1)
+    assert report.failed == 2 and report.as_dict()["failed"] == 2 and not report.ok
+    assert writer.context().store.weights_sha256() == before
     with database.session() as s:
         rows = list(s.scalars(select(EditRequestRow)))
         assert {r.state for r in rows} == {"failed"}
@@ -131,9 +138,12 @@ def test_batch_below_thresholds_is_reverted_and_failed(make_settings, sqlite_url
         assert s.scalars(select(ModelVersion)).first() is None
 
 
-def test_second_writer_is_refused_on_sqlite(tiny_settings, database) -> None:
+def test_second_writer_is_refused_before_the_model_loads_and_names_the_holder(tiny_settings, database) -> None:
     seed(database, FACTS[:1])
-    worker = make_worker(tiny_settings, database)
-    with held_lock(database, model_lock_name(worker.ctx.model_key), tiny_settings.state.dir / "locks"):
-        with pytest.raises(LockedError, match="another kbsync process"):
-            make_worker(tiny_settings, database, run_id="r2").run()
+    writer = make_writer(tiny_settings, database)
+    with held_lock(database, registry.writer_lock_name(writer.model_key), tiny_settings.state.dir / "locks"):
+        with pytest.raises(LockedError, match=r"another kbsync process \(pid \d+ on .+ since \d{4}-"):
+            apply_pending(writer)
+        with pytest.raises(LockedError):
+            rollback(writer, 1)
+    assert writer._ctx is None  # refused without loading the model

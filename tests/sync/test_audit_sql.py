@@ -11,8 +11,8 @@ from kbsync.store import db as store_db
 from kbsync.store.models import EditRequestRow
 from kbsync.store.states import RequestState
 from kbsync.store.transitions import enqueue, move_request
-from kbsync.sync.apply import ApplyWorker
-from kbsync.sync.engine import editing_context
+from kbsync.sync.apply import apply_pending
+from kbsync.sync.run import model_writer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -41,8 +41,7 @@ def test_audit_sql_runs_as_written(make_settings, db_url: str) -> None:
                                         paraphrases=[], content_hash="Q38"), "test")
         move_request(s, bad, RequestState.FAILED, "operator: wrong KB value")
     settings.state.dir.mkdir(parents=True, exist_ok=True)
-    ctx = editing_context(settings, settings.state.dir)
-    report = ApplyWorker(db, ctx, run_id="r", worker="w", state_dir=settings.state.dir).run(batch_size=2)
+    report = apply_pending(model_writer(settings, db, settings.state.dir, run_id="r", worker="w"), batch_size=2)
     batch = report.batches[0].batch_id
     params = {"subject": "Q142", "relation": "P36", "batch": batch, "request": 1}
     queries = readme_queries()

@@ -68,9 +68,9 @@ def test_apply_audit_verify_export_rollback(run_cli, env: dict[str, str], tmp_pa
     rb = run_cli("rollback", "2", "--json", env=env)
     assert rb.exit_code == 0 and json.loads(rb.out)["restores_version"] == 1
     again = run_cli("rollback", "2", env=env)
-    assert again.exit_code == 2 and "not part of the current model" in again.err
+    assert again.exit_code == 8 and "not part of the current model" in again.err
     missing = run_cli("rollback", "99", env=env)
-    assert missing.exit_code == 2 and "no batch 99" in missing.err
+    assert missing.exit_code == 8 and "RollbackError: there is no batch 99" in missing.err
     status = json.loads(run_cli("status", "--json", env=env).out)
     assert status["current_model_version"]["batch_ids"] == [1]
     assert status["queue"]["verified"] == 2 and status["queue"]["rolled_back"] == 1

@@ -157,13 +157,13 @@ def test_second_apply_on_sqlite_exits_with_a_clear_message(tiny_model_dir: Path,
     """Another writer holds the model lock: `kbsync apply` exits 4 at once, or after --wait."""
     from kbsync.model.loading import model_identity
     from kbsync.store.locks import held_lock
-    from kbsync.sync.apply import model_lock_name
+    from kbsync.versions.registry import writer_lock_name
 
     cfg = write_config(tmp_path, tiny_model_dir)
     url = queue(cfg, tmp_path)
     db = store_db.open_database(url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
-    name = model_lock_name(model_identity(tiny_model_dir, tmp_path / "state"))
+    name = writer_lock_name(model_identity(tiny_model_dir, tmp_path / "state"))
     with held_lock(db, name, tmp_path / "state" / "locks"):
         refused = subprocess.run(apply_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
         waited = subprocess.run(apply_cmd(cfg, "--wait", "2"), env=env, capture_output=True, text=True, timeout=300)
@@ -173,3 +173,38 @@ def test_second_apply_on_sqlite_exits_with_a_clear_message(tiny_model_dir: Path,
     done = subprocess.run(apply_cmd(cfg), env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and json.loads(done.stdout)["applied"] == len(FACTS)
     db.dispose()
+
+
+def test_one_sigterm_during_key_statistics_stops_kbsync_apply(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Issue 15 #6: key statistics are no batch, so the first SIGTERM stops them (exit 143), and
+    the queue is as it was."""
+    import signal
+    import time
+
+    cfg = write_config(tmp_path, tiny_model_dir)
+    cfg.write_text(cfg.read_text().replace("cov_samples = 32", "cov_samples = 10000000")
+                   .replace(f'corpus = "{tiny_model_dir / "corpus.txt"}"', 'corpus = "model-samples"'))
+    url = queue(cfg, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
+    proc = subprocess.Popen(apply_cmd(cfg), env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    locks = tmp_path / "state" / "locks"
+    deadline = time.monotonic() + 120
+    while not (locks.is_dir() and any(locks.iterdir())) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3.0)                      # the model is loading or the statistics are being computed
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("Interrupted: stopped by SIGTERM")
+    assert '"stop_requested"' in err                    # the signal is logged
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert {r[0] for r in conn.execute(text("SELECT state FROM edit_requests"))} == {"pending"}
+        event = conn.execute(text("SELECT ok FROM events WHERE kind = 'apply'")).one()
+    engine.dispose()
+    assert not event[0]
