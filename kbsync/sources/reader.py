@@ -168,7 +168,8 @@ class QueryReader(ABC):
         statements = self._statements(backend, items, relations)
         values: dict[tuple[str, str], Resolution] = {}
         for (item, relation), by_value in statements.items():
-            single = self.catalogue[relation].single_valued
+            # truthy values carry no dates: every one stays acceptable, as wdt: says
+            single = self.options.mode == "statements" and self.catalogue[relation].single_valued
             resolution = resolve(by_value.values(), as_of, single)
             if resolution.current:
                 values[item, relation] = resolution
