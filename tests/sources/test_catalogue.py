@@ -95,7 +95,7 @@ def test_unknown_relation_id():
     catalogue = load_catalogue()
     with pytest.raises(
         CatalogueError,
-        match=r"unknown relation 'P9999'; known: P17, P19, .*\[relations\] catalogue",
+        match=r"unknown relation 'P9999'; known: P6, P17, P19, .*\[relations\] catalogue",
     ):
         catalogue["P9999"]
     with pytest.raises(CatalogueError):
