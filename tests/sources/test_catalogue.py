@@ -101,3 +101,11 @@ def test_unknown_relation_id():
     with pytest.raises(CatalogueError):
         catalogue.select(["P36", "P9999"])
     assert [r.id for r in catalogue.select([])] == catalogue.ids()
+
+
+def test_overlong_template_is_refused(tmp_path: Path):
+    path = tmp_path / "long.toml"
+    long_prompt = "The " + "very " * 60 + "capital of {} is"
+    path.write_text(f'[[relation]]\nid = "P36"\nprompt = "{long_prompt}"\n', encoding="utf-8")
+    with pytest.raises(CatalogueError, match="characters; keep prompts under 200"):
+        load_catalogue(path)
