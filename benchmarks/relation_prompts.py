@@ -31,6 +31,18 @@ from kbsync.model.probe import answer_matches, first_clause  # noqa: E402
 from kbsync.model.scoring import greedy_answers  # noqa: E402
 from kbsync.sources.catalogue import load_catalogue  # noqa: E402
 
+# Templates tried besides the shipped ones (--candidates): rows marked "candidate".
+CANDIDATES = {
+    "P6": ["The prime minister of {} is", "The leader of {} is"],
+    "P35": ["The president of {} is", "The current leader of {} is"],
+    "P54": ["{} plays football for", "{} is a professional player for"],
+    "P169": ["The current CEO of {} is", "{} CEO"],
+    "P286": ["The current manager of {} is", "{} manager"],
+    "P488": ["The chairman of {} is", "The president of {} is"],
+    "P1037": ["The head of {} is", "The director-general of {} is"],
+    "P1308": ["The {} is", "The current {},"],
+}
+
 
 def labels(holder: str) -> list[str]:
     return [holder, *ALIASES.get(holder, [])]
@@ -52,6 +64,8 @@ def main() -> None:
     parser.add_argument("--state-dir", type=Path, default=Path(".state/bench"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--candidates", action="store_true", help="also measure the CANDIDATES templates")
+    parser.add_argument("--show", action="store_true", help="print every answer")
     args = parser.parse_args()
 
     catalogue = load_catalogue()
@@ -65,22 +79,28 @@ def main() -> None:
     for relation in sorted(by_relation, key=lambda r: int(r[1:])):
         rel = catalogue[relation]
         facts = by_relation[relation]
-        templates = [rel.prompt, *rel.paraphrases]
+        shipped = [rel.prompt, *rel.paraphrases]
+        templates = shipped + (CANDIDATES.get(relation, []) if args.candidates else [])
         prompts = [t.replace("{}", subject) for t in templates for subject, _ in facts]
         texts = greedy_answers(loaded.model, loaded.tokenizer, prompts, args.max_new_tokens)
         answers = [[first_clause(texts[t * len(facts) + i]) for i in range(len(facts))] for t in range(len(templates))]
         hits = [[named(answers[t][i], sorted({h for h, _, _ in holders})) for i, (_, holders) in enumerate(facts)]
                 for t in range(len(templates))]
+        if args.show:
+            for t, template in enumerate(templates):
+                for i, (subject, _) in enumerate(facts):
+                    print(f"# {template.replace('{}', subject)!r} -> {answers[t][i]!r}", file=sys.stderr)
         for t, template in enumerate(templates):
             cur = sum(hits[t][i] in current(holders) for i, (_, holders) in enumerate(facts))
             known = sum(h is not None for h in hits[t])
             same = ""
             if t == 0:
                 answered = [i for i in range(len(facts)) if hits[0][i] is not None]
-                pairs = [(i, p) for i in answered for p in range(1, len(templates))]
+                pairs = [(i, p) for i in answered for p in range(1, len(shipped))]
                 agree = sum(hits[p][i] == hits[0][i] for i, p in pairs)
                 same = f"{agree}/{len(pairs)}" if pairs else "-"
-            print(f"| {relation} {rel.label if t == 0 else ''} | {len(facts) if t == 0 else ''} | `{template}` "
+            kind = "" if t < len(shipped) else " (candidate)"
+            print(f"| {relation} {rel.label if t == 0 else ''} | {len(facts) if t == 0 else ''} | `{template}`{kind} "
                   f"| {cur}/{len(facts)} | {known}/{len(facts)} | {same} |", flush=True)
 
 
