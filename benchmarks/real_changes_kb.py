@@ -258,6 +258,7 @@ def write_kb(path: Path) -> dict[str, str]:
         "@prefix wd: <http://www.wikidata.org/entity/> .",
         "@prefix wds: <http://www.wikidata.org/entity/statement/> .",
         "@prefix p: <http://www.wikidata.org/prop/> .",
+        "@prefix wdt: <http://www.wikidata.org/prop/direct/> .",
         "@prefix ps: <http://www.wikidata.org/prop/statement/> .",
         "@prefix pq: <http://www.wikidata.org/prop/qualifier/> .",
         "@prefix wikibase: <http://wikiba.se/ontology#> .",
@@ -267,6 +268,10 @@ def write_kb(path: Path) -> dict[str, str]:
     ]
     for n, (relation, subject, holders, _) in enumerate(CHANGES):
         s = qid(subject)
+        # wdt: as Wikidata writes it: the best-rank values, so every holder when all are normal
+        best = [h for h, _, end in holders if relation in PREFERRED_CURRENT and end is None] or [h for h, *_ in holders]
+        for holder in dict.fromkeys(best):
+            lines.append(f"wd:{s} wdt:{relation} wd:{qid(holder)} .")
         for k, (holder, start, end) in enumerate(holders):
             st = f"wds:s{n}-{k}"
             preferred = relation in PREFERRED_CURRENT and end is None

@@ -32,15 +32,15 @@ from kbsync.model.scoring import greedy_answers  # noqa: E402
 from kbsync.sources.catalogue import load_catalogue  # noqa: E402
 
 # Templates tried besides the shipped ones (--candidates): rows marked "candidate".
-CANDIDATES = {
-    "P6": ["The prime minister of {} is", "The leader of {} is"],
-    "P35": ["The president of {} is", "The current leader of {} is"],
-    "P54": ["{} plays football for", "{} is a professional player for"],
-    "P169": ["The current CEO of {} is", "{} CEO"],
-    "P286": ["The current manager of {} is", "{} manager"],
-    "P488": ["The chairman of {} is", "The president of {} is"],
-    "P1037": ["The head of {} is", "The director-general of {} is"],
-    "P1308": ["The {} is", "The current {},"],
+CANDIDATES = {  # the first prompts written, before "The name of ..." measured better
+    "P6": ["The head of government of {} is", "The prime minister of {} is"],
+    "P35": ["The head of state of {} is", "The president of {} is"],
+    "P54": ["{} is a player of", "{} plays football for"],
+    "P169": ["The chief executive officer of {} is", "The CEO of {} is"],
+    "P286": ["The head coach of {} is", "The manager of {} is"],
+    "P488": ["The chairperson of {} is", "The chairman of {} is"],
+    "P1037": ["The director of {} is", "The head of {} is"],
+    "P1308": ["The office of {} is held by", "The current {} is"],
 }
 
 
