@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--stats-dir", type=Path, default=None, help="a key-statistics cache to reuse")
     parser.add_argument("--batch-size", type=int, default=None, help="edits per batch (default: [editing])")
     parser.add_argument("--no-apply", action="store_true", help="only the diff figures")
+    parser.add_argument("--max-edits", type=int, default=None, help="apply at most this many (a partial run)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -112,12 +113,12 @@ def main() -> None:
     db = store_db.open_database(settings.database_url)
     t0 = time.perf_counter()
     report = apply_worker(settings, db, settings.state.dir, run_id="bench-apply", worker="bench").run(
-        batch_size=args.batch_size)
+        batch_size=args.batch_size, max_edits=args.max_edits)
     out["apply"] = {"seconds": round(time.perf_counter() - t0, 1), "applied": report.applied,
                     "batches": Counter(b.state for b in report.batches)}
     edited = current_model(settings, db, settings.state.dir)
     db.dispose()
-    rows = queued(settings)
+    rows = [r for r in queued(settings) if r.state != "pending"]  # the edits this run applied or failed
     per_subject = Counter(r.subject for r in rows)
     prompts = [fill(r.prompt, r.subject_label) for r in rows]
     paraphrases = [(i, fill(t, r.subject_label)) for i, r in enumerate(rows) for t in r.paraphrases]
