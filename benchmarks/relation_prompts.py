@@ -40,7 +40,7 @@ CANDIDATES = {  # the first prompts written, before "The name of ..." measured b
     "P286": ["The head coach of {} is", "The manager of {} is"],
     "P488": ["The chairperson of {} is", "The chairman of {} is"],
     "P1037": ["The director of {} is", "The head of {} is"],
-    "P1308": ["The office of {} is held by", "The current {} is"],
+    "P1308": ["The {} is", "The current {} is"],
 }
 
 
