@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,10 +106,12 @@ class KbSettings(Section):
         "auto", description="RDF file reader; auto = pyoxigraph, measured faster at every size (docs/sources.md)."
     )
 
-    @field_validator("as_of")
+    @field_validator("as_of", mode="before")
     @classmethod
-    def _iso_moment(cls, v: str) -> str:
-        if v:
+    def _iso_moment(cls, v: object) -> object:
+        if isinstance(v, date):  # a TOML date or date-time (also what an env value parses to)
+            v = v.isoformat()
+        if isinstance(v, str) and v:
             parse_as_of(v)
         return v
 
