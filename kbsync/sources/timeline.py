@@ -8,7 +8,8 @@ Wikidata keeps history as statements: ``pq:P580`` start time, ``pq:P582`` end ti
 - **ended** when it is not deprecated and its end is at or before T (an end of "unknown
   value" counts as ended long ago);
 - **future** when its start is after T, **deprecated** when its rank says so: neither
-  kind is a target nor a stale answer.
+  kind is a target nor a stale answer (future ones are kept in ``why``, so that a reader
+  knows when what is current will change without an edit).
 
 Among current statements preferred rank beats normal. A single-valued relation keeps one
 value, the one that started latest (no start: earliest; equal starts: the smallest id);
@@ -64,7 +65,8 @@ class Resolution:
     current: tuple[str, ...]  # acceptable values, sorted
     target: str | None  # the value an edit teaches
     stale: tuple[str, ...]  # ended / superseded values, most recently ended first
-    why: dict[str, dict[str, str | None]]  # value -> {status, rank, start, end}
+    why: dict[str, dict[str, str | None]]  # value -> {status, rank, start, end}; status
+    # current | ended | superseded | future (not yet started: neither a target nor stale)
 
 
 def parse_time(text: str) -> datetime | None:
@@ -99,6 +101,7 @@ def resolve(statements: Iterable[Statement], as_of: datetime, single_valued: boo
     """Current values, the edit target and the stale values of one (subject, relation) as of `as_of`."""
     current: dict[str, Statement] = {}
     stale: dict[str, tuple[datetime, Statement, str]] = {}  # value -> (ended at, statement, status)
+    future: dict[str, Statement] = {}  # starts after as_of: recorded so a later read is due then
     for st in statements:
         if st.rank == DEPRECATED:
             continue
@@ -108,6 +111,8 @@ def resolve(statements: Iterable[Statement], as_of: datetime, single_valued: boo
             best = current.get(st.value)
             if best is None or (st.rank, _start_key(st)) > (best.rank, _start_key(best)):
                 current[st.value] = st
+        elif st.value not in future or _start_key(st) < _start_key(future[st.value]):
+            future[st.value] = st
     if current:
         top = max(st.rank for st in current.values())
         for value, st in list(current.items()):
@@ -121,7 +126,8 @@ def resolve(statements: Iterable[Statement], as_of: datetime, single_valued: boo
             _keep_latest(stale, value, (superseded_at, current.pop(value), "superseded"))
     for value in current:
         stale.pop(value, None)  # a value that holds again (a second term) is not stale
-    why = {v: _why("current", st) for v, st in current.items()}
+    why = {v: _why("future", st) for v, st in future.items() if v not in current and v not in stale}
+    why |= {v: _why("current", st) for v, st in current.items()}
     stale_order = _latest_first({v: entry[0] for v, entry in stale.items()})
     for value in stale_order:
         _, st, status = stale[value]
@@ -151,3 +157,14 @@ def _latest_first(moments: dict[str, datetime]) -> list[str]:
 
 def _why(status: str, st: Statement) -> dict[str, str | None]:
     return {"status": status, "rank": RANK_NAMES[st.rank], "start": iso(st.start), "end": iso(st.end)}
+
+
+def due(why: dict[str, dict[str, str | None]], last: datetime, now: datetime) -> bool:
+    """Whether what is current changes between `last` and `now` by time alone: a current
+    value's end or a future value's start falls in (last, now]."""
+    for entry in why.values():
+        moment = entry["end"] if entry["status"] == "current" else entry["start"] if entry["status"] == "future" else None
+        when = parse_time(moment) if moment else None
+        if when is not None and last < when <= now:
+            return True
+    return False

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kbsync.sources.fact import Fact
+from kbsync.sources.timeline import due
 from kbsync.store.models import KbFact, SyncState, utcnow
 
 
@@ -73,6 +74,13 @@ def settle(diff: SnapshotDiff, now: datetime, settle_s: int) -> None:
 def _settling_since(diff: SnapshotDiff, fact: Fact) -> datetime | None:
     entry = diff.settling.get((fact.subject, fact.relation))
     return entry[1] if entry is not None and entry[0] == fact.content_hash() else None
+
+
+def due_subjects(session: Session, last: datetime, now: datetime) -> list[str]:
+    """Subjects whose current values change by time alone since `last` (an end or a start
+    passed): an incremental read by dateModified would not see them."""
+    rows = session.scalars(select(KbFact).where(KbFact.why.is_not(None)))
+    return sorted({r.subject for r in rows if r.why and due(r.why, last, now)})
 
 
 def settling_subjects(session: Session) -> list[str]:

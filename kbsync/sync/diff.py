@@ -27,7 +27,7 @@ from kbsync.store import snapshot
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.models import EditRequestRow, Probe
-from kbsync.store.queue import enqueue_edit
+from kbsync.store.queue import enqueue_edit, withdraw_pending
 
 log = get_logger(__name__)
 
@@ -162,19 +162,22 @@ def run_diff(
     report = DiffReport(dry_run=dry_run)
     clock = clock or datetime.now(UTC)
     rels = [catalogue[r] for r in relations]            # CatalogueError for an unknown id
-    since = None
+    since = last_clock = None
     if incremental_key and not full:
         with db.session() as s:
             last = snapshot.get_value(s, incremental_key)
+            last_as_of = snapshot.get_value(s, incremental_key + ":as_of")
         since = datetime.fromisoformat(last) if last else None   # the source subtracts its overlap window
+        last_clock = datetime.fromisoformat(last_as_of) if last_as_of else since
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     facts = read_all(source, [r.id for r in rels], subjects=subjects or None, since=since)
-    if since is not None and settle_s > 0:  # a settling subject unmodified since: read it again
+    if since is not None:  # subjects not modified since, whose current values may still change
         with db.session() as s:
             seen = {f.subject for f in facts}
-            again = [x for x in snapshot.settling_subjects(s) if x not in seen]
-        if again:
+            due = set(snapshot.settling_subjects(s)) | set(snapshot.due_subjects(s, last_clock or since, clock))
+            again = sorted(due - seen)
+        if again:  # a settling change, or an end / start time that passed since the last read
             facts += read_all(source, [r.id for r in rels], subjects=again)
     facts = [f for f in facts if not _skip_too_long(f, max_label_chars, report)]
     facts = sorted(facts, key=lambda f: (f.relation, f.subject))
@@ -226,6 +229,10 @@ def run_diff(
             report.stale_answers += stale_answer
             if result.agrees and not stale_answer:
                 report.agree += 1
+                if not dry_run:  # a request queued for an older KB value must not teach it now
+                    report.superseded += withdraw_pending(
+                        s, fact.subject, fact.relation, set(fact.objects),
+                        f"the KB now says {label!r} and the model agrees", run_id)
                 continue
             if dry_run:
                 row.action = "would_queue"
@@ -257,6 +264,7 @@ def run_diff(
         snapshot.save(s, facts, {(f.subject, f.relation) for f in to_probe}, held=diff.held, clock=clock)
         if incremental_key:
             snapshot.set_value(s, incremental_key, started.isoformat())
+            snapshot.set_value(s, incremental_key + ":as_of", clock.isoformat())  # what "current" meant
         record_event(s, "diff", run_id=run_id, config_hash=config_hash, read=report.read, probed=report.probed,
                      agree=report.agree, queued=report.queued, superseded=report.superseded,
                      new=report.new, changed=report.changed, settling=report.settling,

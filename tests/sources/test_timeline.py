@@ -10,7 +10,7 @@ import pytest
 from kbsync.sources.rdf import RdfFileSource
 from kbsync.sources.reader import ReadOptions
 from kbsync.sources.sparql import EndpointOptions, SparqlEndpointSource
-from kbsync.sources.timeline import LONG_AGO, NORMAL, PREFERRED, Statement, parse_time, resolve
+from kbsync.sources.timeline import LONG_AGO, NORMAL, PREFERRED, Statement, due, parse_time, resolve
 
 from .conftest import LEADERS, UA
 
@@ -47,7 +47,16 @@ def test_resolve_preferred_beats_normal_and_future_is_neither():
     best = Statement("Q2", PREFERRED)
     future = Statement("Q3", PREFERRED, starts=[at("2030-01-01")])
     r = resolve([old, best, future], NOW, single_valued=False)
-    assert r.current == ("Q2",) and r.stale == () and "Q3" not in r.why
+    assert r.current == ("Q2",) and r.stale == () and r.why["Q3"]["status"] == "future"
+
+
+def test_due_when_an_end_or_a_start_passes():
+    why = {"Q1": {"status": "current", "rank": "normal", "start": None, "end": "2025-05-06T00:00:00Z"},
+           "Q2": {"status": "future", "rank": "normal", "start": "2025-07-01T00:00:00Z", "end": None},
+           "Q3": {"status": "ended", "rank": "normal", "start": None, "end": "2020-01-01T00:00:00Z"}}
+    assert due(why, at("2025-05-01"), at("2025-05-07"))  # Q1 ended in between
+    assert due(why, at("2025-06-01"), at("2025-07-02"))  # Q2 started in between
+    assert not due(why, at("2025-05-07"), at("2025-06-30"))
 
 
 def test_resolve_unknown_end_is_ended():
@@ -117,6 +126,9 @@ def test_oxigraph_server_reads_the_same(leaders_server):
 def test_future_start_and_year_precision_as_of_earlier_moments(engine):
     before_merz = summary(file_source(engine, at("2025-05-01")).read_all(["P6"]))
     assert before_merz["Q91000006", "P6"] == (["Olaf Scholz"], "Olaf Scholz", ["Angela Merkel"])  # Merz: future
+    germany = next(f for f in file_source(engine, at("2025-05-01")).read_all(["P6"]) if f.subject == "Q91000006")
+    assert germany.why["Q91000063"] == {"status": "future", "rank": "normal", "start": "2025-05-06T00:00:00Z",
+                                        "end": None}
     assert before_merz["Q91000001", "P6"] == (["Keir Starmer"], "Keir Starmer", ["Rishi Sunak", "Liz Truss",
                                                                                   "Boris Johnson"])
     during_spindler = summary(file_source(engine, at("1995-06-01")).read_all(["P169"]))
