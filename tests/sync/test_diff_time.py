@@ -11,6 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sources.conftest import (  # tests/ is on sys.path
+    LEADERS,
+    UA,
+    OxigraphServer,
+    start_oxigraph,
+    stop_oxigraph,
+)
 from sqlalchemy import select
 
 from kbsync.model.loading import LoadedModel, load_model
@@ -21,7 +28,6 @@ from kbsync.store.models import EditRequestRow, KbFact
 from kbsync.store.status import status
 from kbsync.sync.diff import names_stale
 from kbsync.sync.run import diff_from_settings
-from tests.sources.conftest import LEADERS, UA, OxigraphServer, start_oxigraph, stop_oxigraph
 
 RELATIONS = ["P6", "P35", "P54", "P169", "P286", "P488", "P1037", "P1308"]
 NOW = datetime(2025, 6, 1, tzinfo=UTC)

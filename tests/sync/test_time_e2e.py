@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from test_apply_e2e import bundled_env  # tests/sync is on sys.path (no __init__.py)
 
 from kbsync.model.probe import answer_matches
-
-from .test_apply_e2e import bundled_env
 
 LEADERS = Path(__file__).resolve().parents[1] / "data" / "leaders.ttl"
 CURRENT = {  # (subject, relation) -> the value current on 2025-06-01, and the ones that ended
