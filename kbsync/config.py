@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tomllib
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,7 +82,21 @@ class KbSettings(Section):
     )
     language: str = Field("en", description="Language of labels and aliases.")
     mode: Literal["truthy", "statements"] = Field(
-        "truthy", description="truthy: wdt: values (best rank); statements: p:/ps: with ranks, deprecated dropped."
+        "statements",
+        description="statements: p:/ps: statements with ranks and start/end times, only values current as of "
+        "[kb] as_of; truthy: every wdt: value, ended ones included (only for KBs without history).",
+    )
+    as_of: str = Field(
+        "", description="Decide what is current as of this ISO 8601 date or time (UTC) instead of now; "
+        "for replays and tests (kbsync diff --as-of overrides it)."
+    )
+    settle_s: int = Field(
+        0, ge=0, description="Queue a changed fact only after the KB has shown the same new value for this "
+        "many seconds, counted from the first diff that saw it (0: at once)."
+    )
+    max_label_chars: int = Field(
+        250, ge=1, description="Facts with a longer label or alias (subject or object) are skipped, logged "
+        "and counted; Wikidata's own limit is 250."
     )
     timeout_s: float = Field(60.0, gt=0, description="Per-query timeout for the SPARQL endpoint.")
     max_attempts: int = Field(5, ge=1, description="Attempts per SPARQL query (429/503 honour Retry-After, else back-off).")
@@ -90,6 +105,24 @@ class KbSettings(Section):
     rdf_engine: Literal["auto", "rdflib", "oxigraph"] = Field(
         "auto", description="RDF file reader; auto = pyoxigraph, measured faster at every size (docs/sources.md)."
     )
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _iso_moment(cls, v: object) -> object:
+        if isinstance(v, date):  # a TOML date or date-time (also what an env value parses to)
+            v = v.isoformat()
+        if isinstance(v, str) and v:
+            parse_as_of(v)
+        return v
+
+
+def parse_as_of(text: str) -> datetime:
+    """An ISO 8601 date or date-time ("2024-07-05", "2024-07-05T12:00:00Z") -> an aware UTC datetime."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError("an ISO 8601 date or time, e.g. 2024-07-05 or 2024-07-05T12:00:00Z") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class RelationsSettings(Section):

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 STATUS_KEYS = {
-    "kbsync_version", "database", "schema", "kb_facts", "queue", "batches",
+    "kbsync_version", "database", "schema", "kb_facts", "settling", "queue", "batches",
     "current_model_version", "current_model_versions", "last_run", "last_tick", "last_successful_tick_at",
 }
 
@@ -31,6 +31,7 @@ def test_upgrade_then_status_json_is_stable(run_cli, tmp_path: Path) -> None:
     assert data["schema"]["up_to_date"] is True
     assert data["queue"] == {s: 0 for s in ["pending", "claimed", "applied", "verified", "failed", "superseded", "rolled_back"]}
     assert data["current_model_version"] is None
+    assert data["settling"] == []
     assert (tmp_path / ".kbsync" / "kbsync.db").is_file()
 
 

@@ -66,3 +66,16 @@ def test_secrets_masked() -> None:
     assert mask_url("postgresql+psycopg://kb:s3cret@db:5432/kb") == "postgresql+psycopg://kb:***@db:5432/kb"
     s = load_settings(environ={"KBSYNC_DATABASE__URL": "postgresql+psycopg://kb:s3cret@db/kb"})
     assert "s3cret" not in str(s.masked())
+
+
+def test_kb_time_settings(tmp_path: Path) -> None:
+    s = load_settings(environ={})
+    assert (s.kb.mode, s.kb.as_of, s.kb.settle_s, s.kb.max_label_chars) == ("statements", "", 0, 250)
+    s = load_settings(environ={"KBSYNC_KB__AS_OF": "2025-06-01", "KBSYNC_KB__SETTLE_S": "86400"})
+    assert (s.kb.as_of, s.kb.settle_s) == ("2025-06-01", 86400)
+    f = tmp_path / "kbsync.toml"
+    f.write_text("[kb]\nas_of = 2025-06-01T12:00:00Z\n")  # a TOML date-time
+    assert load_settings(f, environ={}).kb.as_of == "2025-06-01T12:00:00+00:00"
+    f.write_text('[kb]\nas_of = "last tuesday"\n')
+    with pytest.raises(ConfigError, match=r"\[kb.as_of\].*ISO 8601"):
+        load_settings(f, environ={})

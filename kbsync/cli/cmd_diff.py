@@ -10,6 +10,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from kbsync.cli.main import cli
+from kbsync.config import parse_as_of
 from kbsync.logs import get_logger
 from kbsync.runtime import App
 
@@ -23,15 +24,21 @@ log = get_logger(__name__)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Read at most this many facts.")
 @click.option("--dry-run", is_flag=True, help="Probe and show, but write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table and totals as JSON.")
+@click.option("--as-of", "as_of", default=None, metavar="WHEN",
+              help="Decide what is current as of this ISO date/time (UTC) instead of now; overrides [kb] as_of.")
 @click.pass_obj
 def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: bool, limit: int | None,
-         dry_run: bool, as_json: bool) -> None:
+         dry_run: bool, as_json: bool, as_of: str | None) -> None:
     """Read the KB, probe the model on new/changed facts, queue the disagreements.
 
     Example: kbsync diff --relation P36 --full
     """
     from kbsync.sync.run import diff_from_settings  # the model stack: only when diffing
 
+    try:
+        moment = parse_as_of(as_of) if as_of else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--as-of") from None
     db = app.database()
     err = Console(stderr=True)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
@@ -43,7 +50,8 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
                 log.info("probe_progress", done=done, total=total)
 
         report = diff_from_settings(app.settings, db, app.state_dir, run_id=app.run_id, relations=relations,
-                                    subjects=subjects, full=full, limit=limit, dry_run=dry_run, progress=progress)
+                                    subjects=subjects, full=full, limit=limit, dry_run=dry_run, progress=progress,
+                                    as_of=moment)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return
@@ -55,3 +63,6 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
     Console(width=160).print(table)
     click.echo(f"read {report.read} facts ({report.new} new, {report.changed} changed, {report.unchanged} unchanged); "
                f"probed {report.probed}: {report.agree} agree, {report.queued} queued, {report.superseded} superseded")
+    if report.settling or report.reverted or report.skipped_too_long:
+        click.echo(f"settling {report.settling} (held by [kb] settle_s), reverted {report.reverted}, "
+                   f"skipped {report.skipped_too_long} with a label over [kb] max_label_chars")

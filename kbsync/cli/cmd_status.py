@@ -26,6 +26,9 @@ def status(app: App, as_json: bool) -> None:
     click.echo(f"kbsync {data['kbsync_version']}  database {data['database']}")
     click.echo(f"schema      {data['schema']['current']} (head {data['schema']['head']})")
     click.echo(f"kb facts    {data['kb_facts']}")
+    for f in data["settling"]:
+        click.echo(f"settling    {f['subject']} {f['subject_label']} {f['relation']}: "
+                   f"{', '.join((f['objects_new'] or {}).values())} since {f['since']} (held by [kb] settle_s)")
     click.echo("queue       " + "  ".join(f"{k}={v}" for k, v in data["queue"].items()))
     click.echo("batches     " + "  ".join(f"{k}={v}" for k, v in data["batches"].items()))
     v = data["current_model_version"]

@@ -20,6 +20,7 @@ from kbsync.prompts import fill  # noqa: F401  (sync/checks.py imports it from h
 
 PROPERTY_ID = re.compile(r"P[1-9][0-9]*")
 FIELDS = ("id", "label", "prompt", "paraphrases", "single_valued")
+MAX_TEMPLATE_CHARS = 200  # a prompt is this plus a label of at most [kb] max_label_chars
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,11 @@ def _typed(entry: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _check_template(template: str, where: str) -> None:
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise CatalogueError(
+            f"{where}: template {template[:40]!r}... is {len(template)} characters; "
+            f"keep prompts under {MAX_TEMPLATE_CHARS}"
+        )
     holes = template.count("{}")
     if holes != 1 or template.count("{") != 1 or template.count("}") != 1:
         raise CatalogueError(

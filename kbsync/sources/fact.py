@@ -26,6 +26,21 @@ class Fact:
     revision: str | None = (
         None  # schema:dateModified of the subject, ISO 8601 UTC ("...Z"), if known
     )
+    target: str | None = None  # the object an edit teaches (None: the first labelled object)
+    stale: tuple[str, ...] = ()  # ended / superseded object ids, most recently ended first
+    why: dict[str, dict[str, str | None]] = field(
+        default_factory=dict
+    )  # object id -> {status, rank, start, end} (sources/timeline.py); not part of the hash
+
+    def texts(self) -> list[str]:
+        """Every label and alias a probe or an edit would put in a prompt or answer."""
+        objects = (*self.objects, *self.stale)
+        return [
+            self.subject_label,
+            *self.subject_aliases,
+            *(self.object_labels.get(o, "") for o in objects),
+            *(a for o in objects for a in self.object_aliases.get(o, ())),
+        ]
 
     def content_hash(self) -> str:
         """sha256 (hex) over everything but the revision: equal hashes mean the same KB state."""
@@ -38,6 +53,10 @@ class Fact:
             sorted(self.object_labels.items()),
             sorted((k, sorted(v)) for k, v in self.object_aliases.items()),
         ]
+        if self.stale:  # facts without history keep the hash they had before time-aware reads
+            payload.append(list(self.stale))
+        if self.target is not None and len(self.objects) > 1:
+            payload.append(self.target)
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

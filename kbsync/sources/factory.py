@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from kbsync.config import Settings
+from kbsync.config import Settings, parse_as_of
 from kbsync.sources.catalogue import Catalogue, load_catalogue
 from kbsync.sources.rdf import Engine, RdfFileSource
 from kbsync.sources.reader import QueryReader, ReadOptions
@@ -18,8 +18,12 @@ def open_catalogue(settings: Settings) -> Catalogue:
     return load_catalogue(Path(extra) if extra else None)
 
 
-def open_source(settings: Settings, catalogue: Catalogue | None = None) -> QueryReader:
-    """The source named by [kb] source; nothing is read or connected until its first read."""
+def open_source(
+    settings: Settings, catalogue: Catalogue | None = None, as_of: datetime | None = None
+) -> QueryReader:
+    """The source named by [kb] source; nothing is read or connected until its first read.
+
+    What is current is decided as of `as_of`, else [kb] as_of, else the moment of each read."""
     kb = settings.kb
     catalogue = catalogue if catalogue is not None else open_catalogue(settings)
     options = ReadOptions(
@@ -28,6 +32,7 @@ def open_source(settings: Settings, catalogue: Catalogue | None = None) -> Query
         page_size=kb.page_size,
         overlap=timedelta(seconds=kb.overlap_s),
         selection=SubjectSelection.from_config(kb.subjects),
+        as_of=as_of or configured_as_of(settings),
     )
     if kb.source == "sparql":
         endpoint = EndpointOptions(
@@ -41,3 +46,7 @@ def open_source(settings: Settings, catalogue: Catalogue | None = None) -> Query
         kb, "rdf_engine", "auto"
     )  # a setting the config may add; auto otherwise
     return RdfFileSource(kb.files, engine=engine, options=options, catalogue=catalogue)
+
+
+def configured_as_of(settings: Settings) -> datetime | None:
+    return parse_as_of(settings.kb.as_of) if settings.kb.as_of else None

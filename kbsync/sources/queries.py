@@ -6,8 +6,10 @@ answer the same text the same way. Four queries:
 1. ``subjects_query``  the subjects a read covers (ids / selector / all), optionally only
                        those whose schema:dateModified >= a cut-off; paged by LIMIT/OFFSET.
 2. ``truthy_query``    ?item ?prop ?value from ``wdt:`` triples for a page of subjects.
-3. ``statements_query`` ?item ?prop ?value ?rank from ``p:``/``ps:`` statements (ranks
-                       resolved in Python, the same for every reader).
+3. ``statements_query`` ?item ?prop ?statement ?value ?rank and the time qualifiers
+                       ?start (pq:P580), ?end (pq:P582), ?point (pq:P585) from ``p:``/``ps:``
+                       statements; ranks and times are resolved in Python (timeline.py),
+                       the same for every reader.
 4. ``entities_query``  labels, aliases (one language) and dateModified of a page of entities.
 """
 
@@ -23,6 +25,7 @@ WD = "http://www.wikidata.org/entity/"
 WDT = "http://www.wikidata.org/prop/direct/"
 P = "http://www.wikidata.org/prop/"
 PS = "http://www.wikidata.org/prop/statement/"
+PQ = "http://www.wikidata.org/prop/qualifier/"
 WIKIBASE = "http://wikiba.se/ontology#"
 RANKS = {WIKIBASE + "PreferredRank": 2, WIKIBASE + "NormalRank": 1, WIKIBASE + "DeprecatedRank": 0}
 
@@ -31,7 +34,7 @@ PREFIX wd: <{WD}>
 PREFIX wdt: <{WDT}>
 PREFIX p: <{P}>
 PREFIX ps: <{PS}>
-PREFIX pq: <http://www.wikidata.org/prop/qualifier/>
+PREFIX pq: <{PQ}>
 PREFIX wikibase: <{WIKIBASE}>
 PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>
 PREFIX skos: <http://www.w3.org/2004/02/skos/core#>
@@ -88,13 +91,17 @@ def truthy_query(items: Sequence[str], relations: Sequence[str]) -> str:
 
 def statements_query(items: Sequence[str], relations: Sequence[str]) -> str:
     # ?statementProp is ps:P of the same P as ?prop in Wikidata's data; reader.py checks it.
-    return f"""{PREFIXES}SELECT ?item ?prop ?statementProp ?value ?rank WHERE {{
+    # A statement with two values of one qualifier comes back as several rows.
+    return f"""{PREFIXES}SELECT ?item ?prop ?statement ?statementProp ?value ?rank ?start ?end ?point WHERE {{
   VALUES ?item {{ {_iris(items)} }}
   ?item ?prop ?statement .
   FILTER(?prop IN ({_iris((P + r for r in relations), ", ")}))
   ?statement ?statementProp ?value .
   FILTER(?statementProp IN ({_iris((PS + r for r in relations), ", ")}))
   OPTIONAL {{ ?statement wikibase:rank ?rank }}
+  OPTIONAL {{ ?statement pq:P580 ?start }}
+  OPTIONAL {{ ?statement pq:P582 ?end }}
+  OPTIONAL {{ ?statement pq:P585 ?point }}
 }}
 """
 

@@ -4,10 +4,13 @@ A backend answers SELECT text with rows of ``Term``s; ``QueryReader`` pages thro
 subjects, runs the queries of ``queries.py`` and builds the facts:
 
 1. list the subjects (ids as given; or a subjects query, filtered by dateModified for ``since``)
-2. per page of ``page_size`` subjects: the values of each requested relation
-   (truthy: every ``wdt:`` value; statements: best rank, deprecated dropped)
-3. labels, aliases and dateModified of the page's subjects and objects
-4. one Fact per (subject, relation) that has a subject label and a labelled object.
+2. per page of ``page_size`` subjects: the statements of each requested relation
+   (statements, the default: ``p:``/``ps:`` with rank and time qualifiers; truthy: every
+   ``wdt:`` value as an undated normal statement)
+3. which are current as of ``as_of`` (default: the moment of the read), which are stale
+   (ended or superseded) and why: ``timeline.resolve``
+4. labels, aliases and dateModified of the page's subjects and objects
+5. one Fact per (subject, relation) that has a subject label and a labelled current object.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from kbsync.sources import queries as q
 from kbsync.sources.catalogue import PROPERTY_ID, Catalogue, load_catalogue
 from kbsync.sources.fact import Fact
 from kbsync.sources.subjects import SubjectSelection
+from kbsync.sources.timeline import LONG_AGO, NORMAL, Resolution, Statement, parse_time, resolve
 
 log = structlog.get_logger(__name__)
 
@@ -51,12 +55,13 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class ReadOptions:
-    mode: Literal["truthy", "statements"] = "truthy"
+    mode: Literal["truthy", "statements"] = "statements"
     language: str = "en"
     page_size: int = 200  # subjects (and entities) per query, bound with VALUES
     list_page_size: int = 10_000  # subjects per page of the subjects query (LIMIT/OFFSET)
     overlap: timedelta = timedelta(minutes=10)  # since - overlap: edits racing the last read
     selection: SubjectSelection = field(default_factory=SubjectSelection)
+    as_of: datetime | None = None  # what is current is decided as of this moment (None: now)
 
 
 @dataclass
@@ -104,9 +109,10 @@ class QueryReader(ABC):
             mode=self.options.mode,
             since=None if cutoff is None else cutoff.isoformat(),
         )
+        as_of = _utc(self.options.as_of) if self.options.as_of else datetime.now(UTC)
         size = self.options.page_size
         for start in range(0, len(items), size):
-            yield from self._page(backend, items[start : start + size], relations)
+            yield from self._page(backend, items[start : start + size], relations, as_of)
 
     def read_all(
         self,
@@ -156,9 +162,19 @@ class QueryReader(ABC):
             return [i for i in selection.ids if i in found]
         return list(dict.fromkeys(items))
 
-    def _page(self, backend: Backend, items: list[str], relations: list[str]) -> Iterator[Fact]:
-        values = self._values(backend, items, relations)  # (item IRI, relation) -> object terms
-        objects = [t.value for terms in values.values() for t in terms if t.kind == "iri"]
+    def _page(
+        self, backend: Backend, items: list[str], relations: list[str], as_of: datetime
+    ) -> Iterator[Fact]:
+        statements = self._statements(backend, items, relations)
+        values: dict[tuple[str, str], Resolution] = {}
+        for (item, relation), by_value in statements.items():
+            # truthy values carry no dates: every one stays acceptable, as wdt: says
+            single = self.options.mode == "statements" and self.catalogue[relation].single_valued
+            resolution = resolve(by_value.values(), as_of, single)
+            if resolution.current:
+                values[item, relation] = resolution
+        literals = {st.value for s in statements.values() for st in s.values() if st.literal}
+        objects = [v for r in values.values() for v in (*r.current, *r.stale) if v not in literals]
         entities = list(dict.fromkeys(items + objects))
         labels = _Labels()
         size = self.options.page_size
@@ -168,8 +184,8 @@ class QueryReader(ABC):
             ):
                 self._add_label(labels, row)
         skipped = 0
-        for (item, relation), terms in sorted(values.items()):
-            fact = _fact(item, relation, terms, labels)
+        for (item, relation), resolution in sorted(values.items()):
+            fact = _fact(item, relation, resolution, labels, literals)
             if fact is None:
                 skipped += 1
             else:
@@ -177,14 +193,15 @@ class QueryReader(ABC):
         if skipped:
             log.info("kb.skipped_unlabelled", facts=skipped, language=self.language)
 
-    def _values(
+    def _statements(
         self, backend: Backend, items: list[str], relations: list[str]
-    ) -> dict[tuple[str, str], set[Term]]:
+    ) -> dict[tuple[str, str], dict[str, Statement]]:
+        """(item IRI, relation) -> statement key -> Statement (values: IRIs or literal text)."""
         if self.options.mode == "truthy":
             rows, prefix = backend.select(q.truthy_query(items, relations)), q.WDT
         else:
             rows, prefix = backend.select(q.statements_query(items, relations)), q.P
-        ranked: dict[tuple[str, str], dict[int, set[Term]]] = defaultdict(lambda: defaultdict(set))
+        out: dict[tuple[str, str], dict[str, Statement]] = defaultdict(dict)
         for row in rows:
             value = row["value"]
             if value.kind == "bnode":  # Wikidata's "unknown value"
@@ -198,16 +215,16 @@ class QueryReader(ABC):
             relation = row["prop"].value.removeprefix(prefix)
             if "statementProp" in row and row["statementProp"].value != q.PS + relation:
                 continue  # a p:P36 statement's ps:P17 value: not this relation's
-            rank = (
-                q.RANKS.get(row["rank"].value, 1) if "rank" in row else 1
-            )  # no rank triple: normal
-            key = (row["item"].value, relation)
-            ranked[key][rank].add(Term(value.kind, value.value))
-        out: dict[tuple[str, str], set[Term]] = {}
-        for key, by_rank in ranked.items():
-            best = max(by_rank)
-            if best > 0:  # deprecated statements are never the truth
-                out[key] = by_rank[best]
+            key = row["statement"].value if "statement" in row else value.value
+            st = out[row["item"].value, relation].get(key)
+            if st is None:
+                rank = q.RANKS.get(row["rank"].value, NORMAL) if "rank" in row else NORMAL
+                st = out[row["item"].value, relation][key] = Statement(
+                    value.value, rank, literal=value.kind == "literal"
+                )
+            _add_time(st.starts, row.get("start"), unknown=None)
+            _add_time(st.ends, row.get("end"), unknown=LONG_AGO)  # ended, at an unknown time
+            _add_time(st.points, row.get("point"), unknown=None)
         return out
 
     def _add_label(self, labels: _Labels, row: Row) -> None:
@@ -222,33 +239,47 @@ class QueryReader(ABC):
                 labels.modified[entity] = max(stamp, labels.modified.get(entity, stamp))
 
 
-def _fact(item: str, relation: str, terms: set[Term], labels: _Labels) -> Fact | None:
-    """None when the subject or every object lacks a label: nothing to ask or teach."""
+def _fact(
+    item: str, relation: str, resolution: Resolution, labels: _Labels, literals: set[str]
+) -> Fact | None:
+    """None when the subject or every current object lacks a label: nothing to ask or teach."""
     object_labels: dict[str, str] = {}
     object_aliases: dict[str, tuple[str, ...]] = {}
-    for term in terms:
-        if term.kind == "literal":  # a literal value is its own label
-            object_labels[term.value] = term.value
+    for value in (*resolution.current, *resolution.stale):
+        oid = _entity_id(value)
+        if value in literals:  # a literal value is its own label
+            object_labels[oid] = value
             continue
-        oid = _entity_id(term.value)
-        if term.value in labels.label:
-            object_labels[oid] = labels.label[term.value]
-        if labels.aliases.get(term.value):
-            object_aliases[oid] = tuple(sorted(labels.aliases[term.value]))
-    if item not in labels.label or not object_labels:
+        if value in labels.label:
+            object_labels[oid] = labels.label[value]
+        if labels.aliases.get(value):
+            object_aliases[oid] = tuple(sorted(labels.aliases[value]))
+    current = tuple(sorted(_entity_id(v) for v in resolution.current))
+    if item not in labels.label or not any(o in object_labels for o in current):
         return None
+    stale = tuple(_entity_id(v) for v in resolution.stale if _entity_id(v) in object_labels)
+    target = None if resolution.target is None else _entity_id(resolution.target)
     return Fact(
         subject=_entity_id(item),
         relation=relation,
-        objects=tuple(
-            sorted(t.value if t.kind == "literal" else _entity_id(t.value) for t in terms)
-        ),
+        objects=current,
         subject_label=labels.label[item],
         subject_aliases=tuple(sorted(labels.aliases.get(item, ()))),
         object_labels=dict(sorted(object_labels.items())),
         object_aliases=dict(sorted(object_aliases.items())),
         revision=labels.modified.get(item),
+        target=target if target in object_labels else None,
+        stale=stale,
+        why={_entity_id(v): w for v, w in resolution.why.items()},
     )
+
+
+def _add_time(moments: list[datetime], term: Term | None, unknown: datetime | None) -> None:
+    if term is None:
+        return
+    moment = parse_time(term.value) if term.kind == "literal" else unknown
+    if moment is not None and moment not in moments:
+        moments.append(moment)
 
 
 def _entity_id(iri: str) -> str:

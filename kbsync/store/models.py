@@ -66,6 +66,13 @@ class KbFact(Base):
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
     last_changed: Mapped[datetime] = mapped_column(default=utcnow)
     last_probed: Mapped[datetime | None] = mapped_column(nullable=True)
+    # object id -> {status: current|ended|superseded, rank, start, end}: why these values
+    why: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # A change waiting out [kb] settle_s: the new state's hash, since when the KB has shown
+    # it, and its current values (id -> label). NULL when nothing is settling.
+    settling_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    settling_since: Mapped[datetime | None] = mapped_column(nullable=True)
+    settling_objects: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class ModelVersion(Base):
@@ -134,7 +141,9 @@ class EditRequestRow(Base):
     prompt: Mapped[str] = mapped_column(Text)                  # with "{}" for the subject
     target_new: Mapped[str] = mapped_column(Text)              # the KB's label
     target_new_id: Mapped[str] = mapped_column(String(64))     # the KB's object id
-    target_old: Mapped[str] = mapped_column(Text)              # the model's answer when queued
+    target_old: Mapped[str] = mapped_column(Text)              # the stale answer the edit replaces
+    # "kb": target_old is the most recently ended KB value; "model": the model's answer
+    target_old_source: Mapped[str] = mapped_column(String(8), default="model", server_default="model")
     acceptable: Mapped[list[Any]] = mapped_column(JSON)        # labels + aliases of acceptable objects
     paraphrases: Mapped[list[Any]] = mapped_column(JSON)       # prompts with "{}"
     kb_revision: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -72,6 +72,18 @@ def count_pending(session: Session) -> int:
                           .where(EditRequestRow.state == RequestState.PENDING.value)) or 0
 
 
+def withdraw_pending(session: Session, subject: str, relation: str, keep: set[str], reason: str,
+                     run_id: str = "") -> int:
+    """Supersede the pending requests of a fact whose target is no longer a KB value (`keep`:
+    the current object ids), e.g. when the KB moved on and the model already says the new value."""
+    n = 0
+    for old in open_requests(session, subject, relation):
+        if old.state == RequestState.PENDING.value and old.target_new_id not in keep:
+            move_request(session, old, RequestState.SUPERSEDED, reason, run_id=run_id)
+            n += 1
+    return n
+
+
 def claim(session: Session, limit: int, worker: str, lease_s: int, run_id: str = "") -> list[EditRequestRow]:
     """Take up to `limit` pending requests, oldest first, under a lease."""
     query = select(EditRequestRow).where(EditRequestRow.state == RequestState.PENDING.value).order_by(EditRequestRow.id).limit(limit)

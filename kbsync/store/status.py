@@ -39,11 +39,20 @@ def status(db: Database, model_key: str | None = None) -> dict[str, Any]:
             select(Event).where(Event.kind == "tick", Event.ok).order_by(Event.id.desc())
         ).first()
         facts = s.scalar(select(func.count()).select_from(KbFact)) or 0
+        settling = [
+            {"subject": f.subject, "relation": f.relation, "subject_label": f.subject_label,
+             "objects_before": f.objects, "objects_new": f.settling_objects,
+             "since": f.settling_since.isoformat() if f.settling_since else None}
+            for f in s.scalars(
+                select(KbFact).where(KbFact.settling_since.is_not(None)).order_by(KbFact.settling_since)
+            )
+        ]
     return {
         "kbsync_version": __version__,
         "database": mask_url(db.url),
         "schema": schema,
         "kb_facts": facts,
+        "settling": settling,
         "queue": queue,
         "batches": batches,
         "current_model_version": _version(version),

@@ -16,7 +16,7 @@ VIEWS: dict[str, str] = {
     # Every state change of every request, newest last: "what happened to this fact?"
     "v_fact_history": """
         SELECT t.id AS transition_id, r.subject, r.relation, r.subject_label, r.id AS request_id,
-               r.target_old, r.target_new, t.from_state, t.to_state, t.reason,
+               r.target_old, r.target_old_source, r.target_new, t.from_state, t.to_state, t.reason,
                t.batch_id, t.at
         FROM request_transitions t JOIN edit_requests r ON r.id = t.request_id
     """,
@@ -35,6 +35,19 @@ VIEWS: dict[str, str] = {
                (SELECT COUNT(*) FROM edit_checks c
                  WHERE c.request_id = r.id AND c.batch_id = r.batch_id AND NOT c.passed) AS failed_checks
         FROM edit_requests r WHERE r.state = 'failed'
+    """,
+    # What the KB says now and why (rank, start, end of each current and stale value):
+    # "why did kbsync pick this value?"
+    "v_kb_values": """
+        SELECT f.subject, f.relation, f.subject_label, f.objects, f.why, f.last_changed, f.last_seen,
+               f.settling_since
+        FROM kb_facts f
+    """,
+    # Changes waiting out [kb] settle_s: "what will be queued once it has held?"
+    "v_settling_facts": """
+        SELECT f.subject, f.relation, f.subject_label, f.objects AS objects_before,
+               f.settling_objects, f.settling_since
+        FROM kb_facts f WHERE f.settling_since IS NOT NULL
     """,
 }
 

@@ -1,9 +1,14 @@
 """`kbsync diff`: read → compare with the snapshot → probe → queue the disagreements.
 
-    facts = a complete read of the KB (or nothing is written)
+    facts = a complete read of the KB (or nothing is written): current values as of T
+            (sources/timeline.py), minus facts with a label longer than [kb] max_label_chars
+    held  = changed facts whose new state has not yet held for [kb] settle_s (not probed)
     probe = new + changed facts (+ a rotating sample of unchanged ones; every fact with --full)
-    queue = every probed fact the model gets wrong (superseding older pending values)
+    queue = every probed fact the model gets wrong (superseding older pending values); an
+            answer naming an ended (stale) value is wrong even when it outscores nothing
 All of it is committed in one transaction: the snapshot, the probes, the queue, an event.
+A queued request's target_old is the most recently ended KB value when there is one
+(target_old_source "kb"), else the model's answer ("model").
 """
 
 from __future__ import annotations
@@ -15,14 +20,14 @@ from datetime import UTC, datetime
 from kbsync.errors import TokenizationError
 from kbsync.logs import get_logger
 from kbsync.model.loading import LoadedModel
-from kbsync.model.probe import ProbeItem, probe
+from kbsync.model.probe import ProbeItem, ProbeResult, answer_matches, probe
 from kbsync.sources.catalogue import Catalogue
 from kbsync.sources.fact import Fact, KnowledgeSource, read_all
 from kbsync.store import snapshot
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.models import EditRequestRow, Probe
-from kbsync.store.queue import enqueue_edit
+from kbsync.store.queue import enqueue_edit, withdraw_pending
 
 log = get_logger(__name__)
 
@@ -49,6 +54,10 @@ class DiffReport:
     agree: int = 0
     queued: int = 0
     superseded: int = 0
+    settling: int = 0  # changed facts held back by [kb] settle_s
+    reverted: int = 0  # settling changes that went back to the stored state: never queued
+    stale_answers: int = 0  # probed answers that named an ended KB value
+    skipped_too_long: int = 0  # facts with a label or alias over [kb] max_label_chars
     seconds_read: float = 0.0
     seconds_probe: float = 0.0
     dry_run: bool = False
@@ -69,11 +78,44 @@ def answers_of(fact: Fact) -> list[str]:
 
 
 def kb_answer(fact: Fact) -> tuple[str, str]:
-    """(object id, label) the model should answer: the first object that has a label."""
-    for obj in fact.objects:
-        if fact.object_labels.get(obj):
+    """(object id, label) the model should answer: the fact's target (for a multi-valued
+    relation, the current value that started last), else the first object that has a label."""
+    for obj in (fact.target, *fact.objects):
+        if obj is not None and fact.object_labels.get(obj):
             return obj, fact.object_labels[obj]
     return fact.objects[0], fact.objects[0]
+
+
+def stale_answers_of(fact: Fact) -> list[str]:
+    """Labels and aliases of the fact's ended (stale) values, most recently ended first."""
+    current = set(answers_of(fact))
+    out: list[str] = []
+    for obj in fact.stale:
+        for text in (fact.object_labels.get(obj, ""), *fact.object_aliases.get(obj, ())):
+            if text and text not in out and text not in current:
+                out.append(text)
+    return out
+
+
+def names_stale(fact: Fact, result: ProbeResult) -> bool:
+    """The answer names an ended value (and no longer current label): it disagrees."""
+    stale = answer_matches(result.answer, stale_answers_of(fact))
+    if stale is None:
+        return False
+    current = answer_matches(result.answer, answers_of(fact))
+    return current is None or len(stale) > len(current)
+
+
+def stale_target(fact: Fact) -> str | None:
+    """The label of the most recently ended KB value, if the fact has one."""
+    for obj in fact.stale:
+        if fact.object_labels.get(obj):
+            return fact.object_labels[obj]
+    return None
+
+
+def too_long(fact: Fact, max_chars: int) -> bool:
+    return any(len(text) > max_chars for text in fact.texts())
 
 
 def finite(x: float) -> float:
@@ -110,19 +152,34 @@ def run_diff(
     run_id: str = "",
     config_hash: str = "",
     progress: Callable[[int, int], None] | None = None,
+    settle_s: int = 0,
+    clock: datetime | None = None,
+    max_label_chars: int = 250,
 ) -> DiffReport:
+    """`clock`: the moment settling is counted at (the [kb] as_of of a replay; default now)."""
     import time
 
     report = DiffReport(dry_run=dry_run)
+    clock = clock or datetime.now(UTC)
     rels = [catalogue[r] for r in relations]            # CatalogueError for an unknown id
-    since = None
+    since = last_clock = None
     if incremental_key and not full:
         with db.session() as s:
             last = snapshot.get_value(s, incremental_key)
+            last_as_of = snapshot.get_value(s, incremental_key + ":as_of")
         since = datetime.fromisoformat(last) if last else None   # the source subtracts its overlap window
+        last_clock = datetime.fromisoformat(last_as_of) if last_as_of else since
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     facts = read_all(source, [r.id for r in rels], subjects=subjects or None, since=since)
+    if since is not None:  # subjects not modified since, whose current values may still change
+        with db.session() as s:
+            seen = {f.subject for f in facts}
+            due = set(snapshot.settling_subjects(s)) | set(snapshot.due_subjects(s, last_clock or since, clock))
+            again = sorted(due - seen)
+        if again:  # a settling change, or an end / start time that passed since the last read
+            facts += read_all(source, [r.id for r in rels], subjects=again)
+    facts = [f for f in facts if not _skip_too_long(f, max_label_chars, report)]
     facts = sorted(facts, key=lambda f: (f.relation, f.subject))
     if limit is not None:
         facts = facts[:limit]
@@ -130,11 +187,19 @@ def run_diff(
     report.read = len(facts)
     with db.session() as s:
         diff = snapshot.compare(s, facts)
+    snapshot.settle(diff, clock, settle_s)
+    report.settling, report.reverted = len(diff.held), len(diff.reverted)
+    for fact in diff.held:
+        log.info("kb.settling", subject=fact.subject, relation=fact.relation, settle_s=settle_s,
+                 objects=list(fact.objects))
+    for fact in diff.reverted:
+        log.info("kb.settle_reverted", subject=fact.subject, relation=fact.relation)
     sample = [] if full else snapshot.rotating_sample(diff, sample_unchanged)
     report.new, report.changed, report.unchanged = len(diff.new), len(diff.changed), len(diff.unchanged)
     status = {(f.subject, f.relation): "new" for f in diff.new}
     status |= {(f.subject, f.relation): "changed" for f in diff.changed}
-    to_probe = facts if full else diff.to_probe + sample
+    held = {(f.subject, f.relation) for f in diff.held}
+    to_probe = [f for f in facts if (f.subject, f.relation) not in held] if full else diff.to_probe + sample
     loaded = load_model()          # after the read: a bad KB fails before a model is loaded
     model, tokenizer = loaded.model, loaded.tokenizer
     check_labels(tokenizer, to_probe)
@@ -160,20 +225,29 @@ def run_diff(
             row = DiffRow(fact.subject, fact.subject_label, fact.relation, label, answer,
                           status.get((fact.subject, fact.relation), "unchanged"), "agrees")
             report.rows.append(row)
-            if result.agrees:
+            stale_answer = names_stale(fact, result)
+            report.stale_answers += stale_answer
+            if result.agrees and not stale_answer:
                 report.agree += 1
+                if not dry_run:  # a request queued for an older KB value must not teach it now
+                    report.superseded += withdraw_pending(
+                        s, fact.subject, fact.relation, set(fact.objects),
+                        f"the KB now says {label!r} and the model agrees", run_id)
                 continue
             if dry_run:
                 row.action = "would_queue"
                 continue
+            ended = stale_target(fact)
             request = EditRequestRow(
                 subject=fact.subject, relation=fact.relation, subject_label=fact.subject_label,
                 prompt=relation.prompt, target_new=label, target_new_id=obj,
-                target_old=answer or result.answer.strip() or "(nothing)",
+                target_old=ended or answer or result.answer.strip() or "(nothing)",
+                target_old_source="kb" if ended else "model",
                 acceptable=answers_of(fact), paraphrases=list(relation.paraphrases),
                 kb_revision=fact.revision, content_hash=fact.content_hash(),
             )
-            outcome = enqueue_edit(s, request, f"model answered {answer!r}, KB says {label!r}", run_id)
+            why = f"model answered {answer!r}" + (" (an ended value)" if stale_answer else "")
+            outcome = enqueue_edit(s, request, f"{why}, KB says {label!r}", run_id)
             row.action = {"unchanged": "already_queued"}.get(outcome.action, outcome.action)
             row.request_id = outcome.request.id if outcome.request else None
             report.queued += outcome.action in ("queued", "superseded")
@@ -187,12 +261,25 @@ def run_diff(
                         agrees=result.agrees, kb_logprob=finite(result.kb_logprob),
                         answer_logprob=finite(result.answer_logprob),
                         content_hash=fact.content_hash()))
-        snapshot.save(s, facts, {(f.subject, f.relation) for f in to_probe})
+        snapshot.save(s, facts, {(f.subject, f.relation) for f in to_probe}, held=diff.held, clock=clock)
         if incremental_key:
             snapshot.set_value(s, incremental_key, started.isoformat())
+            snapshot.set_value(s, incremental_key + ":as_of", clock.isoformat())  # what "current" meant
         record_event(s, "diff", run_id=run_id, config_hash=config_hash, read=report.read, probed=report.probed,
                      agree=report.agree, queued=report.queued, superseded=report.superseded,
-                     new=report.new, changed=report.changed)
-    log.info("diff_done", read=report.read, probed=report.probed, queued=report.queued)
+                     new=report.new, changed=report.changed, settling=report.settling,
+                     reverted=report.reverted, skipped_too_long=report.skipped_too_long)
+    log.info("diff_done", read=report.read, probed=report.probed, queued=report.queued,
+             settling=report.settling)
     return report
+
+
+def _skip_too_long(fact: Fact, max_chars: int, report: DiffReport) -> bool:
+    if not too_long(fact, max_chars):
+        return False
+    longest = max(len(t) for t in fact.texts())
+    log.warning("kb.skipped_too_long", subject=fact.subject, relation=fact.relation,
+                chars=longest, max_label_chars=max_chars)
+    report.skipped_too_long += 1
+    return True
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from kbsync.config import Settings
 from kbsync.model.loading import LoadedModel, model_identity, source_directory
 from kbsync.runtime import Stop
-from kbsync.sources.factory import open_catalogue, open_source
+from kbsync.sources.factory import configured_as_of, open_catalogue, open_source
 from kbsync.store.db import Database
 from kbsync.sync.apply import ApplyReport
 from kbsync.sync.diff import DiffReport, run_diff
@@ -37,12 +38,15 @@ def diff_from_settings(
     limit: int | None = None,
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    as_of: datetime | None = None,
 ) -> DiffReport:
+    """`as_of` (else [kb] as_of) replays the KB at that moment: what is current, and the settle clock."""
     catalogue = open_catalogue(settings)
+    as_of = as_of or configured_as_of(settings)
     rels = list(relations) or list(settings.relations.enabled) or catalogue.ids()
     for r in rels:
         catalogue[r]  # an unknown id is a CatalogueError before anything is read
-    source = open_source(settings, catalogue)
+    source = open_source(settings, catalogue, as_of=as_of)
     def load() -> LoadedModel:
         return loaded or current_model(settings, db, state_dir)
 
@@ -52,6 +56,7 @@ def diff_from_settings(
         sample_unchanged=settings.probe.sample_unchanged, max_new_tokens=settings.probe.max_new_tokens,
         batch_size=settings.probe.batch_size, incremental_key=incremental_key(settings),
         run_id=run_id, config_hash=settings.hash(), progress=progress,
+        settle_s=settings.kb.settle_s, clock=as_of, max_label_chars=settings.kb.max_label_chars,
     )
 
 

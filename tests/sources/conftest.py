@@ -22,6 +22,7 @@ import pytest
 DATA = Path(__file__).resolve().parents[1] / "data"
 KNOWN1000 = DATA / "known1000.ttl"
 RANKS = DATA / "ranks.ttl"
+LEADERS = DATA / "leaders.ttl"
 UA = "kbsync-tests/0 (https://example.org/kbsync; tests@example.org)"
 
 
@@ -181,3 +182,11 @@ def fake_http() -> Iterator[Callable[..., FakeHttp]]:
     yield make
     for server in made:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def leaders_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OxigraphServer]:
+    """Read-only server holding leaders.ttl (time-qualified statements)."""
+    server = start_oxigraph(tmp_path_factory.mktemp("oxigraph-leaders"), [LEADERS])
+    yield server
+    stop_oxigraph(server)

@@ -95,9 +95,17 @@ def test_unknown_relation_id():
     catalogue = load_catalogue()
     with pytest.raises(
         CatalogueError,
-        match=r"unknown relation 'P9999'; known: P17, P19, .*\[relations\] catalogue",
+        match=r"unknown relation 'P9999'; known: P6, P17, P19, .*\[relations\] catalogue",
     ):
         catalogue["P9999"]
     with pytest.raises(CatalogueError):
         catalogue.select(["P36", "P9999"])
     assert [r.id for r in catalogue.select([])] == catalogue.ids()
+
+
+def test_overlong_template_is_refused(tmp_path: Path):
+    path = tmp_path / "long.toml"
+    long_prompt = "The " + "very " * 60 + "capital of {} is"
+    path.write_text(f'[[relation]]\nid = "P36"\nprompt = "{long_prompt}"\n', encoding="utf-8")
+    with pytest.raises(CatalogueError, match="characters; keep prompts under 200"):
+        load_catalogue(path)

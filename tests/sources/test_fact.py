@@ -43,4 +43,17 @@ def test_sources_satisfy_the_protocol():
     source = RdfFileSource([RANKS], engine="oxigraph")
     assert isinstance(source, KnowledgeSource)
     facts = read_all(source, ["P36"], subjects=["Q142"])
-    assert facts == [FACT]
+    # statements mode (the default) also reports the ended capital (Versailles) and why
+    assert facts == [
+        replace(
+            FACT,
+            object_labels={"Q621": "Versailles", "Q90": "Paris"},
+            target="Q90",
+            stale=("Q621",),
+            why={
+                "Q621": {"status": "ended", "rank": "normal", "start": "1682-05-06T00:00:00Z",
+                         "end": "1789-10-06T00:00:00Z"},
+                "Q90": {"status": "current", "rank": "preferred", "start": None, "end": None},
+            },
+        )
+    ]

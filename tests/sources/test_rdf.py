@@ -33,7 +33,7 @@ def read(paths, engine="oxigraph", relations=RELATIONS, **options):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_truthy_values_labels_and_aliases(engine):
-    facts = by_key(read([RANKS], engine))
+    facts = by_key(read([RANKS], engine, mode="truthy"))
     assert sorted(facts) == [
         ("Q142", "P36"),
         ("Q142", "P37"),
@@ -154,7 +154,7 @@ def test_subject_selection():
 def test_file_changes_are_picked_up(tmp_path):
     path = tmp_path / "kb.ttl"
     shutil.copy(RANKS, path)
-    source = RdfFileSource([path])
+    source = RdfFileSource([path], options=ReadOptions(mode="truthy"))
     assert source.read_all(["P36"], subjects=["Q39"]) == []
     with path.open("a", encoding="utf-8") as f:
         f.write("\nwd:Q39 wdt:P36 wd:Q70 .\n")

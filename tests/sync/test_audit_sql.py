@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from sqlalchemy import text
 
+from kbsync.sources.fact import Fact
 from kbsync.store import db as store_db
+from kbsync.store import snapshot
 from kbsync.store.models import EditRequestRow
 from kbsync.store.states import RequestState
 from kbsync.store.transitions import enqueue, move_request
@@ -15,6 +18,11 @@ from kbsync.sync.apply import apply_pending
 from kbsync.sync.run import model_writer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def as_json(value: object) -> object:
+    """A JSON column read through plain SQL: text on SQLite, already decoded on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def readme_queries() -> dict[str, str]:
@@ -40,6 +48,15 @@ def test_audit_sql_runs_as_written(make_settings, db_url: str) -> None:
                                         target_new="Oslo", target_new_id="XO", target_old="Rome", acceptable=["Oslo"],
                                         paraphrases=[], content_hash="Q38"), "test")
         move_request(s, bad, RequestState.FAILED, "operator: wrong KB value")
+        # the snapshot: Paris current, Versailles ended; then a change to Lyon still settling
+        paris = Fact("Q142", "P36", ("Q90",), "France", object_labels={"Q90": "Paris", "Q621": "Versailles"},
+                     target="Q90", stale=("Q621",),
+                     why={"Q90": {"status": "current", "rank": "preferred", "start": None, "end": None},
+                          "Q621": {"status": "ended", "rank": "normal", "start": "1682-05-06T00:00:00Z",
+                                   "end": "1789-10-06T00:00:00Z"}})
+        snapshot.save(s, [paris])
+        lyon = Fact("Q142", "P36", ("Q456",), "France", object_labels={"Q456": "Lyon"})
+        snapshot.save(s, [lyon], held=[lyon])
     settings.state.dir.mkdir(parents=True, exist_ok=True)
     report = apply_pending(model_writer(settings, db, settings.state.dir, run_id="r", worker="w"), batch_size=2)
     batch = report.batches[0].batch_id
@@ -53,5 +70,9 @@ def test_audit_sql_runs_as_written(make_settings, db_url: str) -> None:
     changed = results["what batch N changed"]
     assert {r.subject_label for r in changed} == {"France", "Germany"}
     assert [tuple(r) for r in results["failures by reason"]] == [("operator: wrong KB value", 1)]
+    why = results["why kbsync picked this value: each value's status (current, ended, superseded), rank, start, end"]
+    assert as_json(why[0].why)["Q621"]["status"] == "ended"
+    settling = results["changes the KB shows but that have not yet held for [kb] settle_s"]
+    assert [as_json(r.settling_objects) for r in settling] == [{"Q456": "Lyon"}]
     assert all(results[q] for q in queries)
     db.dispose()
