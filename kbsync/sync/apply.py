@@ -43,6 +43,7 @@ from kbsync.sync.checks import (
     edits_under_test,
     failing_requests,
     judge,
+    retry_parts,
     run_checks,
     save_checks,
     shares,
@@ -184,12 +185,12 @@ class ApplyWorker:
         ok, reason = judge(summary, self.settings.verify)
         if not ok:
             applied.revert()
-            if self.settings.editing.retry_smaller and len(request_ids) > 1:
-                outcome = self.fail(batch_id, request_ids, reason + "; retrying in halves", checks, summary, t0,
-                                    requeue=True)
-                half = len(request_ids) // 2
+            parts = retry_parts(checks, request_ids, self.settings.verify, halves=self.settings.editing.retry_smaller)
+            if parts:  # hard edits alone and the rest without them (else halves): one hard edit fails alone
+                outcome = self.fail(batch_id, request_ids, reason + "; retrying as " + " + ".join(
+                    str(len(p)) for p in parts), checks, summary, t0, requeue=True)
                 outcomes = [outcome]
-                for part in (request_ids[:half], request_ids[half:]):
+                for part in parts:
                     self.reclaim(part)
                     outcomes += self.process(part)
                 return outcomes
