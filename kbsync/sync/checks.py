@@ -133,13 +133,11 @@ def run_checks(model, tokenizer, edits: list[EditUnderTest], max_new_tokens: int
         pairs.append((e.request_id, "efficacy", e.prompt, e.target_new, rival))
         pairs += [(e.request_id, "paraphrase", p, e.target_new, rival) for p in e.paraphrases]
         pairs += [(e.request_id, "neighbour", n.prompt, n.answer, e.target_new) for n in e.neighbours]
-    prompts = [p[2] for p in pairs]
-    expected = target_logprobs(model, tokenizer, prompts, [p[3] for p in pairs]).tolist() if pairs else []
-    rival_lp = target_logprobs(model, tokenizer, prompts, [p[4] for p in pairs]).tolist() if pairs else []
-    checks = [
-        Check(rid, kind, prompt, exp, riv, le, lr, le > lr)
-        for (rid, kind, prompt, exp, riv), le, lr in zip(pairs, expected, rival_lp, strict=True)
-    ]
+    scored = sorted({(p[2], t) for p in pairs for t in (p[3], p[4])})  # each (prompt, value) scored once
+    lps = target_logprobs(model, tokenizer, [p for p, _ in scored], [t for _, t in scored]).tolist() if scored else []
+    lp = dict(zip(scored, lps, strict=True))
+    checks = [Check(rid, kind, prompt, exp, riv, lp[prompt, exp], lp[prompt, riv], lp[prompt, exp] > lp[prompt, riv])
+              for rid, kind, prompt, exp, riv in pairs]
     greedy = [(e, "efficacy_acc", e.prompt) for e in edits]
     greedy += [(e, "paraphrase_acc", p) for e in edits for p in e.paraphrases]
     answers = greedy_answers(model, tokenizer, [g[2] for g in greedy], max_new_tokens=max_new_tokens) if greedy else []
@@ -174,10 +172,14 @@ def judge(summary: dict[str, float], thresholds: VerifySettings) -> tuple[bool, 
     return True, "passed: " + ", ".join(shown)
 
 
-def failing_requests(checks: list[Check]) -> dict[int, str]:
-    """request id -> why its own edit did not take (greedy answer or P(new) vs P(rival) on its prompt)."""
+def failing_requests(checks: list[Check], thresholds: VerifySettings | None = None) -> dict[int, str]:
+    """request id -> why its own edit did not take (greedy answer or P(new) vs P(rival) on its prompt);
+    with `thresholds`, only the kinds they gate (a limit above 0) count."""
+    gated = {k for k, v in limits(thresholds).items() if v > 0} if thresholds else set(KINDS)
     why: dict[int, list[str]] = defaultdict(list)
     for c in checks:
+        if c.kind not in gated:
+            continue
         if c.kind == "efficacy_acc" and not c.passed:
             why[c.request_id].append(f"the greedy answer {c.rival.strip()!r} does not name {c.expected!r}")
         elif c.kind == "efficacy" and not c.passed:
@@ -189,7 +191,7 @@ def failing_requests(checks: list[Check]) -> dict[int, str]:
 def hard_edits(checks: list[Check], thresholds: VerifySettings) -> dict[int, str]:
     """request id -> why its own checks fail: its edit did not take, or it moved its neighbours'
     answers (share below min_specificity). Paraphrase shares are a batch's, not one edit's."""
-    hard = failing_requests(checks)
+    hard = failing_requests(checks, thresholds)
     neighbours: dict[int, list[bool]] = defaultdict(list)
     for c in checks:
         if c.kind == "neighbour":
@@ -253,7 +255,7 @@ def stored_kind(kind: str) -> str:
     return kind
 
 
-_ADMITTED_KINDS = " ".join(str(getattr(c, "sqltext", "")) for c in EditCheck.__table__.constraints)
+_ADMITTED_KINDS = " ".join(str(getattr(c, "sqltext", "")) for c in EditCheck.__table_args__ if hasattr(c, "sqltext"))
 
 
 def save_checks(s: Session, batch_id: int, checks: list[Check], phase: str, version_id: int | None) -> None:

@@ -112,7 +112,7 @@ def test_a_batch_of_only_hard_edits_is_halved_or_failed() -> None:
 
 
 def test_greedy_paraphrase_checks_fit_the_schema() -> None:
-    kinds = str(next(c.sqltext for c in EditCheck.__table__.constraints if hasattr(c, "sqltext")))
+    kinds = str(next(c.sqltext for c in EditCheck.__table_args__ if hasattr(c, "sqltext")))
     assert stored_kind("paraphrase_acc") in kinds and stored_kind("neighbour") == "neighbour"
 
 
