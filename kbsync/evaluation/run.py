@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kbsync.errors import ConfigError
+from kbsync.sources.catalogue import load_catalogue
 
 from .datasets import EvalCase, load_cases, select
 from .metrics import Metrics, ge_prompts, measure
@@ -102,12 +103,13 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
     preserved = PreservedKeys() if hp.algorithm == "alphaedit" else None
     timings = {"targets_s": 0.0, "keys_s": 0.0, "solve_s": 0.0}
     batch_s: list[float] = []
+    phrasings = {r.id: tuple(r.paraphrases) for r in load_catalogue()}  # what apply optimises on, too
     try:
         first_id = 0
         for b, batch in enumerate(batches):
             log.info("eval: batch %d/%d (%d edits)", b + 1, len(batches), len(batch))
             t0 = time.perf_counter()
-            requests = [c.request(first_id + i) for i, c in enumerate(batch)]
+            requests = [c.request(first_id + i, phrasings.get(c.relation, ())) for i, c in enumerate(batch)]
             first_id += len(batch)
             delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved, timings=timings)
             delta.apply(model, adapter)  # kept; `original` undoes every batch at once

@@ -158,7 +158,8 @@ class ApplyWorker:
                 assert row is not None and row.state == RequestState.CLAIMED.value
                 row.batch_id = batch_id
             edits = [EditRequest(prompt=r.prompt, subject=r.subject_label, target_new=r.target_new,
-                                 target_old=r.target_old, request_id=r.id) for r in rows if r]
+                                 target_old=r.target_old, request_id=r.id, paraphrases=tuple(r.paraphrases))
+                     for r in rows if r]
             tests = edits_under_test(s, [r for r in rows if r], self.settings.verify.neighbours)
         log.info("batch_started", batch=batch_id, n_edits=len(edits))
 
