@@ -88,7 +88,7 @@ def claim(session: Session, limit: int, worker: str, lease_s: int, run_id: str =
 def one_per_subject(rows: list[EditRequestRow], limit: int) -> list[EditRequestRow]:
     """The first `limit` rows whose subject no earlier row has."""
     seen: set[str] = set()
-    out = []
+    out: list[EditRequestRow] = []
     for row in rows:
         if row.subject not in seen and len(out) < limit:
             seen.add(row.subject)
