@@ -159,10 +159,17 @@ class EditingSettings(Section):
 
 
 class VerifySettings(Section):
-    min_efficacy: float = Field(0.9, ge=0, le=1, description="Share of a batch's edits whose new target must beat the old answer.")
-    min_paraphrase: float = Field(0.5, ge=0, le=1, description="Share of paraphrase prompts that must prefer the new target.")
+    min_efficacy_acc: float = Field(
+        0.9, ge=0, le=1, description="Share of a batch's edits whose greedy answer must name the new value (label or alias).")
+    min_paraphrase_acc: float = Field(
+        0.2, ge=0, le=1, description="Share of a batch's paraphrase prompts whose greedy answer must name the new value.")
+    min_efficacy: float = Field(
+        0.9, ge=0, le=1, description="Share of a batch's edits whose new value must out-score the stale one (teacher-forced).")
+    min_paraphrase: float = Field(
+        0.5, ge=0, le=1, description="Share of paraphrase prompts where the new value must out-score the stale one (teacher-forced).")
     min_specificity: float = Field(0.8, ge=0, le=1, description="Share of neighbour facts that must keep their answer.")
-    neighbours: int = Field(5, ge=0, description="Neighbour facts checked per edit (same relation, answered right).")
+    neighbours: int = Field(
+        5, ge=0, description="Neighbour facts checked per edit (answered right; same relation, else other relations).")
 
 
 DEFAULT_STEPS: tuple[Literal["diff", "apply"], ...] = ("diff", "apply")

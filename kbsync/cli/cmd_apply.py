@@ -86,12 +86,13 @@ def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool
         click.echo(json.dumps(report.as_dict(), indent=2))
         return
     table = Table(title=f"kbsync apply: {report.applied} applied, {report.failed} failed")
-    for col in ("batch", "edits", "state", "efficacy", "paraphrase", "neighbour", "seconds", "reason"):
+    kinds = ("efficacy_acc", "paraphrase_acc", "efficacy", "paraphrase", "neighbour")
+    for col in ("batch", "edits", "state", *kinds, "seconds", "reason"):
         table.add_column(col)
     for b in report.batches:
-        sh = b.shares
-        table.add_row(str(b.batch_id), str(b.n_edits), b.state, *(f"{sh.get(k, 0):.2f}" for k in
-                      ("efficacy", "paraphrase", "neighbour")), f"{b.seconds:.1f}", b.reason)
+        sh = b.shares  # a kind nothing measured (no neighbour available) is absent: shown as "-"
+        table.add_row(str(b.batch_id), str(b.n_edits), b.state, *(f"{sh[k]:.2f}" if k in sh else "-" for k in kinds),
+                      f"{b.seconds:.1f}", b.reason)
     Console(width=160).print(table)
     if not report.batches:
         click.echo("nothing to apply: the queue has no pending requests")

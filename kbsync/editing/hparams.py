@@ -32,6 +32,7 @@ class EditHyperParams:
     prefix_len: int = 10  # tokens per prefix
     prefix_seed: int = 0
     kl_prompt: str = "{} is a"
+    paraphrase_templates: int = 2  # context templates (from the first) each paraphrase is optimised in; 0: none
     # 2-3) spread over layers: dW = R K^T (cov_lambda C + K K^T)^-1, C mean-normalised E[k k^T]
     cov_lambda: float = 15000.0  # MEMIT's mom2_update_weight
     cov_samples: int = 100000  # texts in the second-moment corpus

@@ -15,6 +15,13 @@ class EditRequest:
     target_new: str
     target_old: str | None = None
     request_id: int | None = None
+    paraphrases: tuple[str, ...] = ()  # other phrasings of the prompt (with "{}" or the subject in them)
+
+    @property
+    def paraphrase_texts(self) -> list[str]:
+        """The paraphrases with the subject in them; one that lacks the subject is left out."""
+        texts = [p.replace("{}", self.subject) for p in self.paraphrases]
+        return [t for t in texts if self.subject.strip() and self.subject in t]
 
     @property
     def text(self) -> str:

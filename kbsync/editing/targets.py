@@ -1,14 +1,16 @@
 """Target vectors z_i = h_i + delta_i for all edits of a batch at once (MEMIT §3.1, ROME's compute_v).
 
 Rows: for edit i, one row per context template ("{}" and "<random prefix>. {}") holding
-prompt + target_new[:-1] (teacher forcing), plus one row "{subject} is a" for the KL term.
+prompt + target_new[:-1] (teacher forcing), one row per paraphrase of the request in each of the
+first `paraphrase_templates` templates (so delta_i also carries the new value when the question is
+asked in other words: greedy paraphrase accuracy), plus one row "{subject} is a" for the KL term.
 delta_i is added to the residual stream at the output of the last edited layer L, at the
 subject's last token of each of edit i's rows. Per step, only the blocks above L run, only on the
 columns from the subject's last token on (upper.py), and vocabulary logits are computed only at
 the positions the loss reads. Loss of edit i (summed over edits, so each delta_i gets exactly the
 gradient it would get alone; Adam is element-wise, so batched == one at a time):
 
-    nll_i  = mean over i's rows of (-sum_t log p(target_t) / len(target))
+    nll_i  = mean over i's rows (prompt and paraphrase rows) of (-sum_t log p(target_t) / len(target))
     kl_i   = KL(p_new || p_unedited) of the next token after "{subject} is a"
     loss_i = nll_i + kl_factor * kl_i + weight_decay * ||delta_i||^2 / ||h_i||^2
 
@@ -59,9 +61,10 @@ def context_templates(model: Any, tokenizer: Any, hp: EditHyperParams) -> list[s
     return list(per_model[key])
 
 
-def context_row(tokenizer, template: str, request: EditRequest) -> Row:
+def context_row(tokenizer, template: str, request: EditRequest, text: str | None = None) -> Row:
+    """`template` around the request's prompt (or `text`, e.g. a paraphrase), anchored at the subject."""
     prefix = template[: template.index("{}")]
-    return encode_row(tokenizer, prefix + request.text, request.subject, start_char=len(prefix))
+    return encode_row(tokenizer, prefix + (text or request.text), request.subject, start_char=len(prefix))
 
 
 @dataclass
@@ -76,31 +79,39 @@ def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdap
                     requests: list[EditRequest], hp: EditHyperParams, templates: list[str],
                     timings: dict | None = None, check_stop: Callable[[], None] | None = None) -> Targets:
     t0 = time.perf_counter()
-    layer, n, n_ctx = hp.layers[-1], len(requests), len(templates)
+    layer, n = hp.layers[-1], len(requests)
     device = next(model.parameters()).device
 
-    # 1) rows: n*n_ctx rewriting rows (edit-major), then n KL rows; loss positions per row
+    # 1) rows: each edit's rewriting rows (edit-major; its bare prompt first), then n KL rows
     rows: list[Row] = []
+    edit_of: list[int] = []  # edit of each rewriting row
+    bare: list[int] = []  # row of each edit's bare prompt
     label_pos: list[tuple[int, int, int, int]] = []  # (row, token index, label, edit)
     tgt_len = torch.zeros(n)
+    n_rows = torch.zeros(n)  # rewriting rows per edit
     for i, req in enumerate(requests):
         tids = target_ids(tokenizer, req.target_new)
         tgt_len[i] = len(tids)
-        for tpl in templates:
-            row = context_row(tokenizer, tpl, req)
+        contexts: list[tuple[str, str | None]] = [(tpl, None) for tpl in templates]
+        contexts += [(tpl, text) for text in req.paraphrase_texts for tpl in templates[: hp.paraphrase_templates]]
+        bare.append(len(rows))
+        for tpl, text in contexts:
+            row = context_row(tokenizer, tpl, req, text)
             r = len(rows)
             rows.append(Row(row.ids + tuple(tids[:-1]), row.anchor))
+            edit_of.append(i)
             label_pos += [(r, len(row.ids) - 1 + j, t, i) for j, t in enumerate(tids)]
+        n_rows[i] = len(contexts)
     kl_first = len(rows)
     for req in requests:
         rows.append(encode_row(tokenizer, hp.kl_prompt.format(req.subject), req.subject))
     batch = align(rows, pad_id_of(tokenizer))
-    row_edit = torch.cat([torch.arange(n).repeat_interleave(n_ctx), torch.arange(n)])  # (B,)
+    row_edit = torch.cat([torch.tensor(edit_of, dtype=torch.long), torch.arange(n)])  # (B,)
 
     # 2) lower blocks once; upper blocks' prefix keys/values once
     hidden = lower_hidden(model, adapter, layer, batch)  # (B, T, d)
     a = batch.anchor
-    h = hidden[torch.arange(n) * n_ctx, a].float()  # (n, d) bare-prompt rows
+    h = hidden[torch.tensor(bare), a].float()  # (n, d) bare-prompt rows
     stack = UpperStack(model, adapter, layer, hidden, batch)
     norm = adapter.module(model, adapter.final_norm)
     unembed = adapter.module(model, adapter.unembed)
@@ -134,7 +145,7 @@ def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdap
         logp = torch.log_softmax(unembed(norm(gathered)).float(), dim=-1)  # (P + n_active, V)
         n_rw = int(sel.sum())
         tok_lp = logp[torch.arange(n_rw), lp[sel, 2].to(device)].cpu()  # (P,)
-        nll = torch.zeros(n).index_add_(0, lp[sel, 3], -tok_lp) / (tgt_len * n_ctx)  # (n,)
+        nll = torch.zeros(n).index_add_(0, lp[sel, 3], -tok_lp) / (tgt_len * n_rows)  # (n,)
         kl_lp = logp[n_rw:].cpu()  # (n_active, V)
         if kl_init is None:
             kl_init = kl_lp.detach().clone()

@@ -40,9 +40,12 @@ class EvalCase:
     target_true: str
     paraphrases: tuple[str, ...]
     neighbours: tuple[tuple[str, str], ...]  # (prompt, the answer it must keep)
+    relation: str = ""  # the Wikidata property (CounterFact's relation_id), where the file has one
 
-    def request(self, request_id: int | None = None) -> EditRequest:
-        return EditRequest(self.prompt, self.subject, self.target_new, self.target_true, request_id)
+    def request(self, request_id: int | None = None, paraphrases: tuple[str, ...] = ()) -> EditRequest:
+        """The edit; `paraphrases` are what the editor may optimise on (the relation's catalogue
+        phrasings, never the case's own paraphrase_prompts, which are what it is measured on)."""
+        return EditRequest(self.prompt, self.subject, self.target_new, self.target_true, request_id, paraphrases)
 
     @property
     def valid(self) -> bool:
@@ -118,6 +121,7 @@ def _counterfact(rec: dict, n: int) -> EvalCase:
         target_true=old,
         paraphrases=_strs(rec["paraphrase_prompts"]),
         neighbours=tuple((p, old) for p in _strs(rec["neighborhood_prompts"])),
+        relation=str(rw.get("relation_id", "")),
     )
 
 

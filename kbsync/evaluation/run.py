@@ -15,15 +15,18 @@ edits_per_s = n_edits / edit_s (covariance is a one-off per model and corpus, ca
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kbsync.errors import ConfigError
+from kbsync.sources.catalogue import load_catalogue
 
 from .datasets import EvalCase, load_cases, select
 from .metrics import Metrics, ge_prompts, measure
@@ -57,7 +60,7 @@ def evaluate_file(settings, state_dir: Path, dataset: str | Path, *, limit: int 
     size = (batch_size or settings.editing.batch_size) if sequential else len(cases)
     source = corpus_for(corpus or settings.editing.corpus, loaded)
     result = evaluate(loaded, hp, source, cases, Path(state_dir) / "cache" / "stats", batch_size=size,
-                      sequential=sequential, gen_tokens=gen_tokens, gen_prompts=gen_prompts)
+                      sequential=sequential, gen_tokens=gen_tokens, gen_prompts=gen_prompts, dataset=Path(dataset))
     result["config"].update(dataset=str(dataset), schema=schema, offset=offset, limit=limit,
                             n_skipped=skipped)
     return result
@@ -65,7 +68,7 @@ def evaluate_file(settings, state_dir: Path, dataset: str | Path, *, limit: int 
 
 def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batch_size: int,
              sequential: bool = False, gen_tokens: int = 100, gen_prompts: int = 10,
-             answer_tokens: int = 8) -> dict[str, Any]:
+             answer_tokens: int = 8, dataset: Path | None = None) -> dict[str, Any]:
     """Edit ``cases`` into ``loaded.model`` in batches of ``batch_size`` and measure; the model
     is restored afterwards. Returns the JSON-ready report (see the module docstring)."""
     import torch
@@ -102,12 +105,13 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
     preserved = PreservedKeys() if hp.algorithm == "alphaedit" else None
     timings = {"targets_s": 0.0, "keys_s": 0.0, "solve_s": 0.0}
     batch_s: list[float] = []
+    phrasings = relation_phrasings(dataset)
     try:
         first_id = 0
         for b, batch in enumerate(batches):
             log.info("eval: batch %d/%d (%d edits)", b + 1, len(batches), len(batch))
             t0 = time.perf_counter()
-            requests = [c.request(first_id + i) for i, c in enumerate(batch)]
+            requests = [c.request(first_id + i, phrasings(c)) for i, c in enumerate(batch)]
             first_id += len(batch)
             delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved, timings=timings)
             delta.apply(model, adapter)  # kept; `original` undoes every batch at once
@@ -165,6 +169,25 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
     if sequential:
         report["retention"] = sum(earlier) / len(earlier) if earlier else None
     return report
+
+
+def relation_phrasings(dataset: Path | None) -> Callable[[EvalCase], tuple[str, ...]]:
+    """case -> the shipped catalogue's paraphrases of its relation (what apply optimises on, too).
+    A case without a relation id (EasyEdit's reduced CounterFact) is matched by its prompt template
+    against the catalogue's prompts and, where it lies beside the dataset, ROME's known_1000.json."""
+    catalogue = load_catalogue()
+    by_template = {t: r.id for r in catalogue for t in (r.prompt, *r.paraphrases)}
+    known = dataset.parent / "known_1000.json" if dataset else None
+    if known is not None and known.is_file():
+        for rec in json.loads(known.read_text(encoding="utf-8")):
+            by_template.setdefault(str(rec.get("template", "")), str(rec.get("relation_id", "")))
+    paraphrases = {r.id: tuple(r.paraphrases) for r in catalogue}
+
+    def of(case: EvalCase) -> tuple[str, ...]:
+        relation = case.relation or by_template.get(case.prompt.replace(case.subject, "{}", 1), "")
+        return paraphrases.get(relation, ())
+
+    return of
 
 
 def peak_rss_mb() -> float:

@@ -45,6 +45,7 @@ from kbsync.sync.checks import (
     edits_under_test,
     failing_requests,
     judge,
+    retry_parts,
     run_checks,
     save_checks,
     shares,
@@ -192,8 +193,9 @@ class ApplyWorker:
         ok, reason = judge(summary, self.settings.verify)
         if not ok:
             applied.revert()
-            if self.settings.editing.retry_smaller and len(request_ids) > 1:
-                return self.retry_in_halves(batch_id, request_ids, reason, checks, summary, t0)
+            parts = retry_parts(checks, request_ids, self.settings.verify, halves=self.settings.editing.retry_smaller)
+            if parts:  # hard edits alone and the rest without them (else halves): one hard edit fails alone
+                return self.retry_in_parts(batch_id, request_ids, parts, reason, checks, summary, t0)
             per_edit = failing_requests(checks)
             return [self.fail(batch_id, request_ids, reason, checks, summary, t0, per_edit=per_edit)]
         try:
@@ -221,18 +223,18 @@ class ApplyWorker:
                 row.batch_id = batch.id
                 present.append(row)
             edits = [EditRequest(prompt=r.prompt, subject=r.subject_label, target_new=r.target_new,
-                                 target_old=r.target_old, request_id=r.id) for r in present]
+                                 target_old=r.target_old, request_id=r.id, paraphrases=tuple(r.paraphrases))
+                     for r in present]
             tests = edits_under_test(s, present, self.settings.verify.neighbours)
             batch_id = batch.id
         log.info("batch_started", batch=batch_id, n_edits=len(edits))
         return batch_id, edits, tests
 
-    def retry_in_halves(self, batch_id: int, request_ids: list[int], reason: str, checks: list[Check],
-                        summary: dict[str, float], t0: float) -> list[BatchOutcome]:
-        outcomes = [self.fail(batch_id, request_ids, reason + "; retrying in halves", checks, summary, t0,
-                              requeue=True)]
-        half = len(request_ids) // 2
-        for part in (request_ids[:half], request_ids[half:]):
+    def retry_in_parts(self, batch_id: int, request_ids: list[int], parts: list[list[int]], reason: str,
+                       checks: list[Check], summary: dict[str, float], t0: float) -> list[BatchOutcome]:
+        why = reason + "; retrying as " + " + ".join(str(len(p)) for p in parts)
+        outcomes = [self.fail(batch_id, request_ids, why, checks, summary, t0, requeue=True)]
+        for part in parts:
             if self.stop.requested:
                 break  # stopping: the rest stay queued for the next run
             self.reclaim(part)

@@ -1,29 +1,39 @@
 """Per-edit checks (DESIGN.md §4 conventions) and what each edit is checked on; shared by apply,
 rollback and verify.
 
-For each edit:
-- efficacy       P(new | prompt) > P(old | prompt)             (score = mean token log-prob)
-- efficacy_acc   the greedy answer to the prompt matches the new target (reported, not gated)
-- paraphrase     P(new | paraphrase) > P(old | paraphrase), per paraphrase prompt
+For each edit, against its *rival* (the value the edit replaces, see `choose_rivals`):
+- efficacy_acc   the greedy answer to the prompt names the new value (label or alias)   [gated]
+- paraphrase_acc the greedy answer to each paraphrase names the new value             [gated]
+- efficacy       P(new | prompt) > P(rival | prompt)          (score = mean token log-prob)
+- paraphrase     P(new | paraphrase) > P(rival | paraphrase), per paraphrase prompt
 - neighbour      P(true | neighbour prompt) > P(new | neighbour prompt), per neighbour fact
-A batch passes when each share reaches its threshold in `[verify]`.
+A batch passes when each *measured* share reaches its threshold in `[verify]`: a kind with no
+checks (no paraphrases, no neighbour available) has no share, is reported as absent and gates
+nothing. An edit whose own checks fail (`hard_edits`) is retried alone, the rest without it
+(`retry_parts`), so one hard edit never fails a whole batch.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kbsync.config import VerifySettings
-from kbsync.model.probe import answer_matches
+from kbsync.logs import get_logger
+from kbsync.model.probe import answer_matches, normalise_answer
 from kbsync.model.scoring import greedy_answers, target_logprobs
 from kbsync.sources.catalogue import fill
 from kbsync.store.models import EditCheck, EditRequestRow, KbFact, Probe
 
-GATED = ("efficacy", "paraphrase", "neighbour")
+log = get_logger(__name__)
+
+KINDS = ("efficacy", "efficacy_acc", "paraphrase", "paraphrase_acc", "neighbour")
+RIVAL_CANDIDATES = 30      # other KB objects of the relation scored as the rival of a filler answer
+NEIGHBOUR_SCAN = 50        # latest probes read per wanted neighbour when falling back to other relations
 
 
 @dataclass(frozen=True)
@@ -37,117 +47,269 @@ class EditUnderTest:
     request_id: int
     prompt: str                      # filled with the subject
     target_new: str
-    target_old: str
+    target_old: str                  # the stale value: an ended KB value, else the model's answer
     acceptable: list[str]            # labels/aliases counting as the new target
     paraphrases: list[str] = field(default_factory=list)
     neighbours: list[Neighbour] = field(default_factory=list)
+    target_old_source: str = "model"  # kb | model
+    candidates: list[str] = field(default_factory=list)  # entity-like rivals when target_old is filler
+
+
+@dataclass(frozen=True)
+class Rival:
+    text: str
+    source: str   # kb (ended KB value) | model (its previous answer) | candidate (best-scored KB object)
 
 
 @dataclass(frozen=True)
 class Check:
     request_id: int
-    kind: str          # efficacy | efficacy_acc | paraphrase | neighbour
+    kind: str          # one of KINDS
     prompt: str
     expected: str
-    rival: str
+    rival: str         # the value it must beat (for *_acc: the greedy answer)
     logprob_expected: float
     logprob_rival: float
     passed: bool
 
 
+# --- the rival an edit is judged against ------------------------------------------------
+_FILLER_START = re.compile(r"^(a|an|the same|one of|not|also|known|called|named|that|this|it|which|"
+                           r"located|used|based|part of|home to|the (first|second|most|best|only|name|city|country))\b")
+_STOPWORDS = frozenset("a an the of in on at to for and or is was be by with as it its this that same "
+                       "name one not also which who from".split())
+MAX_ENTITY_WORDS = 5
+
+
+def is_filler(answer: str) -> bool:
+    """True for an answer that names nothing ("", "(nothing)", "the same name", "a testament to the
+    power of human ingenuity"): empty, long, a generic phrase, or only function words."""
+    text = answer.strip().split("\n", 1)[0].strip(" .,;:")
+    words = normalise_answer(text).split()
+    if not words or text.startswith("(") or len(text.split()) > MAX_ENTITY_WORDS:
+        return True
+    return bool(_FILLER_START.match(text.casefold())) or all(w in _STOPWORDS for w in words)
+
+
+def pick_rival(edit: EditUnderTest, scores: dict[str, float]) -> Rival:
+    """The stale value the edit must beat: the ended KB value; else the model's previous answer,
+    unless that is filler, then the best-scored entity-like candidate (`scores`: candidate ->
+    mean log-prob on the edit prompt) that is not the new value itself."""
+    if edit.target_old_source == "kb" or not is_filler(edit.target_old):
+        return Rival(edit.target_old, edit.target_old_source)
+    usable = [c for c in rival_candidates(edit) if c in scores]
+    if not usable:
+        return Rival(edit.target_old, edit.target_old_source)
+    return Rival(max(usable, key=lambda c: (scores[c], c)), "candidate")
+
+
+def rival_candidates(edit: EditUnderTest) -> list[str]:
+    new = edit.acceptable or [edit.target_new]
+    return [c for c in edit.candidates if not is_filler(c) and answer_matches(c, new) is None]
+
+
+def choose_rivals(model, tokenizer, edits: list[EditUnderTest]) -> dict[int, Rival]:  # type: ignore[no-untyped-def]
+    """request id -> its rival; candidates of filler answers scored in one batched pass."""
+    wanted = [(e, c) for e in edits if e.target_old_source != "kb" and is_filler(e.target_old)
+              for c in rival_candidates(e)]
+    lps = target_logprobs(model, tokenizer, [e.prompt for e, _ in wanted], [c for _, c in wanted]).tolist() if wanted else []
+    scores: dict[int, dict[str, float]] = defaultdict(dict)
+    for (e, c), lp in zip(wanted, lps, strict=True):
+        scores[e.request_id][c] = lp
+    rivals = {e.request_id: pick_rival(e, scores[e.request_id]) for e in edits}
+    for e in edits:
+        if rivals[e.request_id].source == "candidate":
+            log.info("rival_replaced", request=e.request_id, filler=e.target_old, rival=rivals[e.request_id].text)
+    return rivals
+
+
+# --- running and judging the checks -----------------------------------------------------
 def run_checks(model, tokenizer, edits: list[EditUnderTest], max_new_tokens: int = 8) -> list[Check]:  # type: ignore[no-untyped-def]
     """All checks of all edits, scored in a few batched passes."""
+    rivals = choose_rivals(model, tokenizer, edits)
     pairs: list[tuple[int, str, str, str, str]] = []  # (request, kind, prompt, expected, rival)
     for e in edits:
-        pairs.append((e.request_id, "efficacy", e.prompt, e.target_new, e.target_old))
-        pairs += [(e.request_id, "paraphrase", p, e.target_new, e.target_old) for p in e.paraphrases]
+        rival = rivals[e.request_id].text
+        pairs.append((e.request_id, "efficacy", e.prompt, e.target_new, rival))
+        pairs += [(e.request_id, "paraphrase", p, e.target_new, rival) for p in e.paraphrases]
         pairs += [(e.request_id, "neighbour", n.prompt, n.answer, e.target_new) for n in e.neighbours]
-    prompts = [p[2] for p in pairs]
-    expected = target_logprobs(model, tokenizer, prompts, [p[3] for p in pairs]).tolist() if pairs else []
-    rival = target_logprobs(model, tokenizer, prompts, [p[4] for p in pairs]).tolist() if pairs else []
-    checks = [
-        Check(rid, kind, prompt, exp, riv, le, lr, le > lr)
-        for (rid, kind, prompt, exp, riv), le, lr in zip(pairs, expected, rival, strict=True)
-    ]
-    answers = greedy_answers(model, tokenizer, [e.prompt for e in edits], max_new_tokens=max_new_tokens) if edits else []
-    for e, answer in zip(edits, answers, strict=True):
-        checks.append(
-            Check(e.request_id, "efficacy_acc", e.prompt, e.target_new, answer, 0.0, 0.0,
-                  answer_matches(answer, e.acceptable or [e.target_new]) is not None)
-        )
+    scored = sorted({(p[2], t) for p in pairs for t in (p[3], p[4])})  # each (prompt, value) scored once
+    lps = target_logprobs(model, tokenizer, [p for p, _ in scored], [t for _, t in scored]).tolist() if scored else []
+    lp = dict(zip(scored, lps, strict=True))
+    checks = [Check(rid, kind, prompt, exp, riv, lp[prompt, exp], lp[prompt, riv], lp[prompt, exp] > lp[prompt, riv])
+              for rid, kind, prompt, exp, riv in pairs]
+    greedy = [(e, "efficacy_acc", e.prompt) for e in edits]
+    greedy += [(e, "paraphrase_acc", p) for e in edits for p in e.paraphrases]
+    answers = greedy_answers(model, tokenizer, [g[2] for g in greedy], max_new_tokens=max_new_tokens) if greedy else []
+    for (e, kind, prompt), answer in zip(greedy, answers, strict=True):
+        checks.append(Check(e.request_id, kind, prompt, e.target_new, answer, 0.0, 0.0,
+                            answer_matches(answer, e.acceptable or [e.target_new]) is not None))
     return checks
 
 
 def shares(checks: list[Check]) -> dict[str, float]:
-    """Share of passed checks per kind (a kind with no checks counts as 1.0)."""
+    """Share of passed checks per kind; a kind with no checks is absent (nothing measured it)."""
     passed: dict[str, list[bool]] = defaultdict(list)
     for c in checks:
         passed[c.kind].append(c.passed)
-    return {kind: (sum(passed[kind]) / len(passed[kind]) if passed[kind] else 1.0)
-            for kind in ("efficacy", "efficacy_acc", "paraphrase", "neighbour")}
+    return {kind: sum(passed[kind]) / len(passed[kind]) for kind in KINDS if passed[kind]}
+
+
+def limits(thresholds: VerifySettings) -> dict[str, float]:
+    return {"efficacy_acc": thresholds.min_efficacy_acc, "paraphrase_acc": thresholds.min_paraphrase_acc,
+            "efficacy": thresholds.min_efficacy, "paraphrase": thresholds.min_paraphrase,
+            "neighbour": thresholds.min_specificity}
 
 
 def judge(summary: dict[str, float], thresholds: VerifySettings) -> tuple[bool, str]:
-    """(passed, reason) for a batch against the configured thresholds."""
-    limits = {"efficacy": thresholds.min_efficacy, "paraphrase": thresholds.min_paraphrase,
-              "neighbour": thresholds.min_specificity}
-    below = [f"{kind} {summary[kind]:.2f} < {limits[kind]:.2f}" for kind in GATED if summary[kind] < limits[kind]]
+    """(passed, reason) for a batch against the configured thresholds; unmeasured kinds gate nothing."""
+    limit = limits(thresholds)
+    below = [f"{kind} {summary[kind]:.2f} < {limit[kind]:.2f}" for kind in KINDS
+             if kind in summary and summary[kind] < limit[kind]]
     if below:
         return False, "below thresholds: " + ", ".join(below)
-    return True, "passed: " + ", ".join(f"{k} {summary[k]:.2f}" for k in (*GATED, "efficacy_acc"))
+    shown = [f"{k} {summary[k]:.2f}" if k in summary else f"{k} not measured" for k in KINDS]
+    return True, "passed: " + ", ".join(shown)
 
 
-def failing_requests(checks: list[Check]) -> dict[int, str]:
-    """request id -> why its own efficacy check failed (the edit did not take)."""
-    return {c.request_id: f"P(new)={c.logprob_expected:.2f} <= P(old)={c.logprob_rival:.2f} on its prompt"
-            for c in checks if c.kind == "efficacy" and not c.passed}
+def failing_requests(checks: list[Check], thresholds: VerifySettings | None = None) -> dict[int, str]:
+    """request id -> why its own edit did not take (greedy answer or P(new) vs P(rival) on its prompt);
+    with `thresholds`, only the kinds they gate (a limit above 0) count."""
+    gated = {k for k, v in limits(thresholds).items() if v > 0} if thresholds else set(KINDS)
+    why: dict[int, list[str]] = defaultdict(list)
+    for c in checks:
+        if c.kind not in gated:
+            continue
+        if c.kind == "efficacy_acc" and not c.passed:
+            why[c.request_id].append(f"the greedy answer {c.rival.strip()!r} does not name {c.expected!r}")
+        elif c.kind == "efficacy" and not c.passed:
+            why[c.request_id].append(f"P(new)={c.logprob_expected:.2f} <= P({c.rival!r})={c.logprob_rival:.2f} "
+                                     "on its prompt")
+    return {rid: "; ".join(reasons) for rid, reasons in why.items()}
+
+
+def hard_edits(checks: list[Check], thresholds: VerifySettings) -> dict[int, str]:
+    """request id -> why its own checks fail: its edit did not take, or it moved its neighbours'
+    answers (share below min_specificity). Paraphrase shares are a batch's, not one edit's."""
+    hard = failing_requests(checks, thresholds)
+    neighbours: dict[int, list[bool]] = defaultdict(list)
+    for c in checks:
+        if c.kind == "neighbour":
+            neighbours[c.request_id].append(c.passed)
+    for rid, kept in neighbours.items():
+        share = sum(kept) / len(kept)
+        if share < thresholds.min_specificity:
+            hard[rid] = "; ".join(filter(None, [hard.get(rid), f"neighbour {share:.2f} < {thresholds.min_specificity:.2f}"]))
+    return hard
+
+
+def retry_parts(checks: list[Check], request_ids: list[int], thresholds: VerifySettings,
+                halves: bool) -> list[list[int]]:
+    """How to retry a failed batch: [the rest, [hard edit], ...] when some (not all) edits fail their
+    own checks, so the rest is solved once more without them and each hard edit alone; else two
+    halves when `halves`; else [] (fail the batch)."""
+    if len(request_ids) < 2:
+        return []
+    hard = hard_edits(checks, thresholds)
+    if hard and len(hard) < len(request_ids):
+        return [[r for r in request_ids if r not in hard]] + [[r] for r in request_ids if r in hard]
+    if halves:
+        half = len(request_ids) // 2
+        return [request_ids[:half], request_ids[half:]]
+    return []
 
 
 # --- what each edit is checked on, and where checks are kept ------------------------------
 def edits_under_test(s: Session, rows: list[EditRequestRow], n: int) -> list[EditUnderTest]:
-    """What each request is checked on: its prompt, paraphrases and up to `n` neighbour facts."""
+    """What each request is checked on: its prompt, paraphrases, up to `n` neighbour facts and,
+    for a filler answer, the relation's other KB objects as rival candidates."""
     in_batch = {r.subject for r in rows}
     pools: dict[str, list[tuple[str, str, str]]] = {}  # relation -> its neighbour candidates, read once
+    candidates: dict[str, list[str]] = {}
     tests = []
     for r in rows:
-        if n and r.relation not in pools:
-            pools[r.relation] = neighbour_pool(s, r.relation)
-        neighbours = pick_neighbours(pools[r.relation], exclude=in_batch, limit=n, seed=r.id) if n else []
+        neighbours: list[tuple[str, str]] = []
+        if n:
+            if r.relation not in pools:
+                pools[r.relation] = neighbour_pool(s, r.relation)
+                if len([e for e in pools[r.relation] if e[0] not in in_batch]) < n:
+                    pools[r.relation] += other_relations_pool(s, r.relation, n)
+            neighbours = pick_neighbours(pools[r.relation], exclude=in_batch, limit=n, seed=r.id)
+        source = getattr(r, "target_old_source", None) or "model"
+        if source != "kb" and is_filler(r.target_old) and r.relation not in candidates:
+            candidates[r.relation] = relation_objects(s, r.relation)
         tests.append(EditUnderTest(
             request_id=r.id, prompt=fill(r.prompt, r.subject_label), target_new=r.target_new,
             target_old=r.target_old, acceptable=list(r.acceptable),
             paraphrases=[fill(p, r.subject_label) for p in r.paraphrases],
-            neighbours=[Neighbour(fill(r.prompt, label), answer) for label, answer in neighbours]))
+            neighbours=[Neighbour(prompt, answer) for prompt, answer in neighbours],
+            target_old_source=source, candidates=candidates.get(r.relation, []) if source != "kb" else []))
     return tests
+
+
+def stored_kind(kind: str) -> str:
+    """The kind as the schema stores it: until a migration admits 'paraphrase_acc' in edit_checks'
+    CHECK constraint, a greedy paraphrase check is kept as 'efficacy_acc' on the paraphrase prompt."""
+    if kind == "paraphrase_acc" and "paraphrase_acc" not in _ADMITTED_KINDS:
+        return "efficacy_acc"
+    return kind
+
+
+_ADMITTED_KINDS = " ".join(str(getattr(c, "sqltext", "")) for c in EditCheck.__table_args__ if hasattr(c, "sqltext"))
 
 
 def save_checks(s: Session, batch_id: int, checks: list[Check], phase: str, version_id: int | None) -> None:
     for c in checks:
-        s.add(EditCheck(batch_id=batch_id, request_id=c.request_id, phase=phase, kind=c.kind, prompt=c.prompt,
-                        expected=c.expected, rival=c.rival, logprob_expected=c.logprob_expected,
+        s.add(EditCheck(batch_id=batch_id, request_id=c.request_id, phase=phase, kind=stored_kind(c.kind),
+                        prompt=c.prompt, expected=c.expected, rival=c.rival, logprob_expected=c.logprob_expected,
                         logprob_rival=c.logprob_rival, passed=c.passed, model_version_id=version_id))
 
 
+def relation_objects(s: Session, relation: str, limit: int = RIVAL_CANDIDATES) -> list[str]:
+    """Labels of the relation's KB objects, most frequent first (rival candidates of a filler answer)."""
+    counts: Counter[str] = Counter()
+    for f in s.scalars(select(KbFact).where(KbFact.relation == relation)):
+        labels = f.labels.get("object_labels", {})
+        counts.update(labels[o] for o in f.objects if labels.get(o))
+    return [label for label, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]]
+
+
 def neighbour_pool(s: Session, relation: str) -> list[tuple[str, str, str]]:
-    """(subject, label, KB answer) of facts of `relation` the model answered right at its last probe,
+    """(subject, prompt, KB answer) of facts of `relation` the model answered right at its last probe,
     sorted by subject."""
     latest: dict[str, Probe] = {}
     for p in s.scalars(select(Probe).where(Probe.relation == relation).order_by(Probe.id)):
         latest[p.subject] = p
     facts = {f.subject: f for f in s.scalars(select(KbFact).where(KbFact.relation == relation))}
-    pool = []
-    for subj in sorted(subj for subj, p in latest.items() if p.agrees and subj in facts):
-        f = facts[subj]
-        labels = f.labels.get("object_labels", {})
-        pool.append((subj, f.subject_label, next((labels[o] for o in f.objects if o in labels), "")))
-    return pool
+    return [(subj, latest[subj].prompt, kb_answer(facts[subj]))
+            for subj in sorted(subj for subj, p in latest.items() if p.agrees and subj in facts)]
+
+
+def other_relations_pool(s: Session, relation: str, n: int) -> list[tuple[str, str, str]]:
+    """The fallback when `relation` has too few known facts: (subject, prompt, KB answer) of other
+    relations' facts the model answered right at their latest probe (among the latest probes read)."""
+    latest: dict[tuple[str, str], Probe] = {}
+    for p in s.scalars(select(Probe).where(Probe.relation != relation).order_by(Probe.id.desc())
+                       .limit(NEIGHBOUR_SCAN * max(n, 1))):
+        latest.setdefault((p.subject, p.relation), p)
+    known = {k: p for k, p in latest.items() if p.agrees}
+    if not known:
+        return []
+    facts = {(f.subject, f.relation): f
+             for f in s.scalars(select(KbFact).where(KbFact.subject.in_({k[0] for k in known})))}
+    return [(k[0], known[k].prompt, kb_answer(facts[k])) for k in sorted(known) if k in facts]
+
+
+def kb_answer(f: KbFact) -> str:
+    labels = f.labels.get("object_labels", {})
+    return next((labels[o] for o in f.objects if o in labels), "")
 
 
 def pick_neighbours(pool: list[tuple[str, str, str]], exclude: set[str], limit: int,
                     seed: int) -> list[tuple[str, str]]:
-    """Up to `limit` (label, answer) from the pool, outside `exclude`, rotated by `seed`."""
-    good = [entry for entry in pool if entry[0] not in exclude]
+    """Up to `limit` (prompt, answer) from the pool, outside `exclude`, rotated by `seed`."""
+    good = [entry for entry in pool if entry[0] not in exclude and entry[2]]
     if not good:
         return []
     start = seed % len(good)
-    return [(label, answer) for _, label, answer in (good[start:] + good[:start])[:limit] if answer]
+    return [(prompt, answer) for _, prompt, answer in (good[start:] + good[:start])[:limit]]

@@ -88,6 +88,8 @@ corpus = "{corpus}"
 retry_smaller = false
 
 [verify]
+min_efficacy_acc = 0.0
+min_paraphrase_acc = 0.0
 min_efficacy = 0.0
 min_paraphrase = 0.0
 min_specificity = 0.0

@@ -71,3 +71,22 @@ def test_batched_equals_single_with_early_stopping(tiny_llama):
         alone = compute_targets(model, tok, adapter, [req], hp, tpl)
         assert int(alone.steps[0]) == int(together.steps[i])
         torch.testing.assert_close(alone.z[0], together.z[i], rtol=1e-4, atol=1e-4)
+
+
+def test_paraphrases_are_optimised_too_and_batched_still_equals_alone(tiny):
+    """Paraphrase-aware targets: an edit's paraphrase rows change its delta (not another edit's),
+    a paraphrase without the subject is left out, and batching stays exact."""
+    model, tok, adapter = tiny
+    hp = _hp()
+    tpl = context_templates(model, tok, hp)
+    plain = REQS[1]
+    para = EditRequest(plain.prompt, plain.subject, plain.target_new,
+                       paraphrases=("{}'s capital city is", "The capital of Spain is"))
+    assert para.paraphrase_texts == ["France's capital city is"]
+    without = compute_targets(model, tok, adapter, [REQS[0], plain], hp, tpl)
+    with_para = compute_targets(model, tok, adapter, [REQS[0], para], hp, tpl)
+    torch.testing.assert_close(with_para.z[0], without.z[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(with_para.h, without.h, rtol=1e-5, atol=1e-5)
+    assert (with_para.z[1] - without.z[1]).norm() > 1e-3
+    alone = compute_targets(model, tok, adapter, [para], hp, tpl)
+    torch.testing.assert_close(alone.z[0], with_para.z[1], rtol=1e-4, atol=1e-4)

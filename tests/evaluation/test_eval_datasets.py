@@ -122,3 +122,21 @@ def test_select_skips_uneditable_cases_then_offsets(tmp_path: Path, reduced: lis
     assert skipped == 1
     assert [c.case_id for c in chosen] == ["1", "2"]
     assert select(cases, offset=10)[0] == []
+
+
+def test_cases_get_their_relations_catalogue_phrasings_never_their_own(tmp_path) -> None:
+    """Paraphrase-aware targets in eval: the relation's catalogue paraphrases (found by relation id
+    or by prompt template), never the case's own paraphrase prompts, which it is measured on."""
+    from kbsync.evaluation.datasets import EvalCase
+    from kbsync.evaluation.run import relation_phrasings
+    from kbsync.sources.catalogue import load_catalogue
+
+    p17 = load_catalogue()["P17"]
+    by_template = EvalCase("1", p17.prompt.replace("{}", "Lyon"), "Lyon", "Japan", "France", ("Lyon, in",), ())
+    by_id = EvalCase("2", "Where is Lyon? In", "Lyon", "Japan", "France", (), (), relation="P17")
+    unknown = EvalCase("3", "Lyon, the", "Lyon", "Japan", "France", ("Lyon, in",), ())
+    (tmp_path / "known_1000.json").write_text('[{"template": "{}, the", "relation_id": "P17"}]')
+    of = relation_phrasings(tmp_path / "cf.json")
+    assert of(by_template) == of(by_id) == tuple(p17.paraphrases) and "Lyon, in" not in of(by_template)
+    assert of(unknown) == tuple(p17.paraphrases)
+    assert relation_phrasings(None)(unknown) == ()

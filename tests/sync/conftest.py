@@ -44,7 +44,7 @@ def tiny_settings_for(model_dir: Path, state_dir: Path, db_url: str, **sections:
         "model": {"path": str(model_dir), "device": "cpu"},
         "editing": {"layers": [1, 2], "cov_lambda": 1.0, "cov_samples": 32, "corpus": str(model_dir / "corpus.txt"),
                     "v_steps": 25, "batch_size": 2, "retry_smaller": False},
-        "verify": {"min_efficacy": 0.0, "min_paraphrase": 0.0, "min_specificity": 0.0, "neighbours": 0},
+        "verify": {"min_efficacy_acc": 0.0, "min_paraphrase_acc": 0.0, "min_efficacy": 0.0, "min_paraphrase": 0.0, "min_specificity": 0.0, "neighbours": 0},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)

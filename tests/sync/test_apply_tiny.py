@@ -147,3 +147,24 @@ def test_second_writer_is_refused_before_the_model_loads_and_names_the_holder(ti
         with pytest.raises(LockedError):
             rollback(writer, 1)
     assert writer._ctx is None  # refused without loading the model
+
+
+def test_one_hard_edit_fails_alone_and_the_rest_is_applied(make_settings, sqlite_url) -> None:
+    """Issue 15 item 16: an edit whose own check cannot pass (its stale value is its new value) is
+    retried alone and failed; the rest is solved once more without it (then stands or falls on its
+    own checks). No halving (retry_smaller = false): the split comes from the per-edit checks."""
+    settings = make_settings(verify={"min_efficacy": 0.9}, editing={"retry_smaller": False})
+    store_db.upgrade(sqlite_url)
+    database = store_db.open_database(sqlite_url)
+    easy = ("Q38", "Italy", "Paris", "Qzx Vkj")  # a rival the model never says: passes in the pair
+    hard = ("Q55", "Holland", "Tokyo", "Tokyo")
+    hard_id, easy_id = seed(database, [hard, easy])
+    report = apply_pending(make_writer(settings, database), batch_size=2)
+    assert [b.n_edits for b in report.batches] == [2, 1, 1]  # MEMIT ran 3 times, not 1 + halves of halves
+    assert report.batches[0].reason == "below thresholds: efficacy 0.50 < 0.90; retrying as 1 + 1"
+    assert report.batches[2].state == "failed"
+    with database.session() as s:
+        per_batch = {(c.batch_id, c.request_id) for c in s.scalars(select(EditCheck).where(EditCheck.kind == "efficacy"))}
+        assert per_batch == {(1, hard_id), (1, easy_id), (2, easy_id), (3, hard_id)}
+        failed = s.get(EditRequestRow, hard_id)
+        assert failed is not None and failed.state == "failed" and "P(new)=" in (failed.state_reason or "")

@@ -33,6 +33,7 @@ def env(make_settings, tmp_path: Path) -> dict[str, str]:
         "KBSYNC_EDITING__COV_LAMBDA": str(e.cov_lambda), "KBSYNC_EDITING__COV_SAMPLES": str(e.cov_samples),
         "KBSYNC_EDITING__CORPUS": e.corpus, "KBSYNC_EDITING__RETRY_SMALLER": "false",
         "KBSYNC_VERIFY__MIN_EFFICACY": "0", "KBSYNC_VERIFY__MIN_PARAPHRASE": "0",
+        "KBSYNC_VERIFY__MIN_EFFICACY_ACC": "0", "KBSYNC_VERIFY__MIN_PARAPHRASE_ACC": "0",
         "KBSYNC_VERIFY__MIN_SPECIFICITY": "0", "KBSYNC_VERIFY__NEIGHBOURS": "0",
     }
 

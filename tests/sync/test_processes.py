@@ -46,6 +46,8 @@ corpus = "{model_dir / 'corpus.txt'}"
 batch_size = 3
 retry_smaller = false
 [verify]
+min_efficacy_acc = 0.0
+min_paraphrase_acc = 0.0
 min_efficacy = 0.0
 min_paraphrase = 0.0
 min_specificity = 0.0
