@@ -107,6 +107,7 @@ def run_diff(
     max_new_tokens: int = 8,
     batch_size: int = 32,
     incremental_key: str | None = None,
+    scope_limited: bool = False,
     run_id: str = "",
     config_hash: str = "",
     progress: Callable[[int, int], None] | None = None,
@@ -124,6 +125,9 @@ def run_diff(
     t0 = time.perf_counter()
     facts = read_all(source, [r.id for r in rels], subjects=subjects or None, since=since)
     facts = sorted(facts, key=lambda f: (f.relation, f.subject))
+    # The watermark may only move over what this run read in full: not past a --limit cut, nor
+    # for a run limited to some subjects or relations (the facts it skipped would be skipped for good).
+    read_in_full = not (scope_limited or subjects) and (limit is None or len(facts) <= limit)
     if limit is not None:
         facts = facts[:limit]
     report.seconds_read = time.perf_counter() - t0
@@ -188,7 +192,7 @@ def run_diff(
                         answer_logprob=finite(result.answer_logprob),
                         content_hash=fact.content_hash()))
         snapshot.save(s, facts, {(f.subject, f.relation) for f in to_probe})
-        if incremental_key:
+        if incremental_key and read_in_full:
             snapshot.set_value(s, incremental_key, started.isoformat())
         record_event(s, "diff", run_id=run_id, config_hash=config_hash, read=report.read, probed=report.probed,
                      agree=report.agree, queued=report.queued, superseded=report.superseded,
