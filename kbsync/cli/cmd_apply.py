@@ -152,10 +152,12 @@ def export(app: App, dest: Path, version_id: int | None) -> None:
 
     Example: kbsync export /srv/models/kb-current
     """
+    from kbsync.cli.paths import output_dir
     from kbsync.model.loading import model_identity, source_directory
     from kbsync.sync.rollback import version_path
     from kbsync.versions.store import export_version
 
+    output_dir(dest)  # a bad destination fails first, not after reading the model
     # Only SQL and files are needed: the model's identity is read from its cache, not its weights.
     model_key = model_identity(source_directory(app.settings.model.path, app.state_dir), app.state_dir)
     source = version_path(app.database(), model_key, version_id)

@@ -78,7 +78,7 @@ def current_revision(engine: Engine) -> str | None:
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
-    except OperationalError as exc:
+    except SQLAlchemyError as exc:  # unreachable, or not a database at all ("file is not a database")
         raise DatabaseError(f"cannot open the database: {_first_line(exc)}; check [database] url") from exc
 
 

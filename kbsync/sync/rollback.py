@@ -162,8 +162,9 @@ def version_path(db: Database, model_key: str, version_id: int | None) -> Path:
     with db.session() as s:
         row = s.get(ModelVersion, version_id) if version_id else s.scalars(
             select(ModelVersion).where(ModelVersion.is_current, ModelVersion.model_key == model_key)).first()
-        if row is None:
-            raise RollbackError("no model version yet (nothing applied); `kbsync apply` first")
+        if row is None or row.model_key != model_key:
+            raise RollbackError(f"there is no model version {version_id} of this model; `kbsync status` shows the "
+                                "current one" if version_id else "no model version yet (nothing applied); `kbsync apply` first")
         if not row.path or not Path(row.path).is_dir():
             raise RollbackError(f"model version {row.id} was pruned from disk; export a kept version")
         return Path(row.path)

@@ -141,13 +141,20 @@ class ModelStore:
 
 def export_version(source: Path, dest: Path) -> Path:
     """Copy a version directory for serving (atomically into `dest`)."""
-    if dest.exists() and any(dest.iterdir()):
-        raise StateError(f"{dest} exists and is not empty; choose an empty or new directory")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    shutil.copytree(source, tmp, dirs_exist_ok=True)
-    fsync_tree(tmp)
-    if dest.exists():
-        dest.rmdir()
-    os.rename(tmp, dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise StateError(f"{dest} exists and is not an empty directory; choose an empty or new directory")
+    tmp: Path | None = None
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        fsync_tree(tmp)
+        if dest.exists():
+            dest.rmdir()
+        os.rename(tmp, dest)
+    except OSError as exc:
+        raise StateError(f"cannot export to {dest} ({exc.strerror or exc}); choose a writable path") from exc
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest
