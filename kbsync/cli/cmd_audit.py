@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from kbsync.cli.app import App
 from kbsync.cli.main import cli
+from kbsync.errors import ConfigError
 
 # Columns a person reads in the table; --json prints every column of the view.
 SHOWN = {
@@ -45,6 +46,8 @@ def audit_rows(app: App, subject: str | None, relation: str | None, batch: int |
     else:
         kind, title, sql = "batches", "batches", BATCHES_SQL
     with app.database().session() as s:
+        if batch is not None and s.scalar(text("SELECT count(*) FROM batches WHERE id = :b"), {"b": batch}) == 0:
+            raise ConfigError(f"there is no batch {batch}; `kbsync audit` lists the batches")
         result = s.execute(text(sql), params)
         rows = [dict(r._mapping) for r in result]
     return kind, title, rows
@@ -65,6 +68,9 @@ def audit(app: App, subject: str | None, relation: str | None, batch: int | None
     kind, title, rows = audit_rows(app, subject, relation, batch, failed)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:  # a table without columns prints as a blank line
+        click.echo(f"{title}: no rows")
         return
     table = Table(title=f"{title} ({len(rows)} rows)")
     columns = [c for c in SHOWN[kind] if rows and c in rows[0]]
