@@ -66,3 +66,31 @@ def _utc(column: str, value: Any) -> Any:
     if not isinstance(value, datetime):
         return value
     return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
+
+
+@cli.command()
+@click.option("--subject", default=None, help="Entity id, e.g. Q142: the history of its facts.")
+@click.option("--relation", default=None, help="Relation id, e.g. P36.")
+@click.option("--batch", type=int, default=None, help="What this batch changed.")
+@click.option("--failed", is_flag=True, help="Edits that failed and why.")
+@click.option("--json", "as_json", is_flag=True, help="Print rows as a JSON list.")
+@click.pass_obj
+def audit(app: App, subject: str | None, relation: str | None, batch: int | None, failed: bool, as_json: bool) -> None:
+    """Answer audit questions from the SQL views: batches, one fact's history, a batch, failures.
+
+    Example: kbsync audit --subject Q142 --relation P36
+    """
+    kind, title, rows = audit_rows(app, subject, relation, batch, failed)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:  # a table without columns prints as a blank line
+        click.echo(f"{title}: no rows")
+        return
+    table = Table(title=f"{title} ({len(rows)} rows)")
+    columns = [c for c in SHOWN[kind] if rows and c in rows[0]]
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    Console(width=160).print(table)

@@ -23,8 +23,8 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
-    UniqueConstraint,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.engine import Dialect
