@@ -25,7 +25,8 @@ DEFAULT_CONFIG_FILE = "kbsync.toml"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are no setting's value: `timeout_s = inf` would be stored and shown as null.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class StateSettings(Section):
@@ -269,12 +270,23 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
         if not name.startswith(ENV_PREFIX) or "__" not in name or name == CONFIG_ENV:
             continue
         section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
-        out.setdefault(section, {})[key] = _parse_env_value(value)
+        out.setdefault(section, {})[key] = _parse_env_value(value, _is_text(section, key))
     return out
 
 
-def _parse_env_value(value: str) -> Any:
-    """Lists and numbers may be given as TOML/JSON literals (`["a","b"]`, `3`); else a string."""
+def _is_text(section: str, key: str) -> bool:
+    """Whether a setting holds text (a string or a path): its env value is taken as written."""
+    model = Settings.model_fields.get(section)
+    field = model.annotation.model_fields.get(key) if model and isinstance(model.annotation, type) \
+        and issubclass(model.annotation, Section) else None
+    return field is not None and field.annotation in (str, Path)
+
+
+def _parse_env_value(value: str, text: bool = False) -> Any:
+    """Lists, numbers and booleans may be given as TOML/JSON literals (`["a","b"]`, `3`); a text or
+    path setting takes the value as written (`KBSYNC_STATE__DIR=2024` is the directory "2024")."""
+    if text:
+        return value
     try:
         return tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
@@ -308,7 +320,8 @@ def find_config_file(explicit: str | os.PathLike[str] | None, environ: dict[str,
     if explicit:
         path = Path(explicit)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass an existing file to --config")
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise ConfigError(f"config file {path} {what}; pass an existing file to --config")
         return path
     if environ.get(CONFIG_ENV):
         path = Path(environ[CONFIG_ENV])
@@ -335,6 +348,8 @@ def load_settings(
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from exc
         except OSError as exc:
             raise ConfigError(f"{file}: cannot read it ({exc.strerror})") from exc
     env = _env_overrides(environ)

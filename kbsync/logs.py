@@ -29,7 +29,11 @@ def new_run_id() -> str:
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", run_id: str | None = None) -> str:
-    """Set up structlog for this process; returns the run id bound to every line."""
+    """Set up structlog for this process; returns the run id bound to every line.
+
+    Libraries that log through the standard library (alembic, transformers, APScheduler) and
+    Python warnings go through the same renderer: one stream, one format, UTC timestamps.
+    """
     run_id = run_id or new_run_id()
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.types.Processor = (
@@ -37,23 +41,34 @@ def configure_logging(level: str = "info", fmt: str = "auto", run_id: str | None
         if use_console
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.reset_defaults()
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(run_id=run_id)
-    # Libraries that use stdlib logging (alembic, transformers) stay quiet unless asked.
-    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s")
+    # Library loggers stay quiet below warning unless debug is asked for.
+    handler = logging.StreamHandler(_CurrentStderr())  # type: ignore[arg-type]
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+    ))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS[level] if level == "debug" else max(_LEVELS[level], logging.WARNING))
+    logging.captureWarnings(False)  # a second configure re-installs the hook whoever replaced it since
+    logging.captureWarnings(True)
     return run_id
 
 

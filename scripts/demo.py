@@ -31,7 +31,14 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".kbsync-demo"
 DEMO_KB = ROOT / "kbsync" / "data" / "demo.ttl"
-console = Console(width=140)
+# As wide as the terminal (at least 120 columns), and table cells fold instead of being cut.
+console = Console(width=max(shutil.get_terminal_size((120, 40)).columns, 120))
+
+SHARES = ("apply's table, per batch: efficacy = share of the batch's edits whose own prompt now makes "
+          "the model say the KB value; paraphrase = the same on reworded prompts; neighbour = share of "
+          "other facts checked beside each edit (same relation, answered right before) whose answer did "
+          "not move, e.g. 0.82 = 82 % kept their answer. A batch below [verify] min_efficacy, "
+          "min_paraphrase or min_specificity is reverted.")
 
 AUDIT_SQL = {
     "what did each batch change?": "SELECT batch_id, subject_label, relation, target_old, target_new, request_state "
@@ -143,6 +150,7 @@ def run(env: dict[str, str], state: Path) -> dict[str, object]:
 
     step(3, "apply: write the queued facts into the weights (MEMIT batches), verify each batch")
     kbsync("apply", env=env)
+    console.print(SHARES)
     after = answers(env)
 
     db = sqlite3.connect(state / "kbsync.db")
@@ -150,10 +158,10 @@ def run(env: dict[str, str], state: Path) -> dict[str, object]:
                          "ORDER BY id").fetchall()
     table = Table(title="the model's answers to the changed facts")
     for col in ("subject", "relation", "KB now says", "before apply", "after apply", "batch", "state"):
-        table.add_column(col)
-    for subject, relation, label, target, batch, state in changed:
+        table.add_column(col, overflow="fold")
+    for subject, relation, label, target, batch, request_state in changed:
         table.add_row(label, relation, target, before.get((subject, relation), ""), after.get((subject, relation), ""),
-                      str(batch), state)
+                      str(batch), request_state)
     console.print(table)
 
     step(4, "audit: what changed, in which batch, and did it work?")
@@ -170,7 +178,7 @@ def run(env: dict[str, str], state: Path) -> dict[str, object]:
     rows = []
     table = Table(title=f"answers after rolling back batch {last}")
     for col in ("subject", "relation", "after apply", "after rollback", "request state"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for subject, relation, label, target, *_ in changed:
         request_state = db.execute("SELECT state FROM edit_requests WHERE subject = ? AND relation = ?",
                                    (subject, relation)).fetchone()[0]

@@ -28,6 +28,8 @@ def test_demo_flow(bundled, shared_stats: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "demo finished" in result.stdout and "v_batch_changes" in result.stdout
+    assert f"sqlite3 {state.resolve()}/kbsync.db" in result.stdout.replace("\n", "")  # issue 15 #10
+    assert "neighbour = share of" in result.stdout.replace("\n", " ")
     data = json.loads(summary.read_text())
     rows = data["changed"]
     assert len(rows) == 5
@@ -39,3 +41,16 @@ def test_demo_flow(bundled, shared_stats: Path, tmp_path: Path) -> None:
         else:
             assert row["state"] == "verified" and answer_matches(row["after_rollback"], [row["kb"]]), row
     assert any(r["state"] == "rolled_back" for r in rows)
+
+
+def test_no_loop_variable_rebinds_a_parameter_of_the_demo() -> None:
+    """Issue 15 #10: a loop variable `state` once shadowed run()'s state directory, so step 6
+    printed `sqlite3 verified/kbsync.db`."""
+    import ast
+
+    tree = ast.parse((ROOT / "scripts" / "demo.py").read_text())
+    for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        params = {a.arg for a in fn.args.args}
+        for loop in (n for n in ast.walk(fn) if isinstance(n, (ast.For, ast.comprehension))):
+            bound = {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+            assert not bound & params, f"{fn.name}: loop variable {bound & params} rebinds a parameter"

@@ -157,10 +157,12 @@ def export(app: App, dest: Path, version_id: int | None) -> None:
 
     Example: kbsync export /srv/models/kb-current
     """
+    from kbsync.cli.paths import output_dir
     from kbsync.sync.run import configured_model_key
     from kbsync.versions.registry import version_path
     from kbsync.versions.store import export_version
 
+    output_dir(dest)  # a bad destination fails first, not after reading the model
     # Only SQL and files are needed: the model's identity is read from its cache, not its weights.
     source = version_path(app.database(), configured_model_key(app.settings, app.state_dir), version_id)
     export_version(source, dest)

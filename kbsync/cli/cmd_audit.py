@@ -36,6 +36,12 @@ def audit(app: App, subject: str | None, relation: str | None, batch: int | None
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
+    if not rows:  # a table without columns prints as a blank line
+        click.echo(f"{title}: no rows")
+        return
+    if not rows:  # a table without columns prints as a blank line
+        click.echo(f"{title}: no rows")
+        return
     table = Table(title=f"{title} ({len(rows)} rows)")
     columns = [c for c in SHOWN[kind] if rows and c in rows[0]]
     for col in columns:

@@ -38,6 +38,25 @@ def upgrade(app: App) -> None:
     click.echo(f"database at revision {after}" + ("" if before != after else " (already up to date)"))
 
 
+@db.command(name="stamp")
+@click.option("--revision", "rev", default="head", show_default=True,
+              help="The schema revision the tables are at (see migrations/versions).")
+@click.pass_obj
+def stamp_cmd(app: App, rev: str) -> None:
+    """Record the schema revision of a database whose tables exist but whose revision is lost.
+
+    Stamping head first checks that every table and column of the newest schema is there.
+
+    Example: kbsync db stamp && kbsync status
+    """
+    if not app.settings.database.url:
+        _ = app.state_dir
+    after = store_db.stamp(app.settings.database_url, rev)
+    with app.database().session() as s:
+        record_event(s, "db_stamp", run_id=app.run_id, config_hash=app.settings.hash(), revision=after)
+    click.echo(f"database stamped at revision {after}")
+
+
 @db.command()
 @click.pass_obj
 def revision(app: App) -> None:

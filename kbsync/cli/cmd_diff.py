@@ -11,10 +11,22 @@ from rich.table import Table
 
 from kbsync.cli.main import cli
 from kbsync.config import parse_as_of
+from kbsync.errors import KbsyncError
 from kbsync.logs import get_logger
 from kbsync.runtime import App
+from kbsync.store.events import record_event
 
 log = get_logger(__name__)
+
+
+def record_failure(app: App, kind: str, exc: BaseException) -> None:
+    """A failed run is an event too, so `kbsync status` does not show the previous success."""
+    error = exc.one_line() if isinstance(exc, KbsyncError) else f"{type(exc).__name__}: {exc}"
+    try:
+        with app.database().session() as s:
+            record_event(s, kind, run_id=app.run_id, config_hash=app.settings.hash(), ok=False, error=error)
+    except KbsyncError as db_exc:  # the database itself is what failed: the error above says so
+        log.warning("event_not_recorded", kind=kind, reason=db_exc.one_line())
 
 
 @cli.command()
@@ -49,9 +61,14 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
             if not err.is_terminal:
                 log.info("probe_progress", done=done, total=total)
 
-        report = diff_from_settings(app.settings, db, app.state_dir, run_id=app.run_id, relations=relations,
-                                    subjects=subjects, full=full, limit=limit, dry_run=dry_run, progress=progress,
-                                    as_of=moment)
+        try:
+            report = diff_from_settings(app.settings, db, app.state_dir, run_id=app.run_id, relations=relations,
+                                        subjects=subjects, full=full, limit=limit, dry_run=dry_run, progress=progress,
+                                        as_of=moment)
+        except Exception as exc:
+            if not dry_run:
+                record_failure(app, "diff", exc)
+            raise
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return

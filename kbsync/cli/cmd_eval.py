@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from kbsync.cli.main import cli
+from kbsync.errors import StateError
 from kbsync.runtime import App
 
 METRIC_ROWS = (("es", "efficacy success (ES)"), ("ps", "paraphrase success (PS)"),
@@ -47,8 +48,13 @@ def eval_cmd(app: App, dataset: Path, limit: int | None, offset: int, batch_size
 
     Example: kbsync eval --dataset counterfact-train.json --limit 100 --json eval.json
     """
+    from kbsync.cli.paths import output_file
+    from kbsync.evaluation.datasets import load_cases
     from kbsync.evaluation.run import evaluate_file
 
+    if json_out is not None and str(json_out) != "-":
+        output_file(json_out)  # fail before the model loads, not after the evaluation
+    load_cases(dataset)  # an unreadable or malformed dataset is a one-line error before the model loads
     report = evaluate_file(app.settings, app.state_dir, dataset, limit=limit, offset=offset, batch_size=batch_size,
                            algorithm=algorithm, sequential=sequential, device=device, cov_samples=cov_samples,
                            corpus=corpus, gen_tokens=gen_tokens, gen_prompts=gen_prompts)
@@ -57,7 +63,10 @@ def eval_cmd(app: App, dataset: Path, limit: int | None, offset: int, batch_size
         click.echo(text)
         return
     if json_out is not None:
-        json_out.write_text(text + "\n", encoding="utf-8")
+        try:
+            json_out.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise StateError(f"cannot write {json_out} ({exc.strerror or exc}); the report follows on stdout") from exc
     click.echo(render_table(report))
 
 

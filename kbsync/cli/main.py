@@ -11,7 +11,7 @@ import sys
 import click
 
 from kbsync import __version__
-from kbsync.config import load_settings
+from kbsync.config import Settings, load_settings
 from kbsync.errors import ConfigError, KbsyncError
 from kbsync.logs import configure_logging
 from kbsync.runtime import App, Interrupted
@@ -40,7 +40,12 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str | None, log_
         overrides.setdefault("logging", {})["level"] = log_level
     if log_format:
         overrides.setdefault("logging", {})["format"] = log_format
-    settings = load_settings(config_path, overrides=overrides)
+    try:
+        settings = load_settings(config_path, overrides=overrides)
+    except ConfigError:
+        if not ctx.obj == HELP_ASKED:
+            raise
+        settings = Settings()  # a subcommand's --help needs no configuration: a broken one must not hide it
     run_id = configure_logging(settings.logging.level, settings.logging.format)
     app = App(settings=settings, run_id=run_id)
     ctx.obj = app
@@ -59,13 +64,23 @@ def _register() -> None:
             importlib.import_module(f"kbsync.cli.{info.name}")
 
 
+HELP_ASKED = "help-asked"
+
+
 def main(argv: list[str] | None = None) -> None:
     _register()
+    argv = sys.argv[1:] if argv is None else argv
+    # click runs the group (which loads the config) before a subcommand sees its --help.
+    asked = HELP_ASKED if any(a in ("-h", "--help") for a in argv) else None
     try:
-        rv = cli.main(args=argv, prog_name="kbsync", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="kbsync", standalone_mode=False, obj=asked)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line, like every other error
+        hint = f"; see `{exc.ctx.command_path} --help`" if exc.ctx else ""
+        click.echo(f"UsageError: {' '.join(exc.format_message().split())}{hint}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -27,7 +27,7 @@ from .keys import compute_keys
 from .nullspace import PreservedKeys, nullspace_projection
 from .request import EditRequest
 from .solve import alphaedit_factors, memit_factors
-from .targets import compute_targets, context_templates
+from .targets import batch_seed, compute_targets, context_templates
 
 
 @contextmanager
@@ -71,7 +71,7 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
     z_layer = hp.layers[-1]
     try:
         with _frozen(model):
-            templates = context_templates(model, tokenizer, hp)
+            templates = context_templates(model, tokenizer, hp, seed=batch_seed(requests, hp.prefix_seed))
             targets = compute_targets(model, tokenizer, adapter, requests, hp, templates, timings, check_stop)
             for i, layer in enumerate(hp.layers):
                 if check_stop is not None:

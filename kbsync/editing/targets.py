@@ -21,9 +21,11 @@ last token of "{subject} is a"; kbsync reads it where the next token is predicte
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,15 +43,26 @@ _STARTERS = ("The", "Therefore", "Because", "I", "You")
 _TEMPLATE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def context_templates(model: Any, tokenizer: Any, hp: EditHyperParams) -> list[str]:
-    """["{}", "<prefix 1>. {}", ...]: short texts the model writes itself from a fixed seed (ROME)."""
-    key = (hp.n_prefixes, hp.prefix_len, hp.prefix_seed)
-    per_model = _TEMPLATE_CACHE.setdefault(model, {})
+def batch_seed(requests: Sequence[EditRequest], base: int = 0) -> int:
+    """A seed drawn from a batch's content (prompts, subjects, targets, in order), so the batch
+    samples the same prefixes in any process: a run resumed after a crash writes bit-identical weights."""
+    content = json.dumps([[r.prompt, r.subject, r.target_new] for r in requests], ensure_ascii=False)
+    return (int.from_bytes(hashlib.sha256(content.encode()).digest()[:8], "big") + base) % 2**63
+
+
+def context_templates(model: Any, tokenizer: Any, hp: EditHyperParams, seed: int | None = None) -> list[str]:
+    """["{}", "<prefix 1>. {}", ...]: short texts the model writes itself from a fixed seed (ROME).
+
+    With `seed` (a batch's, see `batch_seed`) they are drawn afresh from the model as it is now, never
+    from a cache filled while the model held other weights; without it, from hp.prefix_seed, cached.
+    """
+    key = (hp.n_prefixes, hp.prefix_len, hp.prefix_seed if seed is None else seed)
+    per_model: dict = {} if seed is not None else _TEMPLATE_CACHE.setdefault(model, {})
     if key not in per_model:
         device = next(model.parameters()).device
         out = ["{}"]
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(hp.prefix_seed)
+            torch.manual_seed(key[2])
             for j in range(hp.n_prefixes):
                 ids = tokenizer(_STARTERS[j % len(_STARTERS)], return_tensors="pt")["input_ids"].to(device)
                 gen = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=5,

@@ -70,6 +70,8 @@ def load_cases(path: str | Path) -> tuple[str, list[EvalCase]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read dataset {path} ({exc.strerror or exc}); give an existing JSON file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"dataset {path} is not UTF-8 text (byte {exc.start}); give a JSON or JSON-lines file") from exc
     records = _records(text, path)
     schema = detect_schema(records[0]) if records else None
     if schema is None:

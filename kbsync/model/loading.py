@@ -125,8 +125,21 @@ def _remove_stale_temps(models_dir: Path, name: str) -> None:
             pass  # alive, another user's
 
 
+def quiet_progress_bars() -> None:
+    """No progress bar may land in the log stream (JSON lines): switch off transformers' and the
+    hub's bars, and point the GGUF converter's plain tqdm at transformers' switchable one."""
+    hf_logging.disable_progress_bar()
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+        gguf_utils.tqdm = hf_logging.tqdm  # type: ignore[attr-defined]
+    except ImportError:  # no gguf support installed: nothing draws that bar
+        pass
+
+
 def dequantised_cache(gguf: Path, state_dir: Path, name: str | None = None) -> Path:
     """A HF directory holding the de-quantised GGUF, built once (atomically) and reused."""
+    quiet_progress_bars()
     models_dir = Path(state_dir) / "models"
     name = name or _gguf_cache_name(gguf)
     final = models_dir / name
@@ -235,7 +248,11 @@ def compute_identity(source_dir: Path) -> str:
     """sha256 over the canonical config json and every tensor (name, dtype, shape, bytes)."""
     from safetensors import safe_open
 
-    config = json.loads((source_dir / "config.json").read_text())
+    try:
+        config = json.loads((source_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
+        raise ModelError(f"cannot read {source_dir / 'config.json'}: {exc}; "
+                         "point [model] path at a complete HF model directory") from exc
     for volatile in ("transformers_version", "_name_or_path", "_model_name_or_path", "dtype", "torch_dtype"):
         config.pop(volatile, None)
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
@@ -289,7 +306,7 @@ def model_identity(source_dir: Path, state_dir: Path) -> str:
 def load_model(spec: str, *, state_dir: Path, dtype: str = "auto", device: str = "auto",
                adapter_overrides: dict | None = None) -> LoadedModel:
     """Load ``spec`` for inference and editing: eval mode, no parameter needs a gradient."""
-    hf_logging.disable_progress_bar()  # one-line output: kbsync draws its own progress
+    quiet_progress_bars()  # one-line output: kbsync draws its own progress
     source_dir = source_directory(spec, Path(state_dir))
     dev = resolve_device(device)
     try:

@@ -81,6 +81,9 @@ def load_catalogue(extra: Path | None = None) -> Catalogue:
                 f"relation catalogue {path}: cannot read it ({exc.strerror}); "
                 "fix [relations] catalogue"
             ) from exc
+        except UnicodeDecodeError as exc:
+            raise CatalogueError(f"relation catalogue {path} is not UTF-8 text (byte {exc.start}); "
+                                 "fix [relations] catalogue") from exc
         relations = _parse(text, str(path), relations)
     return Catalogue(relations)
 

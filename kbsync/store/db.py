@@ -14,7 +14,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from alembic.util import CommandError
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -78,14 +79,74 @@ def current_revision(engine: Engine) -> str | None:
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
-    except OperationalError as exc:
+    except SQLAlchemyError as exc:  # unreachable, or not a database at all ("file is not a database")
         raise DatabaseError(f"cannot open the database: {_first_line(exc)}; check [database] url") from exc
+
+
+def schema_gaps(engine: Engine) -> list[str]:
+    """Tables and columns of kbsync's newest schema that the database lacks ("table.column")."""
+    from kbsync.store.models import Base
+
+    inspector = inspect(engine)
+    have = set(inspector.get_table_names())
+    gaps = []
+    for table in Base.metadata.sorted_tables:
+        if table.name not in have:
+            gaps.append(table.name)
+            continue
+        columns = {c["name"] for c in inspector.get_columns(table.name)}
+        gaps += [f"{table.name}.{c.name}" for c in table.columns if c.name not in columns]
+    return gaps
+
+
+def unstamped(engine: Engine) -> bool:
+    """kbsync's tables without an `alembic_version` row: created outside Alembic, or the row was lost."""
+    from kbsync.store.models import Base
+
+    if current_revision(engine) is not None:
+        return False
+    return bool(set(inspect(engine).get_table_names()) & set(Base.metadata.tables))
+
+
+UNSTAMPED = ("the database has kbsync's tables but no schema revision (no alembic_version row), so "
+             "`kbsync db upgrade` cannot tell what to migrate; if its tables are the newest schema run "
+             "`kbsync db stamp` (it checks them first), else `kbsync db stamp --revision REV` with the revision "
+             "they were created at, then `kbsync db upgrade`; or restore a backup")
+
+
+def stamp(url: str, revision: str = "head") -> str:
+    """Record `revision` as the schema of an unstamped database, after checking the tables for head."""
+    engine = make_engine(url)
+    try:
+        have = current_revision(engine)
+        if have is not None:
+            raise DatabaseError(f"the database is already at revision {have}; `kbsync db upgrade` migrates it")
+        target = head_revision() if revision == "head" else revision
+        if target == head_revision():
+            gaps = schema_gaps(engine)
+            if gaps:
+                raise DatabaseError(f"the tables are not the newest schema (missing {', '.join(gaps[:5])}); "
+                                    "stamp the revision they were created at with --revision, then upgrade")
+        try:
+            with engine.begin() as conn:
+                cfg = alembic_config(url)
+                cfg.attributes["connection"] = conn
+                command.stamp(cfg, target)
+        except (SQLAlchemyError, CommandError) as exc:
+            raise DatabaseError(f"cannot stamp revision {target!r}: {_first_line(exc)}; "
+                                "`kbsync db revision` shows the known head") from exc
+        return current_revision(engine) or ""
+    finally:
+        engine.dispose()
 
 
 def upgrade(url: str, revision: str = "head") -> tuple[str | None, str]:
     """Apply migrations; returns (revision before, revision after)."""
     engine = make_engine(url)
     before = current_revision(engine)
+    if before is None and unstamped(engine):
+        engine.dispose()
+        raise SchemaOutOfDateError(UNSTAMPED)
     try:
         with engine.begin() as conn:
             cfg = alembic_config(url)
@@ -112,6 +173,8 @@ class Database:
 
     def check_current(self) -> str:
         have, want = current_revision(self.engine), head_revision()
+        if have is None and unstamped(self.engine):
+            raise SchemaOutOfDateError(UNSTAMPED)
         if have != want:
             state = "empty" if have is None else f"at {have}"
             raise SchemaOutOfDateError(

@@ -6,10 +6,12 @@ examples read them.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
 
+from kbsync.errors import ConfigError
 from kbsync.store.db import Database
 
 VIEWS: dict[str, str] = {
@@ -91,5 +93,21 @@ def audit_rows(db: Database, subject: str | None = None, relation: str | None = 
     """(kind, title, rows) of the audit view the filters select."""
     kind, title, sql, params = audit_query(subject, relation, batch, failed)
     with db.session() as s:
-        rows = [dict(r._mapping) for r in s.execute(text(sql), params)]
+        if batch is not None and s.scalar(text("SELECT count(*) FROM batches WHERE id = :b"), {"b": batch}) == 0:
+            raise ConfigError(f"there is no batch {batch}; `kbsync audit` lists the batches")
+        rows = [{k: _utc(k, v) for k, v in r._mapping.items()} for r in s.execute(text(sql), params)]
     return kind, title, rows
+
+
+def _utc(column: str, value: Any) -> Any:
+    """Times print as ISO 8601 UTC with the zone on SQLite (stored naive) and PostgreSQL alike."""
+    if column != "at" and not column.endswith("_at"):
+        return value
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if not isinstance(value, datetime):
+        return value
+    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()

@@ -149,6 +149,7 @@ def run_diff(
     max_new_tokens: int = 8,
     batch_size: int = 32,
     incremental_key: str | None = None,
+    scope_limited: bool = False,
     run_id: str = "",
     config_hash: str = "",
     progress: Callable[[int, int], None] | None = None,
@@ -181,6 +182,9 @@ def run_diff(
             facts += read_all(source, [r.id for r in rels], subjects=again)
     facts = [f for f in facts if not _skip_too_long(f, max_label_chars, report)]
     facts = sorted(facts, key=lambda f: (f.relation, f.subject))
+    # The watermark may only move over what this run read in full: not past a --limit cut, nor
+    # for a run limited to some subjects or relations (the facts it skipped would be skipped for good).
+    read_in_full = not (scope_limited or subjects) and (limit is None or len(facts) <= limit)
     if limit is not None:
         facts = facts[:limit]
     report.seconds_read = time.perf_counter() - t0
@@ -262,7 +266,7 @@ def run_diff(
                         answer_logprob=finite(result.answer_logprob),
                         content_hash=fact.content_hash()))
         snapshot.save(s, facts, {(f.subject, f.relation) for f in to_probe}, held=diff.held, clock=clock)
-        if incremental_key:
+        if incremental_key and read_in_full:
             snapshot.set_value(s, incremental_key, started.isoformat())
             snapshot.set_value(s, incremental_key + ":as_of", clock.isoformat())  # what "current" meant
         record_event(s, "diff", run_id=run_id, config_hash=config_hash, read=report.read, probed=report.probed,

@@ -55,6 +55,7 @@ def diff_from_settings(
         relations=rels, subjects=list(subjects) or None, full=full, limit=limit, dry_run=dry_run,
         sample_unchanged=settings.probe.sample_unchanged, max_new_tokens=settings.probe.max_new_tokens,
         batch_size=settings.probe.batch_size, incremental_key=incremental_key(settings),
+        scope_limited=bool(relations),  # --relation; run_diff itself knows --subject and --limit
         run_id=run_id, config_hash=settings.hash(), progress=progress,
         settle_s=settings.kb.settle_s, clock=as_of, max_label_chars=settings.kb.max_label_chars,
     )

@@ -63,6 +63,8 @@ def test_apply_audit_verify_export_rollback(run_cli, env: dict[str, str], tmp_pa
     assert (out / "config.json").is_file() and list(out.glob("*.safetensors")) and (out / "tokenizer.json").is_file()
     refused = run_cli("export", str(out), env=env)
     assert refused.exit_code == 3 and "not empty" in refused.err
+    unknown = run_cli("export", "--version", "99", str(tmp_path / "v99"), env=env)  # issue 15 #5
+    assert unknown.exit_code == 8 and "no model version 99" in unknown.err and "nothing applied" not in unknown.err
 
     rb = run_cli("rollback", "2", "--dry-run", env=env)
     assert rb.exit_code == 0 and "would roll back batch 2" in rb.out

@@ -210,3 +210,37 @@ def test_one_sigterm_during_key_statistics_stops_kbsync_apply(tiny_model_dir: Pa
         event = conn.execute(text("SELECT ok FROM events WHERE kind = 'apply'")).one()
     engine.dispose()
     assert not event[0]
+
+
+def current_weights(url: str) -> tuple[str, int]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        sha = conn.execute(text("SELECT weights_sha256 FROM model_versions WHERE is_current")).scalar_one()
+        verified = conn.execute(text("SELECT count(*) FROM edit_requests WHERE state = 'verified'")).scalar_one()
+    engine.dispose()
+    return sha, verified
+
+
+def test_restarted_and_killed_multi_batch_run_writes_bit_identical_weights(tiny_model_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    """Issue 15 #12: every random choice of a batch (context prefixes) is seeded from its content and
+    drawn from the model as it is, so batches after a restart or a kill -9 hash like an uninterrupted run's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
+    runs = {}
+    for name in ("uninterrupted", "interrupted"):
+        root = tmp_path / name
+        root.mkdir()
+        cfg = write_config(root, tiny_model_dir)
+        url = queue(cfg, root)
+        if name == "interrupted":
+            first = subprocess.run(apply_cmd(cfg, "--batch-size", "1", "--max-edits", "1"), env=env,
+                                   capture_output=True, text=True, timeout=600)
+            assert first.returncode == 0, first.stderr[-2000:]
+            killed = subprocess.run(apply_cmd(cfg, "--batch-size", "1"), capture_output=True, text=True, timeout=600,
+                                    env=env | {"KBSYNC_CRASH_AT": "delta_written"})
+            assert killed.returncode == -9, killed.stderr[-2000:]
+        done = subprocess.run(apply_cmd(cfg, "--batch-size", "1"), env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[name] = current_weights(url)
+    assert runs["interrupted"] == runs["uninterrupted"]
+    assert runs["uninterrupted"][1] == len(FACTS)
