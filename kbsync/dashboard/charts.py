@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pygal import Bar, Config, Line
+from pygal import Config, Line, StackedBar
 from pygal.style import Style
 
 from kbsync.store.models import Batch
@@ -14,10 +14,14 @@ STYLE = Style(background="white", plot_background="white", font_family="system-u
               major_label_font_size=11, legend_font_size=12, title_font_size=14)
 
 
-def _config(title: str) -> Config:
+STATE_COLOURS = {"verified": "#1a7f37", "rolled_back": "#bf8700", "failed": "#cf222e", "applied": "#1f6feb",
+                 "running": "#8c959f"}
+
+
+def _config(title: str, colours: tuple[str, ...] = STYLE.colors) -> Config:
     config = Config()
     config.js = []                    # pygal's default fetches its tooltip script from a CDN
-    config.style = STYLE
+    config.style = Style(**{**STYLE.to_dict(), "colors": colours})
     config.title = title
     config.width, config.height = 960, 300
     config.legend_at_bottom = True
@@ -44,11 +48,10 @@ def shares_chart(batches: list[Batch]) -> str:
 
 def size_chart(batches: list[Batch]) -> str:
     """Edits per batch, split by how the batch ended, oldest first (SVG)."""
-    chart = Bar(_config("Edits per batch, by outcome"), stack=False)
+    present = [state for state in STATE_COLOURS if any(b.state == state for b in batches)]
+    chart = StackedBar(_config("Edits per batch, by outcome", tuple(STATE_COLOURS[s] for s in present)))
     chart.x_labels = _labels(batches)
     chart.x_labels_major_count = 12
-    for state in ("verified", "rolled_back", "failed", "applied", "running"):
-        values = [b.n_edits if b.state == state else None for b in batches]
-        if any(v is not None for v in values):
-            chart.add(state.replace("_", " "), values)
+    for state in present:
+        chart.add(state.replace("_", " "), [b.n_edits if b.state == state else None for b in batches])
     return chart.render(is_unicode=True)

@@ -60,10 +60,10 @@ class Overview:
 def overview(s: Session) -> Overview:
     current = s.scalars(select(ModelVersion).where(ModelVersion.is_current)
                         .order_by(ModelVersion.id.desc())).first()
-    queue = dict(s.execute(select(EditRequestRow.state, func.count()).group_by(EditRequestRow.state)).tuples().all())
+    queue = dict(s.execute(select(EditRequestRow.state, func.count()).group_by(EditRequestRow.state)).all())
     ticks = list(s.scalars(select(Event).where(Event.kind == "tick").order_by(Event.id.desc()).limit(10)))
     events = list(s.scalars(select(Event).order_by(Event.id.desc()).limit(15)))
-    batches = dict(s.execute(select(Batch.state, func.count()).group_by(Batch.state)).tuples().all())
+    batches = dict(s.execute(select(Batch.state, func.count()).group_by(Batch.state)).all())
     return Overview(current, queue, ticks, events, batches)
 
 
@@ -145,7 +145,7 @@ def requested_facts(s: Session, query: str, relation: str, limit: int = 50) -> l
         EditRequestRow.subject == query)
     if relation:
         q = q.where(EditRequestRow.relation == relation)
-    return list(s.execute(q.distinct().limit(limit)).tuples())
+    return list(s.execute(q.distinct().limit(limit)))
 
 
 def fact(s: Session, subject: str, relation: str, number: int, size: int) -> FactView:
@@ -179,7 +179,7 @@ def failure_groups(s: Session) -> list[tuple[str, int, str]]:
     example: dict[str, str] = {}
     reasons = s.execute(select(EditRequestRow.state_reason, func.count())
                         .where(EditRequestRow.state == RequestState.FAILED.value)
-                        .group_by(EditRequestRow.state_reason)).tuples()
+                        .group_by(EditRequestRow.state_reason)).all()
     for reason, n in reasons:
         group = reason_group(reason)
         counts[group] += n

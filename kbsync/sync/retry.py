@@ -34,7 +34,7 @@ def retry_failed(db: Database, request_ids: list[int] | None, *, run_id: str, co
         if request_ids is not None:
             query = query.where(EditRequestRow.id.in_(request_ids))
             state = dict(s.execute(select(EditRequestRow.id, EditRequestRow.state)
-                                   .where(EditRequestRow.id.in_(request_ids))).tuples())
+                                   .where(EditRequestRow.id.in_(request_ids))).all())
             report.skipped |= {rid: f"is {state[rid]}, not failed" if rid in state else "no such request"
                                for rid in request_ids if state.get(rid) != RequestState.FAILED.value}
         for row in s.scalars(query.order_by(EditRequestRow.id)):
