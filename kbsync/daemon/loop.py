@@ -44,6 +44,7 @@ from kbsync.store.locks import held_lock
 
 if TYPE_CHECKING:
     from kbsync.cli.app import App
+    from kbsync.dashboard.server import BackgroundServer
     from kbsync.sync.apply import ApplyWorker
 
 log = get_logger(__name__)
@@ -57,7 +58,7 @@ SAFE_FRAMES = frozenset({
     ("kbsync.editing.targets", "compute_targets"),
     ("kbsync.editing.covariance", "_accumulate"),
 })
-RELOAD_NEEDS_RESTART = ("database", "state", "metrics")
+RELOAD_NEEDS_RESTART = ("database", "state", "metrics", "dashboard")
 
 
 def at_safe_point(frame: FrameType | None) -> bool:
@@ -155,6 +156,7 @@ class Daemon:
         self.shutdown = Shutdown(self.heartbeat, self.notifier)
         self.steps = Steps(app)
         self.metrics: Metrics | None = None
+        self.dashboard: BackgroundServer | None = None
         self.scheduler: TickScheduler | None = None
 
     @property
@@ -182,6 +184,14 @@ class Daemon:
             self.metrics = Metrics()
             self.metrics.refresh(self.app.database())
             self.metrics.serve(s.metrics.bind)
+        if s.dashboard.enabled:
+            from kbsync.dashboard.app import app_from_settings
+            from kbsync.dashboard.server import BackgroundServer
+
+            web = app_from_settings(s, self.app.database(), self.app.state_dir, self.app.run_id,
+                                    allow_actions=s.dashboard.allow_actions)
+            self.dashboard = BackgroundServer(web, s.dashboard.bind).start()
+            log.info("dashboard_serving", url=self.dashboard.url + "/", actions=s.dashboard.allow_actions)
         self.scheduler = TickScheduler(s.schedule)
         self.scheduler.start()
         self.notifier.start_watchdog(self.heartbeat)
@@ -207,6 +217,8 @@ class Daemon:
             self.scheduler.shutdown()
             if self.metrics is not None:
                 self.metrics.close()
+            if self.dashboard is not None:
+                self.dashboard.stop()
             log.info("daemon_stopped", stage=self.shutdown.stage)
         return 0
 

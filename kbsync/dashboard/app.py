@@ -20,8 +20,8 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from kbsync.dashboard.actions import Actions
 from kbsync.config import Settings
+from kbsync.dashboard.actions import Actions
 from kbsync.errors import ConfigError
 from kbsync.store.db import Database
 

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from kbsync.store.models import (
@@ -99,7 +99,7 @@ def batch_view(s: Session, batch_id: int, number: int, size: int) -> BatchView |
     # The requests of a batch, through the indexed edit_checks.batch_id (edit_requests.batch_id
     # has no index); a batch that failed before any check falls back to the scan.
     ids = select(EditCheck.request_id).where(EditCheck.batch_id == batch_id).distinct()
-    in_batch = EditRequestRow.id.in_(ids)
+    in_batch: ColumnElement[bool] = EditRequestRow.id.in_(ids)
     if not s.scalar(select(EditCheck.id).where(EditCheck.batch_id == batch_id).limit(1)):
         in_batch = EditRequestRow.batch_id == batch_id
     requests = page_of(s, select(EditRequestRow).where(in_batch).order_by(EditRequestRow.id),
@@ -129,7 +129,8 @@ class FactView:
 def find_facts(s: Session, query: str, relation: str, limit: int = 50) -> list[KbFact]:
     """Facts whose subject id is `query` (indexed), else whose label is `query` (any case; a scan
     of kb_facts, which has no index on labels)."""
-    for cond in (KbFact.subject == query, func.lower(KbFact.subject_label) == query.lower()):
+    for cond in (KbFact.subject == query, KbFact.subject_label == query,
+                 func.lower(KbFact.subject_label) == query.lower()):
         q = select(KbFact).where(cond)
         if relation:
             q = q.where(KbFact.relation == relation)

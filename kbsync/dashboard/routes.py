@@ -33,9 +33,9 @@ def routes(board: Dashboard) -> list[Route]:
     def timeline(request: Request) -> Response:
         with board.db.session() as s:
             page = queries.timeline(s, _page(request), board.page_size)
-            oldest_first = list(reversed(page.rows))
+            plotted = charts.points(list(reversed(page.rows)))   # oldest first
             return board.render(request, "timeline.html", page=page, rollbacks=queries.rollbacks(s, [b.id for b in page.rows]),
-                                shares_svg=charts.shares_chart(oldest_first), size_svg=charts.size_chart(oldest_first))
+                                shares_svg=charts.shares_chart(plotted), size_svg=charts.size_chart(plotted))
 
     def batch(request: Request) -> Response:
         batch_id = request.path_params["batch_id"]

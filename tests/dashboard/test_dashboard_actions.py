@@ -19,7 +19,14 @@ from kbsync.dashboard.actions import Actions
 from kbsync.dashboard.app import create_app
 from kbsync.dashboard.server import BackgroundServer
 from kbsync.errors import ConfigError
-from kbsync.store.models import Batch, EditCheck, EditRequestRow, Event, ModelVersion, RequestTransition
+from kbsync.store.models import (
+    Batch,
+    EditCheck,
+    EditRequestRow,
+    Event,
+    ModelVersion,
+    RequestTransition,
+)
 
 from .conftest import TOKEN, Flow, run_flow
 

@@ -11,7 +11,14 @@ from sqlalchemy import func, select
 
 from kbsync.dashboard.app import create_app
 from kbsync.dashboard.server import BackgroundServer
-from kbsync.store.models import Batch, EditCheck, EditRequestRow, ModelVersion, Probe, RequestTransition
+from kbsync.store.models import (
+    Batch,
+    EditCheck,
+    EditRequestRow,
+    ModelVersion,
+    Probe,
+    RequestTransition,
+)
 
 
 @pytest.fixture(scope="module")
