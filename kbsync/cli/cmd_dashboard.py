@@ -24,7 +24,8 @@ def dashboard(app: App, bind: str | None, allow_actions: bool) -> None:
     from kbsync.dashboard.server import serve
 
     db = app.database()
-    web = app_from_settings(app.settings, db, app.settings.state.dir, app.run_id, allow_actions=allow_actions)
+    state_dir = app.state_dir if allow_actions else app.settings.state.dir   # actions write model versions
+    web = app_from_settings(app.settings, db, state_dir, app.run_id, allow_actions=allow_actions)
     mode = "actions enabled (token required)" if allow_actions else "read-only"
     serve(web, bind or app.settings.dashboard.bind,
           on_ready=lambda url: click.echo(f"kbsync dashboard ({mode}) on {url}/ ; Ctrl-C stops it", err=True))
