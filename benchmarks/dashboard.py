@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import dashboard_fixture  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-import dashboard_fixture  # noqa: E402
 from kbsync.dashboard.app import create_app  # noqa: E402
 from kbsync.dashboard.queries import failure_groups  # noqa: E402
 from kbsync.dashboard.server import BackgroundServer  # noqa: E402
