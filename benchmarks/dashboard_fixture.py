@@ -138,8 +138,14 @@ def build(url: str, requests: int = 100_000, batches: int = 2_000, seed: int = 0
             for row in rows:
                 move(row, "rolled_back", f"batch {b} rolled back", later, b)
             events.append(EVENT | {"at": later, "kind": "rollback", "batch_id": b, "ok": True, "details": {}})
-        events.append(EVENT | {"at": at + timedelta(minutes=3), "kind": "tick", "batch_id": None, "ok": True,
-                               "details": {"steps": ["diff", "apply"], "counts": {"applied": len(rows)}}})
+        events.append(EVENT | {"at": at + timedelta(minutes=3), "kind": "tick", "batch_id": None, "ok": fate != "failed",
+                               "details": {"queued": len(rows), "applied": len(rows) if fate != "failed" else 0,
+                                           "failed": len(rows) if fate == "failed" else 0, "seconds": 180.0,
+                                           "interrupted": False, "skipped": [],
+                                           "steps": {"diff": {"ok": True, "error": "", "seconds": 40.0},
+                                                     "apply": {"ok": fate != "failed", "seconds": 140.0,
+                                                               "error": "" if fate != "failed" else
+                                                               f"{len(rows)} edit(s) failed verification"}}}})
     versions[-1]["is_current"] = True
     while rid < requests:  # the rest of the queue: pending
         i = rid + 1

@@ -8,6 +8,7 @@ and every POST must carry the token (compared in constant time) whatever the pag
 from __future__ import annotations
 
 import hmac
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -64,9 +65,15 @@ def _share(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
+def _pairs(details: dict[str, Any] | None) -> str:
+    """An event's details as `key value; ...`, nested values as compact JSON."""
+    return "; ".join(f"{k} {v if isinstance(v, str) else json.dumps(v, separators=(', ', ': '))}"
+                     for k, v in (details or {}).items())
+
+
 def templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=str(HERE / "templates"))
-    t.env.filters |= {"when": _when, "share": _share, "short": lambda h: (h or "")[:12]}
+    t.env.filters |= {"when": _when, "share": _share, "short": lambda h: (h or "")[:12], "pairs": _pairs}
     return t
 
 
