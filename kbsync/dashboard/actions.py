@@ -17,8 +17,11 @@ from typing import Any
 
 from kbsync.config import Settings
 from kbsync.errors import KbsyncError
+from kbsync.logs import get_logger
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -77,6 +80,9 @@ class Actions:
                 outcome = Outcome(True, run())
             except KbsyncError as exc:
                 outcome = Outcome(False, exc.one_line())
+            except Exception as exc:  # a bug or a crash: still shown, and still in the audit
+                log.exception("dashboard_action_crashed", action=action)
+                outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
         batch_id = details.pop("batch_id", None)
         with self.db.session() as s:
             event = record_event(s, "dashboard_action", run_id=self.run_id, config_hash=self.settings.hash(),
