@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import func, select
 
 from kbsync.dashboard import queries
@@ -96,7 +97,8 @@ def submit(browser, button_text: str, who: str, token: str) -> str:  # type: ign
     form.find_element(By.NAME, "who").send_keys(who)
     form.find_element(By.NAME, "token").send_keys(token)
     form.find_element(By.TAG_NAME, "button").click()
-    return browser.find_element(By.ID, "action-result").text
+    # The action loads the model and may take a while on a busy machine.
+    return WebDriverWait(browser, 300).until(lambda b: b.find_element(By.ID, "action-result")).text
 
 
 def test_verify_rollback_and_retry_from_the_browser(browser, tiny_dir: Path, tmp_path: Path, screenshot) -> None:  # type: ignore[no-untyped-def]
