@@ -11,6 +11,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from kbsync.dashboard import charts, queries
+from kbsync.dashboard.actions import Outcome
 from kbsync.dashboard.app import Dashboard
 from kbsync.store.models import KbFact
 
@@ -79,6 +80,13 @@ def routes(board: Dashboard) -> list[Route]:
         with board.db.session() as s:
             return board.render(request, "versions.html", page=queries.versions(s, _page(request), board.page_size))
 
+    def retry(group: str | None, actor: str) -> Outcome:
+        """Retry the failed requests of one reason group (None: every failed request)."""
+        with board.db.session() as s:
+            ids = queries.failed_in_group(s, group) if group is not None else None
+        assert board.actions is not None
+        return board.actions.retry(ids, actor)
+
     async def act(request: Request) -> Response:
         action = request.path_params["action"]
         if action not in ACTIONS:
@@ -100,9 +108,7 @@ def routes(board: Dashboard) -> list[Route]:
                 outcome = await run_in_threadpool(board.actions.verify, int(batch) if batch else None, actor)
             else:
                 group = form.get("group")
-                with board.db.session() as s:
-                    ids = queries.failed_in_group(s, str(group)) if group is not None else None
-                outcome = await run_in_threadpool(board.actions.retry, ids, actor)
+                outcome = await run_in_threadpool(retry, None if group is None else str(group), actor)
         except (KeyError, ValueError):
             return board.render(request, "action.html", 400, ok=False, action=action,
                                 message="the form lacks a valid batch number")
