@@ -11,9 +11,23 @@ STAMP := $(VENV)/.kbsync-installed
 QUIET_PIP := grep -v -e 'is ignored: it is neither a file nor a directory' || true
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-sparql test test-fast lint typecheck clean bench
+.PHONY: setup browser demo demo-sparql test test-fast lint typecheck clean bench bench-dashboard
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# The dashboard's browser tests drive Debian's chromium through chromium-driver (Selenium).
+# Quick when both are there; installs them with apt-get as root (or sudo) otherwise. Outside
+# CI a machine without apt-get only gets a note: those tests then skip.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    if command -v apt-get >/dev/null && { [ -z "$$sudo" ] || sudo -n true 2>/dev/null; }; then \
+	        echo "installing chromium and chromium-driver (the dashboard's browser tests)..."; \
+	        $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+	            --no-install-recommends chromium chromium-driver >/dev/null; \
+	    elif [ -n "$$CI" ]; then echo "CI needs chromium and chromium-driver (apt-get)"; exit 1; \
+	    else echo "note: no chromium/chromium-driver; the dashboard's browser tests will skip"; fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,5 +56,8 @@ test-fast: setup lint
 bench: setup
 	@$(PY) benchmarks/eval_counterfact.py
 
+bench-dashboard: setup
+	@$(PY) benchmarks/dashboard.py
+
 clean:
-	rm -rf $(VENV) .kbsync .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .kbsync .pytest_cache .mypy_cache .ruff_cache tests/artefacts

@@ -203,6 +203,20 @@ class MetricsSettings(Section):
     bind: str = Field("127.0.0.1:9464", description="host:port of the metrics endpoint.")
 
 
+class DashboardSettings(Section):
+    enabled: bool = Field(False, description="Serve the audit dashboard from the daemon as well (`kbsync dashboard` serves it alone).")
+    bind: str = Field("127.0.0.1:8765", description="host:port of the dashboard; keep it on localhost or behind a proxy.")
+    allow_actions: bool = Field(
+        False, description="Let the daemon's dashboard roll back, re-verify and retry (also needs token); "
+        "`kbsync dashboard` takes --allow-actions instead.",
+    )
+    token: str = Field(
+        "", description="Secret every dashboard action must present (at least 16 characters); empty: read-only. "
+        "Prefer KBSYNC_DASHBOARD__TOKEN to a shared file.",
+    )
+    page_size: int = Field(50, ge=5, le=500, description="Rows per page of the dashboard's tables.")
+
+
 class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     format: Literal["auto", "json", "console"] = Field(
@@ -221,6 +235,7 @@ class Settings(Section):
     verify: VerifySettings = Field(default_factory=VerifySettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     # Filled in by load_settings, not by users.
@@ -238,6 +253,8 @@ class Settings(Section):
         """The effective settings as plain data, with passwords in URLs masked."""
         data = json.loads(self.model_dump_json(exclude={"source_file"}))
         data["database"]["url"] = mask_url(self.database_url)
+        if data["dashboard"]["token"]:
+            data["dashboard"]["token"] = "***"
         return data
 
     def hash(self) -> str:

@@ -20,6 +20,7 @@ def test_wheel_ships_migrations_and_runs_them(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "kbsync/migrations/env.py" in names
     assert any(n.startswith("kbsync/migrations/versions/0001") for n in names)
+    assert "kbsync/dashboard/templates/timeline.html" in names and "kbsync/dashboard/static/style.css" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (

@@ -22,7 +22,7 @@ import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
@@ -38,10 +38,13 @@ from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.locks import held_lock
 
+if TYPE_CHECKING:
+    from kbsync.dashboard.server import BackgroundServer
+
 log = get_logger(__name__)
 
 DAEMON_LOCK = "kbsync-daemon"
-RELOAD_NEEDS_RESTART = ("database", "state", "metrics")
+RELOAD_NEEDS_RESTART = ("database", "state", "metrics", "dashboard")
 
 
 class Shutdown:
@@ -104,6 +107,7 @@ class Daemon:
         self.shutdown = Shutdown(self.heartbeat, self.notifier)
         self.steps = Steps(app)
         self.metrics: Metrics | None = None
+        self.dashboard: BackgroundServer | None = None
         self.scheduler: TickScheduler | None = None
 
     @property
@@ -131,6 +135,14 @@ class Daemon:
             self.metrics = Metrics()
             self.metrics.refresh(self.app.database())
             self.metrics.serve(s.metrics.bind)
+        if s.dashboard.enabled:
+            from kbsync.dashboard.app import app_from_settings
+            from kbsync.dashboard.server import BackgroundServer
+
+            web = app_from_settings(s, self.app.database(), self.app.state_dir, self.app.run_id,
+                                    allow_actions=s.dashboard.allow_actions)
+            self.dashboard = BackgroundServer(web, s.dashboard.bind).start()
+            log.info("dashboard_serving", url=self.dashboard.url + "/", actions=s.dashboard.allow_actions)
         self.scheduler = TickScheduler(s.schedule)
         self.scheduler.start()
         self.notifier.start_watchdog(self.heartbeat)
@@ -156,6 +168,8 @@ class Daemon:
             self.scheduler.shutdown()
             if self.metrics is not None:
                 self.metrics.close()
+            if self.dashboard is not None:
+                self.dashboard.stop()
             log.info("daemon_stopped", stage=self.shutdown.stage)
         return 0
 
