@@ -37,7 +37,6 @@ from kbsync.store.models import Batch, EditRequestRow, ModelVersion
 from kbsync.store.queue import claim, reap
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
-from kbsync.sync.engine import EditingContext
 from kbsync.sync.checks import (
     Check,
     edits_under_test,
@@ -48,6 +47,7 @@ from kbsync.sync.checks import (
     save_checks,
     shares,
 )
+from kbsync.sync.engine import EditingContext
 
 log = get_logger(__name__)
 
