@@ -132,7 +132,8 @@ def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         gens = []
         for ids, lps in zip(new.tolist(), logp.tolist(), strict=True):
             n = next((j for j, t in enumerate(ids) if t in stop), len(ids))
-            text = str(tokenizer.decode(ids[:n], skip_special_tokens=True))
+            # NUL is no text a database stores (PostgreSQL refuses it); a model can still emit it.
+            text = str(tokenizer.decode(ids[:n], skip_special_tokens=True)).replace("\x00", "")
             gens.append(Generation(text, ids[:n], lps[:n]))
         return gens
 

@@ -228,7 +228,7 @@ class EditCheck(Base):
 
     __tablename__ = "edit_checks"
     __table_args__ = (
-        CheckConstraint("kind IN ('efficacy', 'efficacy_acc', 'paraphrase', 'neighbour')", name="kind"),
+        CheckConstraint("kind IN ('efficacy', 'efficacy_acc', 'paraphrase', 'paraphrase_acc', 'neighbour')", name="kind"),
         Index("ix_edit_checks_request_id", "request_id"),
         Index("ix_edit_checks_batch_id", "batch_id"),
     )

@@ -247,20 +247,9 @@ def edits_under_test(s: Session, rows: list[EditRequestRow], n: int) -> list[Edi
     return tests
 
 
-def stored_kind(kind: str) -> str:
-    """The kind as the schema stores it: until a migration admits 'paraphrase_acc' in edit_checks'
-    CHECK constraint, a greedy paraphrase check is kept as 'efficacy_acc' on the paraphrase prompt."""
-    if kind == "paraphrase_acc" and "paraphrase_acc" not in _ADMITTED_KINDS:
-        return "efficacy_acc"
-    return kind
-
-
-_ADMITTED_KINDS = " ".join(str(getattr(c, "sqltext", "")) for c in EditCheck.__table_args__ if hasattr(c, "sqltext"))
-
-
 def save_checks(s: Session, batch_id: int, checks: list[Check], phase: str, version_id: int | None) -> None:
     for c in checks:
-        s.add(EditCheck(batch_id=batch_id, request_id=c.request_id, phase=phase, kind=stored_kind(c.kind),
+        s.add(EditCheck(batch_id=batch_id, request_id=c.request_id, phase=phase, kind=c.kind,
                         prompt=c.prompt, expected=c.expected, rival=c.rival, logprob_expected=c.logprob_expected,
                         logprob_rival=c.logprob_rival, passed=c.passed, model_version_id=version_id))
 

@@ -3,7 +3,8 @@
 kb_facts.why / settling_hash / settling_since / settling_objects (issue 10: the snapshot
 records what was current and why; [kb] settle_s), edit_requests.target_old_source
 ("kb": the most recently ended KB value, "model": the model's answer), the views
-v_kb_values and v_settling_facts, and v_fact_history with target_old_source.
+v_kb_values and v_settling_facts, and v_fact_history with target_old_source; edit_checks
+admits the kind 'paraphrase_acc' (the greedy answer to a paraphrase names the new value).
 
 Revision ID: 0002
 Revises: 0001
@@ -27,6 +28,15 @@ FACT_HISTORY_0001 = """
                t.batch_id, t.at
         FROM request_transitions t JOIN edit_requests r ON r.id = t.request_id
     """
+FAILED_EDITS = """
+        SELECT r.id AS request_id, r.subject, r.subject_label, r.relation, r.target_new,
+               r.target_old, r.state_reason AS reason, r.batch_id, r.state_changed_at AS failed_at,
+               (SELECT COUNT(*) FROM edit_checks c
+                 WHERE c.request_id = r.id AND c.batch_id = r.batch_id AND NOT c.passed) AS failed_checks
+        FROM edit_requests r WHERE r.state = 'failed'
+    """
+KINDS_0001 = "kind IN ('efficacy', 'efficacy_acc', 'paraphrase', 'neighbour')"
+KINDS = "kind IN ('efficacy', 'efficacy_acc', 'paraphrase', 'paraphrase_acc', 'neighbour')"
 VIEWS = {
     "v_fact_history": """
         SELECT t.id AS transition_id, r.subject, r.relation, r.subject_label, r.id AS request_id,
@@ -56,8 +66,17 @@ def upgrade() -> None:
         batch.add_column(sa.Column("settling_objects", sa.JSON(), nullable=True))
     with op.batch_alter_table("edit_requests") as batch:
         batch.add_column(sa.Column("target_old_source", sa.String(length=8), server_default="model", nullable=False))
+    _check_kinds(KINDS)
     for name, sql in VIEWS.items():
         op.execute(f"CREATE VIEW {name} AS {sql.strip()}")
+
+
+def _check_kinds(condition: str) -> None:
+    op.execute("DROP VIEW IF EXISTS v_failed_edits")
+    with op.batch_alter_table("edit_checks") as batch:
+        batch.drop_constraint(op.f("ck_edit_checks_kind"), type_="check")
+        batch.create_check_constraint(op.f("ck_edit_checks_kind"), condition)
+    op.execute(f"CREATE VIEW v_failed_edits AS {FAILED_EDITS.strip()}")
 
 
 def downgrade() -> None:
@@ -70,4 +89,6 @@ def downgrade() -> None:
         batch.drop_column("settling_since")
         batch.drop_column("settling_hash")
         batch.drop_column("why")
+    op.execute("DELETE FROM edit_checks WHERE kind = 'paraphrase_acc'")
+    _check_kinds(KINDS_0001)
     op.execute(f"CREATE VIEW v_fact_history AS {FACT_HISTORY_0001.strip()}")

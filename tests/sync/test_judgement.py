@@ -22,7 +22,7 @@ def test_shares_and_the_gate() -> None:
     ok, reason = judge(summary, VerifySettings(min_efficacy=0.5, min_paraphrase=0.5, min_specificity=0.5))
     assert ok and reason.startswith("passed: efficacy 0.50")
     assert list(failing_requests(checks)) == [2]
-    assert failing_requests(checks)[2] == "P(new)=-3.00 <= P(old)=-2.00 on its prompt"
+    assert failing_requests(checks)[2] == "P(new)=-3.00 <= P('old')=-2.00 on its prompt"
 
 
 def test_drift_is_an_efficacy_check_that_held_before_and_fails_now() -> None:
@@ -37,5 +37,5 @@ def test_drift_is_an_efficacy_check_that_held_before_and_fails_now() -> None:
 def test_neighbours_rotate_and_skip_the_batchs_subjects() -> None:
     pool = [("Q1", "France", "Paris"), ("Q2", "Spain", "Madrid"), ("Q3", "Italy", "Rome"), ("Q4", "Peru", "")]
     assert pick_neighbours(pool, {"Q2"}, 2, seed=0) == [("France", "Paris"), ("Italy", "Rome")]
-    assert pick_neighbours(pool, {"Q2"}, 2, seed=1) == [("Italy", "Rome")]       # Peru has no answer
+    assert pick_neighbours(pool, {"Q2"}, 2, seed=1) == [("Italy", "Rome"), ("France", "Paris")]  # Peru: no answer
     assert pick_neighbours(pool, {"Q1", "Q2", "Q3", "Q4"}, 2, seed=0) == []
