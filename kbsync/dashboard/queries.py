@@ -55,6 +55,7 @@ class Overview:
     ticks: list[Event]
     events: list[Event]
     batches: dict[str, int]
+    settling: int = 0  # KB changes waiting out [kb] settle_s before they may be queued
 
 
 def overview(s: Session) -> Overview:
@@ -64,7 +65,8 @@ def overview(s: Session) -> Overview:
     ticks = list(s.scalars(select(Event).where(Event.kind == "tick").order_by(Event.id.desc()).limit(10)))
     events = list(s.scalars(select(Event).order_by(Event.id.desc()).limit(15)))
     batches = dict(s.execute(select(Batch.state, func.count()).group_by(Batch.state)).all())
-    return Overview(current, queue, ticks, events, batches)
+    settling = s.scalar(select(func.count()).select_from(KbFact).where(KbFact.settling_since.is_not(None))) or 0
+    return Overview(current, queue, ticks, events, batches, settling)
 
 
 # --- timeline -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from kbsync.store.models import (
     Batch,
     EditCheck,
     EditRequestRow,
+    KbFact,
     ModelVersion,
     Probe,
     RequestTransition,
@@ -37,6 +38,8 @@ def test_overview_matches_sql(browser, url: str, flow, screenshot) -> None:  # t
     with flow.db.session() as s:
         queue = dict(s.execute(select(EditRequestRow.state, func.count()).group_by(EditRequestRow.state)).all())
         current = s.scalars(select(ModelVersion).where(ModelVersion.is_current)).one()
+        settling = s.scalar(select(func.count()).select_from(KbFact).where(KbFact.settling_since.is_not(None)))
+    assert browser.find_element(By.ID, "settling").text.startswith(f"{settling} KB changes settling")
     shown = {e.get_attribute("data-state"): int(e.text) for e in browser.find_elements(By.CSS_SELECTOR, "#queue td.num")}
     assert shown == queue and {"failed", "pending", "verified", "rolled_back"} <= set(queue)
     assert f"version {current.id}" in browser.find_element(By.ID, "current-version").text
