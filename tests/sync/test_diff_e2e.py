@@ -49,7 +49,9 @@ def test_diff_queues_exactly_the_changed_facts_once_and_supersedes(run_cli, env,
     relation, new_obj = match.groups()
     other = "Q900000582"  # Italy: any other labelled entity of the KB
     assert f"wd:{other} a wikibase:Item" in ttl
-    edited = ttl.replace(f"wdt:{relation} wd:{new_obj}", f"wdt:{relation} wd:{other}", 1)
+    # The statement is what kbsync reads (statements mode); the wdt: triple is kept consistent.
+    edited = ttl.replace(match.group(0), match.group(0).replace(f"wd:{new_obj}", f"wd:{other}"), 1)
+    edited = edited.replace(f"wdt:{relation} wd:{new_obj}", f"wdt:{relation} wd:{other}", 1)
     kb = tmp_path / "kb.ttl"
     kb.write_text(edited)
     third = run_cli("diff", "--json", env=env | {"KBSYNC_KB__FILES": json.dumps([str(kb)])})
