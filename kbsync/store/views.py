@@ -6,13 +6,14 @@ examples read them.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 
 from kbsync.errors import ConfigError
 from kbsync.store.db import Database
+from kbsync.store.models import as_utc
 
 VIEWS: dict[str, str] = {
     # Every state change of every request, newest last: "what happened to this fact?"
@@ -110,4 +111,4 @@ def _utc(column: str, value: Any) -> Any:
             return value
     if not isinstance(value, datetime):
         return value
-    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
+    return as_utc(value).isoformat()  # type: ignore[union-attr]
