@@ -49,12 +49,11 @@ def eval_cmd(app: App, dataset: Path, limit: int | None, offset: int, batch_size
     Example: kbsync eval --dataset counterfact-train.json --limit 100 --json eval.json
     """
     from kbsync.cli.paths import output_file
-    from kbsync.evaluation.datasets import load_cases
     from kbsync.evaluation.run import evaluate_file
 
     if json_out is not None and str(json_out) != "-":
         output_file(json_out)  # fail before the model loads, not after the evaluation
-    load_cases(dataset)  # an unreadable or malformed dataset is a one-line error before the model loads
+    # evaluate_file reads the dataset before it loads the model: a bad file fails in seconds.
     report = evaluate_file(app.settings, app.state_dir, dataset, limit=limit, offset=offset, batch_size=batch_size,
                            algorithm=algorithm, sequential=sequential, device=device, cov_samples=cov_samples,
                            corpus=corpus, gen_tokens=gen_tokens, gen_prompts=gen_prompts)
