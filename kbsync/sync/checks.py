@@ -235,7 +235,7 @@ def edits_under_test(s: Session, rows: list[EditRequestRow], n: int) -> list[Edi
                 if len([e for e in pools[r.relation] if e[0] not in in_batch]) < n:
                     pools[r.relation] += other_relations_pool(s, r.relation, n)
             neighbours = pick_neighbours(pools[r.relation], exclude=in_batch, limit=n, seed=r.id)
-        source = getattr(r, "target_old_source", None) or "model"
+        source = r.target_old_source or "model"
         if source != "kb" and is_filler(r.target_old) and r.relation not in candidates:
             candidates[r.relation] = relation_objects(s, r.relation)
         tests.append(EditUnderTest(
