@@ -34,11 +34,12 @@ DEMO_KB = ROOT / "kbsync" / "data" / "demo.ttl"
 # As wide as the terminal (at least 120 columns), and table cells fold instead of being cut.
 console = Console(width=max(shutil.get_terminal_size((120, 40)).columns, 120))
 
-SHARES = ("apply's table, per batch: efficacy = share of the batch's edits whose own prompt now makes "
-          "the model say the KB value; paraphrase = the same on reworded prompts; neighbour = share of "
-          "other facts checked beside each edit (same relation, answered right before) whose answer did "
-          "not move, e.g. 0.82 = 82 % kept their answer. A batch below [verify] min_efficacy, "
-          "min_paraphrase or min_specificity is reverted.")
+SHARES = ("apply's table, per batch: efficacy_acc = share of the batch's edits whose own prompt now makes "
+          "the model say the KB value (greedy answer); paraphrase_acc = the same on reworded prompts; "
+          "efficacy / paraphrase = the same judged by score (the KB value out-scores the stale one, "
+          "teacher-forced); neighbour = share of other facts checked beside each edit (answered right "
+          "before) whose answer did not move, e.g. 0.82 = 82 % kept their answer. A batch below any "
+          "[verify] threshold is reverted.")
 
 AUDIT_SQL = {
     "what did each batch change?": "SELECT batch_id, subject_label, relation, target_old, target_new, request_state "
