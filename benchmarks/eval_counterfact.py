@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/eval_counterfact.py --device cuda --out /tmp/eval-bench
     .venv/bin/python benchmarks/eval_counterfact.py --quick            # CPU smoke run (minutes)
+    .venv/bin/python benchmarks/eval_counterfact.py --scale --no-timing  # 100 batched / one at a time, 1000
 
 Runs `kbsync eval` as a subprocess (each run its own process, so peak RSS is its own) on the
 first N edits of ../shared/data/counterfact-train.json:
@@ -10,6 +11,8 @@ first N edits of ../shared/data/counterfact-train.json:
     3) target optimisation, in process: compute_targets on 50 edits batched vs each alone,
        fixed steps, no early stop (the same code; seconds per edit and the speed-up)
 --quick: N = 20, 2 sequential batches of 10, 5 edits for the target timing, 30-token GE.
+--scale: N = 100 in one batch and the same 100 one at a time (--sequential --batch-size 1), and
+N = 1000 in one batch: seconds and peak RSS per phase, edits/s (issue 12).
 The model, layers and lambda come from the config (--config, else the bundled model and the
 family defaults); every run's JSON report is written to --out beside summary.md.
 Needs only torch, transformers, safetensors, tokenizers, gguf, click, rich, psutil and kbsync's
@@ -29,11 +32,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "counterfact-train.json"
 COLUMNS = ("run", "", "ES", "PS", "NS", "score", "eff acc", "para acc", "GE", "retention", "targets s", "keys s",
-           "solve s", "cov s", "edit s", "edits/s", "RSS MB", "CUDA MB", "command")
+           "solve s", "cov s", "edit s", "edits/s", "RSS MB", "RSS MB targets/keys/solve", "CUDA MB", "command")
 
 
-def plan(quick: bool) -> list[tuple[str, list[str]]]:
+def plan(quick: bool, scale: bool = False) -> list[tuple[str, list[str]]]:
     """(name, extra `kbsync eval` arguments) of every run."""
+    if scale:  # issue 12: one batch vs one at a time through the same code, and a 1,000-edit batch
+        return [("N=100, 1 batch", ["--limit", "100"]),
+                ("N=100, one at a time", ["--limit", "100", "--sequential", "--batch-size", "1"]),
+                ("N=1000, 1 batch", ["--limit", "1000"])]
     if quick:
         return [("N=20, 1 batch", ["--limit", "20"]),
                 ("2x10 sequential, memit", ["--limit", "20", "--sequential", "--batch-size", "10"]),
@@ -77,11 +84,13 @@ def rows_for(name: str, cmd: list[str], report: dict | str) -> list[str]:
         m = report[side]
         metrics = [_f(m[k]) for k in ("es", "ps", "ns", "score", "efficacy_acc", "paraphrase_acc")] + [_f(m["ge"], 1)]
         if side == "pre":
-            lines.append("| " + " | ".join([name, "before", *metrics] + [""] * 10) + " |")
+            lines.append("| " + " | ".join([name, "before", *metrics] + [""] * 11) + " |")
             continue
         costs = [_f(report.get("retention")), _f(t["targets_s"], 1), _f(t["keys_s"], 1), _f(t["solve_s"], 1),
                  _f(t["covariance_s"], 1) + (" (cached)" if t.get("covariance_cached") else ""), _f(t["edit_s"], 1),
-                 _f(t["edits_per_s"], 2), _f(t["peak_rss_mb"], 0), _f(t.get("peak_cuda_mb"), 0), shown]
+                 _f(t["edits_per_s"], 2), _f(t["peak_rss_mb"], 0),
+                 "/".join(_f(t.get(f"{p}_peak_rss_mb"), 0) for p in ("targets", "keys", "solve")),
+                 _f(t.get("peak_cuda_mb"), 0), shown]
         lines.append("| " + " | ".join(["", "after", *metrics, *costs]) + " |")
     return lines
 
@@ -126,6 +135,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--quick", action="store_true", help="N=20, 2 sequential batches of 10 (CPU smoke run)")
+    ap.add_argument("--scale", action="store_true",
+                    help="N=100 in one batch and one at a time, and N=1000 in one batch (speed and memory)")
     ap.add_argument("--config", type=Path, default=None, help="kbsync config (default: the bundled model)")
     ap.add_argument("--state-dir", type=Path, default=Path("/tmp/kbsync-eval-state"),
                     help="state dir of the generated config (model and covariance caches)")
@@ -147,7 +158,7 @@ def main() -> int:
 
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     header = ""
-    for name, extra in plan(args.quick):
+    for name, extra in plan(args.quick, args.scale):
         cmd, report = run_eval(name, extra, args, config)
         lines += rows_for(name, cmd, report)
         if isinstance(report, dict):

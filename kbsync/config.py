@@ -147,6 +147,11 @@ class EditingSettings(Section):
     v_lr: float = Field(0.0, ge=0, description="Adam learning rate for target vectors; 0: the family default.")
     cov_lambda: float = Field(0.0, ge=0, description="Covariance weight λ; 0: the family default.")
     cov_samples: int = Field(0, ge=0, description="Corpus samples for the key second moments; 0: the default.")
+    max_batch_tokens: int = Field(
+        0, ge=0, description="Memory budget of target optimisation: upper-block tokens per chunk of edits "
+        "(halved on out-of-memory); 0: the default (4096).")
+    target_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Precision of the upper blocks' matrix products while optimising targets; auto: the family default.")
     corpus: str = Field(
         "model-samples",
         description="Corpus for key statistics: model-samples (text the model writes, offline), "

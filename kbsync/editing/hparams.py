@@ -15,6 +15,7 @@ from typing import Any
 from kbsync.errors import ConfigError
 
 ALGORITHMS = ("memit", "alphaedit")
+TARGET_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class EditHyperParams:
     prefix_len: int = 10  # tokens per prefix
     prefix_seed: int = 0
     kl_prompt: str = "{} is a"
+    max_batch_tokens: int = 4096  # upper-block tokens per target-optimisation chunk: bounds its memory
+    target_dtype: str = "float32"  # matrix products of the upper blocks during target optimisation
     paraphrase_templates: int = 2  # context templates (from the first) each paraphrase is optimised in; 0: none
     # 2-3) spread over layers: dW = R K^T (cov_lambda C + K K^T)^-1, C mean-normalised E[k k^T]
     cov_lambda: float = 15000.0  # MEMIT's mom2_update_weight
@@ -49,6 +52,10 @@ class EditHyperParams:
         for name in ("v_steps", "v_lr", "cov_lambda", "cov_samples", "clamp_factor"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"edit hyper-parameter {name} must be positive, got {getattr(self, name)!r}")
+        if self.target_dtype not in TARGET_DTYPES:
+            raise ConfigError(f"unknown target_dtype {self.target_dtype!r}; use one of {', '.join(TARGET_DTYPES)}")
+        if self.max_batch_tokens < 1:
+            raise ConfigError(f"max_batch_tokens must be positive, got {self.max_batch_tokens!r}")
         if "{}" not in self.kl_prompt:
             raise ConfigError(f"kl_prompt {self.kl_prompt!r} needs a '{{}}' for the subject, e.g. '{{}} is a'")
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import torch
 
 from kbsync.errors import EditError, ModelError
+from kbsync.memory import phase
 from kbsync.model.adapters import ArchitectureAdapter
 
 from .delta import AppliedDelta, Delta
@@ -69,36 +70,35 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
     applied: list[AppliedDelta] = []
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     z_layer = hp.layers[-1]
+    device = next(model.parameters()).device
     try:
         with _frozen(model):
             templates = context_templates(model, tokenizer, hp, seed=batch_seed(requests, hp.prefix_seed))
-            targets = compute_targets(model, tokenizer, adapter, requests, hp, templates, timings, check_stop)
+            with phase("targets", timings, device):
+                targets = compute_targets(model, tokenizer, adapter, requests, hp, templates, timings, check_stop)
             for i, layer in enumerate(hp.layers):
                 if check_stop is not None:
                     check_stop()
-                t0 = time.perf_counter()
-                keys, cur = compute_keys(model, tokenizer, adapter, requests, templates, [layer], z_layer,
-                                         hp.batch_rows)
-                timings["keys_s"] = timings.get("keys_s", 0.0) + time.perf_counter() - t0
-                t0 = time.perf_counter()
-                k = keys[layer]  # (d_in, n)
-                resid = (targets.z - cur).T / (len(hp.layers) - i)  # (d, n)
-                cov = second_moments[layer].to(k.device)
-                if hp.algorithm == "alphaedit":
-                    proj = nullspace_projection(cov, hp.nullspace_threshold)  # (d_in, d_in)
-                    kp = preserved.get(layer) if preserved is not None else None
-                    u, v = alphaedit_factors(resid, k, proj, kp, hp.alphaedit_l2)
-                else:
-                    u, v = memit_factors(resid, k, cov, hp.cov_lambda)
-                name = adapter.weight_name(layer)
-                factors[name] = (u.float(), v.float())  # (d_out, n), (d_in, n)
-                applied.append(Delta.from_factors({name: factors[name]}).apply(model, adapter))
-                timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t0
+                with phase("keys", timings, device):
+                    keys, cur = compute_keys(model, tokenizer, adapter, requests, templates, [layer], z_layer,
+                                             hp.batch_rows)
+                with phase("solve", timings, device):
+                    k = keys[layer]  # (d_in, n)
+                    resid = (targets.z - cur).T / (len(hp.layers) - i)  # (d, n)
+                    cov = second_moments[layer].to(k.device)
+                    if hp.algorithm == "alphaedit":
+                        proj = nullspace_projection(cov, hp.nullspace_threshold)  # (d_in, d_in)
+                        kp = preserved.get(layer) if preserved is not None else None
+                        u, v = alphaedit_factors(resid, k, proj, kp, hp.alphaedit_l2)
+                    else:
+                        u, v = memit_factors(resid, k, cov, hp.cov_lambda)
+                    name = adapter.weight_name(layer)
+                    factors[name] = (u.float(), v.float())  # (d_out, n), (d_in, n)
+                    applied.append(Delta.from_factors({name: factors[name]}).apply(model, adapter))
             # keys of this batch on the edited model: what AlphaEdit preserves from later batches
-            t0 = time.perf_counter()
-            final_keys, final_h = compute_keys(model, tokenizer, adapter, requests, templates,
-                                               list(hp.layers), z_layer, hp.batch_rows)
-            timings["keys_s"] = timings.get("keys_s", 0.0) + time.perf_counter() - t0
+            with phase("keys", timings, device):
+                final_keys, final_h = compute_keys(model, tokenizer, adapter, requests, templates,
+                                                   list(hp.layers), z_layer, hp.batch_rows)
     except torch.OutOfMemoryError as exc:
         raise ModelError(f"out of memory computing {len(requests)} edits; lower the batch size") from exc
     finally:

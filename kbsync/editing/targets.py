@@ -1,4 +1,4 @@
-"""Target vectors z_i = h_i + delta_i for all edits of a batch at once (MEMIT §3.1, ROME's compute_v).
+"""Target vectors z_i = h_i + delta_i for all edits of a batch (MEMIT §3.1, ROME's compute_v).
 
 Rows: for edit i, one row per context template ("{}" and "<random prefix>. {}") holding
 prompt + target_new[:-1] (teacher forcing), one row per paraphrase of the request in each of the
@@ -17,13 +17,21 @@ gradient it would get alone; Adam is element-wise, so batched == one at a time):
 An edit whose loss falls below early_stop_loss is frozen and its rows leave the batch; after
 each step ||delta_i|| is clamped to clamp_factor * ||h_i||. ROME computes the KL at the subject's
 last token of "{subject} is a"; kbsync reads it where the next token is predicted (the last token).
+
+Cost and memory. Rows are grouped by the length of their part from the subject's last token on,
+so a group's rows need no padding after the anchor (padding there cost half the work on
+CounterFact). The upper blocks' matrix products may run in bfloat16 (`target_dtype`; the residual
+stream, the logits and delta stay float32). The edits are optimised in chunks of at most
+`max_batch_tokens` such tokens, one chunk after the other: the deltas are independent, so the
+result is the one of a single chunk, and memory is bounded whatever the batch size. A chunk that
+runs out of memory is halved, with a log line, and the batch goes on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
+import logging
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,13 +39,17 @@ from typing import Any
 
 import torch
 
+from kbsync.errors import ModelError
 from kbsync.model.adapters import ArchitectureAdapter
+from kbsync.model.scoring import is_out_of_memory
 from kbsync.model.tokens import Row, encode_row, pad_id_of
 
 from .hparams import EditHyperParams
 from .request import EditRequest
 from .rows import align, target_ids
-from .upper import UpperStack, lower_hidden
+from .upper import UpperStack, lower_hidden, upper_blocks
+
+log = logging.getLogger(__name__)
 
 _STARTERS = ("The", "Therefore", "Because", "I", "You")
 _TEMPLATE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -88,93 +100,186 @@ class Targets:
     steps: torch.Tensor  # (n,) optimisation steps taken per edit
 
 
+@dataclass
+class EditRows:
+    """One edit's rows and the positions its loss reads: (row, token index, label); label -1 is the KL row."""
+
+    rows: list[Row]
+    reads: list[tuple[int, int, int]]
+    bare: int  # index in rows of the bare prompt
+    n_rewrite: int  # rows whose targets enter nll_i
+    target_len: int
+
+    @property
+    def tokens(self) -> int:
+        """Columns from the anchor on, over all rows: what the upper blocks run on."""
+        return sum(len(r.ids) - r.anchor for r in self.rows)
+
+
+def edit_rows(tokenizer, request: EditRequest, hp: EditHyperParams, templates: list[str]) -> EditRows:
+    tids = target_ids(tokenizer, request.target_new)
+    contexts: list[tuple[str, str | None]] = [(tpl, None) for tpl in templates]
+    contexts += [(tpl, text) for text in request.paraphrase_texts for tpl in templates[: hp.paraphrase_templates]]
+    rows: list[Row] = []
+    reads: list[tuple[int, int, int]] = []
+    for tpl, text in contexts:
+        row = context_row(tokenizer, tpl, request, text)
+        reads += [(len(rows), len(row.ids) - 1 + j, t) for j, t in enumerate(tids)]
+        rows.append(Row(row.ids + tuple(tids[:-1]), row.anchor))
+    kl = encode_row(tokenizer, hp.kl_prompt.format(request.subject), request.subject)
+    reads.append((len(rows), len(kl.ids) - 1, -1))
+    rows.append(kl)
+    return EditRows(rows, reads, bare=0, n_rewrite=len(contexts), target_len=len(tids))
+
+
 def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter,
                     requests: list[EditRequest], hp: EditHyperParams, templates: list[str],
                     timings: dict | None = None, check_stop: Callable[[], None] | None = None) -> Targets:
-    t0 = time.perf_counter()
-    layer, n = hp.layers[-1], len(requests)
+    """All edits' targets, chunk after chunk of at most hp.max_batch_tokens upper-block tokens."""
+    per_edit = [edit_rows(tokenizer, req, hp, templates) for req in requests]
+    parts: list[Targets] = []
+    budget, start = hp.max_batch_tokens, 0
+    while start < len(per_edit):
+        end = chunk_end(per_edit, start, budget)
+        try:
+            parts.append(optimise(model, tokenizer, adapter, per_edit[start:end], hp, check_stop))
+        except (RuntimeError, MemoryError, torch.OutOfMemoryError) as exc:
+            if not (isinstance(exc, MemoryError) or is_out_of_memory(exc)):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if end - start == 1:
+                raise ModelError("out of memory optimising a single edit's target; lower [editing] "
+                                 "paraphrase_templates or use a device with more memory") from exc
+            budget = min(budget, sum(e.tokens for e in per_edit[start:end])) // 2
+            log.warning("out of memory optimising %d edits' targets; halving the chunk to %d tokens and going on",
+                        end - start, budget)
+            continue
+        start = end
+    if timings is not None:
+        timings["target_chunks"] = timings.get("target_chunks", 0) + len(parts)
+    return Targets(*(torch.cat([getattr(p, f) for p in parts]) for f in ("z", "h", "loss", "steps")))
+
+
+def chunk_end(per_edit: list[EditRows], start: int, budget: int) -> int:
+    """End of the chunk from `start`: as many edits as fit in `budget` tokens, at least one."""
+    end, used = start, 0
+    while end < len(per_edit) and (end == start or used + per_edit[end].tokens <= budget):
+        used += per_edit[end].tokens
+        end += 1
+    return end
+
+
+@dataclass
+class RowGroup:
+    """Rows with the same number of columns from the anchor on: one aligned batch, no padding after
+    the anchor, and the upper blocks' frozen prefix (upper.py). `reads` are (row, column, label, edit)."""
+
+    stack: UpperStack
+    row_edit: torch.Tensor  # (b,) edit of each row
+    reads: torch.Tensor  # (p, 4) long
+
+    def keep(self, active: torch.Tensor) -> None:
+        """Drop the rows of edits that are no longer active."""
+        rows = active[self.row_edit]  # (b,)
+        if bool(rows.all()):
+            return
+        new_index = torch.cumsum(rows.long(), 0) - 1
+        self.reads = self.reads[rows[self.reads[:, 0]]]
+        self.reads[:, 0] = new_index[self.reads[:, 0]]
+        self.row_edit = self.row_edit[rows]
+        self.stack.select(rows.nonzero().flatten())
+
+
+def group_rows(model, adapter: ArchitectureAdapter, layer: int, per_edit: list[EditRows],
+               pad_id: int, dtype: torch.dtype | None = None) -> tuple[list[RowGroup], torch.Tensor]:
+    """The row groups (lower blocks run once here) and h (n, d), the bare prompts' residual at L;
+    the groups' upper blocks run in `dtype` (default: the model's)."""
+    blocks = upper_blocks(model, adapter, layer, dtype)
+    by_len: dict[int, list[tuple[int, int]]] = {}  # suffix length -> [(edit, row in edit)]
+    for i, e in enumerate(per_edit):
+        for r, row in enumerate(e.rows):
+            by_len.setdefault(len(row.ids) - row.anchor, []).append((i, r))
+    groups: list[RowGroup] = []
+    bare: dict[int, torch.Tensor] = {}
+    for members in by_len.values():
+        batch = align([per_edit[i].rows[r] for i, r in members], pad_id)
+        hidden = lower_hidden(model, adapter, layer, batch)  # (b, T, d) in the model's dtype
+        reads = []
+        for g, (i, r) in enumerate(members):
+            if r == per_edit[i].bare:
+                bare[i] = hidden[g, batch.anchor].float()
+            reads += [(g, int(batch.offsets[g]) + tok - batch.anchor, label, i)
+                      for rr, tok, label in per_edit[i].reads if rr == r]
+        device = hidden.device
+        stack = UpperStack(model, adapter, layer, hidden.to(dtype or hidden.dtype), batch, blocks)
+        groups.append(RowGroup(stack,
+                               torch.tensor([i for i, _ in members], device=device),
+                               torch.tensor(reads, dtype=torch.long, device=device)))
+    return groups, torch.stack([bare[i] for i in range(len(per_edit))])
+
+
+def optimise(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter, per_edit: list[EditRows],
+             hp: EditHyperParams, check_stop: Callable[[], None] | None = None) -> Targets:
+    """Adam on delta (n, d) for one chunk of edits (module docstring)."""
+    layer, n = hp.layers[-1], len(per_edit)
     device = next(model.parameters()).device
-
-    # 1) rows: each edit's rewriting rows (edit-major; its bare prompt first), then n KL rows
-    rows: list[Row] = []
-    edit_of: list[int] = []  # edit of each rewriting row
-    bare: list[int] = []  # row of each edit's bare prompt
-    label_pos: list[tuple[int, int, int, int]] = []  # (row, token index, label, edit)
-    tgt_len = torch.zeros(n)
-    n_rows = torch.zeros(n)  # rewriting rows per edit
-    for i, req in enumerate(requests):
-        tids = target_ids(tokenizer, req.target_new)
-        tgt_len[i] = len(tids)
-        contexts: list[tuple[str, str | None]] = [(tpl, None) for tpl in templates]
-        contexts += [(tpl, text) for text in req.paraphrase_texts for tpl in templates[: hp.paraphrase_templates]]
-        bare.append(len(rows))
-        for tpl, text in contexts:
-            row = context_row(tokenizer, tpl, req, text)
-            r = len(rows)
-            rows.append(Row(row.ids + tuple(tids[:-1]), row.anchor))
-            edit_of.append(i)
-            label_pos += [(r, len(row.ids) - 1 + j, t, i) for j, t in enumerate(tids)]
-        n_rows[i] = len(contexts)
-    kl_first = len(rows)
-    for req in requests:
-        rows.append(encode_row(tokenizer, hp.kl_prompt.format(req.subject), req.subject))
-    batch = align(rows, pad_id_of(tokenizer))
-    row_edit = torch.cat([torch.tensor(edit_of, dtype=torch.long), torch.arange(n)])  # (B,)
-
-    # 2) lower blocks once; upper blocks' prefix keys/values once
-    hidden = lower_hidden(model, adapter, layer, batch)  # (B, T, d)
-    a = batch.anchor
-    h = hidden[torch.tensor(bare), a].float()  # (n, d) bare-prompt rows
-    stack = UpperStack(model, adapter, layer, hidden, batch)
+    low = torch.bfloat16 if hp.target_dtype == "bfloat16" else None
+    groups, h = group_rows(model, adapter, layer, per_edit, pad_id_of(tokenizer), low)
     norm = adapter.module(model, adapter.final_norm)
     unembed = adapter.module(model, adapter.unembed)
-    lp = torch.tensor(label_pos, dtype=torch.long).reshape(-1, 4)
-    lp_row, lp_col = lp[:, 0], batch.offsets[lp[:, 0]] + lp[:, 1] - a  # suffix columns
-    kl_rows = torch.arange(kl_first, kl_first + n)
-    kl_col = batch.offsets[kl_rows] + torch.tensor([len(rows[r].ids) - 1 for r in kl_rows]) - a
+    n_rows = torch.tensor([float(e.n_rewrite) for e in per_edit], device=device)  # (n,)
+    tgt_len = torch.tensor([float(e.target_len) for e in per_edit], device=device)  # (n,)
 
     delta = torch.zeros_like(h, requires_grad=True)  # (n, d)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
     h_norm = h.norm(dim=1)  # (n,)
-    active = torch.ones(n, dtype=torch.bool)
+    active = torch.ones(n, dtype=torch.bool, device=device)
     final = torch.zeros_like(h)
-    last_loss, steps = torch.full((n,), float("nan")), torch.zeros(n, dtype=torch.long)
-    kl_init: torch.Tensor | None = None  # (n, V) unedited log-probs
-    row_map = torch.arange(len(rows))  # full row -> position in the stack's current rows
+    last_loss = torch.full((n,), float("nan"), device=device)
+    steps = torch.zeros(n, dtype=torch.long, device=device)
+    kl_init = torch.zeros(0, device=device)  # (n, V) unedited log-probs after "{subject} is a", read at step 0
 
     for it in range(hp.v_steps):
         if check_stop is not None:
             check_stop()  # may raise: the optimisation is abandoned, nothing was written
-        live = active[row_edit]  # (B,) rows still in the stack
-        sel = live[lp_row]
-        ed = row_edit[row_map >= 0]  # edit of each current row
-        # 3) forward of the upper blocks with delta at the subject's last token
-        x = stack.suffix.to(delta.dtype).clone()  # (b, Q, d)
-        x[:, 0] = x[:, 0] + delta[ed].to(x.dtype)
-        out = stack.forward(x.to(stack.suffix.dtype))  # (b, Q, d)
-        rw_r, rw_c = row_map[lp_row[sel]], lp_col[sel]
-        kr, kc = row_map[kl_rows[active]], kl_col[active]
-        gathered = torch.cat([out[rw_r.to(device), rw_c.to(device)], out[kr.to(device), kc.to(device)]])
-        logp = torch.log_softmax(unembed(norm(gathered)).float(), dim=-1)  # (P + n_active, V)
-        n_rw = int(sel.sum())
-        tok_lp = logp[torch.arange(n_rw), lp[sel, 2].to(device)].cpu()  # (P,)
-        nll = torch.zeros(n).index_add_(0, lp[sel, 3], -tok_lp) / (tgt_len * n_rows)  # (n,)
-        kl_lp = logp[n_rw:].cpu()  # (n_active, V)
-        if kl_init is None:
+        # 1) the upper blocks of every group, delta added at the anchor column; read the loss positions
+        outs, reads = [], []
+        for g in groups:
+            if len(g.row_edit) == 0:
+                continue
+            x = g.stack.suffix.float().clone()  # (b, Q, d)
+            x[:, 0] = x[:, 0] + delta[g.row_edit]
+            out = g.stack.forward(x.to(g.stack.suffix.dtype))  # (b, Q, d)
+            outs.append(out[g.reads[:, 0], g.reads[:, 1]].float())
+            reads.append(g.reads)
+        read = torch.cat(reads)  # (P, 4): row, column, label, edit
+        logp = torch.log_softmax(unembed(norm(torch.cat(outs))).float(), dim=-1)  # (P, V)
+        label, edit = read[:, 2], read[:, 3]
+        is_kl = label < 0
+        # 2) loss_i = nll_i + kl_factor * kl_i + weight_decay * ||delta_i||^2 / ||h_i||^2
+        tok_lp = logp[~is_kl].gather(1, label[~is_kl, None])[:, 0]  # (P_nll,)
+        nll = torch.zeros(n, device=device).index_add_(0, edit[~is_kl], -tok_lp) / (tgt_len * n_rows)  # (n,)
+        kl_lp = torch.zeros(n, logp.shape[1], device=device).index_copy(0, edit[is_kl], logp[is_kl])  # (n, V)
+        if it == 0:
             kl_init = kl_lp.detach().clone()
-        kl = torch.zeros(n)
-        kl[active] = (kl_lp.exp() * (kl_lp - kl_init[active])).sum(-1)
-        wd = (hp.weight_decay * delta.norm(dim=1) ** 2 / h_norm**2).cpu()  # (n,) the loss lives on the CPU
+        kl = (kl_lp.exp() * (kl_lp - kl_init)).sum(-1) * active  # (n,)
+        wd = hp.weight_decay * delta.norm(dim=1) ** 2 / h_norm**2  # (n,)
         loss = nll + hp.kl_factor * kl + wd  # (n,) zero-padded for frozen edits
         last_loss[active] = loss.detach()[active]
         steps[active] = it
-        # 4) freeze edits that are done; drop their rows
+        if log.isEnabledFor(logging.DEBUG):
+            wrong = torch.zeros(n, device=device).index_add_(
+                0, edit[~is_kl], (logp[~is_kl].argmax(-1) != label[~is_kl]).float())
+            log.debug("targets step %d: %d active, mean loss %.3f, nll %.3f, greedy-right on every row %.2f",
+                      it, int(active.sum()), float(loss[active].mean()), float(nll[active].mean()),
+                      float((wrong[active] == 0).float().mean()))
+        # 3) freeze edits that are done; their rows leave the groups
         done = active & (loss.detach() < hp.early_stop_loss)
         if it == hp.v_steps - 1:
             done = active.clone()
         final[done] = delta.detach()[done]
-        if done.all() or not (active & ~done).any():
-            active &= ~done
+        if not (active & ~done).any():
             break
         opt.zero_grad()
         loss[active & ~done].sum().backward()
@@ -185,11 +290,6 @@ def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdap
             delta.mul_(scale[:, None])
         if done.any():
             active &= ~done
-            keep = active[row_edit] & (row_map >= 0)  # full rows that stay
-            stack.select(row_map[keep])
-            row_map = torch.full_like(row_map, -1)
-            row_map[keep] = torch.arange(int(keep.sum()))
-        del live
-    if timings is not None:
-        timings["targets_s"] = timings.get("targets_s", 0.0) + time.perf_counter() - t0
-    return Targets(z=h + final, h=h, loss=last_loss, steps=steps)
+            for g in groups:
+                g.keep(active)
+    return Targets(z=h + final, h=h, loss=last_loss.cpu(), steps=steps.cpu())

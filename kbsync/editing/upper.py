@@ -18,6 +18,7 @@ exact: tests compare it with a full forward on tiny Llama and GPT-2 models.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
@@ -71,10 +72,20 @@ def lower_hidden(model: torch.nn.Module, adapter: ArchitectureAdapter, layer: in
     return (out[0] if isinstance(out, tuple) else out).detach()
 
 
+def upper_blocks(model: torch.nn.Module, adapter: ArchitectureAdapter, layer: int,
+                 dtype: torch.dtype | None = None) -> list[torch.nn.Module]:
+    """Blocks layer+1 .. N-1; with `dtype`, copies held in that precision (the model is not touched)."""
+    blocks = [adapter.module(model, adapter.block, i) for i in range(layer + 1, adapter.n_layers)]
+    if dtype is None or all(p.dtype == dtype for b in blocks for p in b.parameters()):
+        return blocks
+    return [copy.deepcopy(b).to(dtype) for b in blocks]
+
+
 class UpperStack:
     def __init__(self, model: torch.nn.Module, adapter: ArchitectureAdapter, layer: int,
-                 hidden: torch.Tensor, batch: Aligned) -> None:
-        self.blocks = [adapter.module(model, adapter.block, i) for i in range(layer + 1, adapter.n_layers)]
+                 hidden: torch.Tensor, batch: Aligned, blocks: list[torch.nn.Module] | None = None) -> None:
+        """`blocks`: the blocks above `layer` to run (default: the model's own; see `upper_blocks`)."""
+        self.blocks = blocks if blocks is not None else upper_blocks(model, adapter, layer)
         base = model.get_submodule(adapter.block.rsplit(".", 2)[0])
         self.rotary = getattr(base, "rotary_emb", None)
         self.anchor = batch.anchor

@@ -11,6 +11,8 @@ costs, and the model's edited weights restored bit for bit at the end.
 Timings: targets_s, keys_s, solve_s summed over batches (compute_delta fills them); edit_s is
 the wall time of computing and applying every batch, total_s = covariance_s + edit_s, and
 edits_per_s = n_edits / edit_s (covariance is a one-off per model and corpus, cached).
+Peak memory per phase: covariance_peak_rss_mb, targets_peak_rss_mb, keys_peak_rss_mb,
+solve_peak_rss_mb (and *_peak_cuda_mb on CUDA; kbsync.memory), beside the process's peak_rss_mb.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import resource
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kbsync.errors import ConfigError
+from kbsync.memory import phase, process_peak_rss_mb
 from kbsync.sources.catalogue import load_catalogue
 
 from .datasets import EvalCase, load_cases, select
@@ -91,19 +92,19 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
     log.info("eval: measuring the unedited model on %d cases", len(cases))
     pre, pre_s = metrics()
 
-    t0 = time.perf_counter()
+    timings: dict[str, Any] = {"targets_s": 0.0, "keys_s": 0.0, "solve_s": 0.0}
     cached = all(cache_path(stats_dir, loaded.identity, layer, corpus.identity, hp.cov_samples).is_file()
                  for layer in hp.layers)
-    moments = second_moments(loaded, tok, adapter, hp.layers, corpus, hp.cov_samples, stats_dir,
-                             model_identity=loaded.identity)
-    covariance_s = time.perf_counter() - t0
+    with phase("covariance", timings, loaded.device):
+        moments = second_moments(loaded, tok, adapter, hp.layers, corpus, hp.cov_samples, stats_dir,
+                                 model_identity=loaded.identity)
+    covariance_s = timings.pop("covariance_s")
 
     params = dict(model.named_parameters(remove_duplicate=False))
     names = sorted({adapter.weight_name(layer) for layer in hp.layers})
     original = {n: params[n].detach().to("cpu", copy=True) for n in names}  # restored in 5)
     batches = [cases[i:i + batch_size] for i in range(0, len(cases), batch_size)]
     preserved = PreservedKeys() if hp.algorithm == "alphaedit" else None
-    timings = {"targets_s": 0.0, "keys_s": 0.0, "solve_s": 0.0}
     batch_s: list[float] = []
     phrasings = relation_phrasings(dataset)
     try:
@@ -146,7 +147,7 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
             "batch_s": [round(s, 3) for s in batch_s],
             "pre_eval_s": round(pre_s, 3),
             "post_eval_s": round(post_s, 3),
-            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "peak_rss_mb": round(process_peak_rss_mb(), 1),
             "peak_cuda_mb": round(torch.cuda.max_memory_allocated(loaded.device) / 2**20, 1) if cuda else None,
         },
         "config": {
@@ -188,12 +189,6 @@ def relation_phrasings(dataset: Path | None) -> Callable[[EvalCase], tuple[str, 
         return paraphrases.get(relation, ())
 
     return of
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
 def _clean(d: dict[str, Any]) -> dict[str, Any]:

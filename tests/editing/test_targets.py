@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from kbsync.editing.hparams import EditHyperParams
 from kbsync.editing.request import EditRequest
-from kbsync.editing.targets import compute_targets, context_templates
+from kbsync.editing.targets import compute_targets, context_templates, edit_rows, group_rows
+from kbsync.errors import ModelError
 
 REQS = [
     EditRequest("{}, the", "Toko Yasuda", "guitar"),
@@ -90,3 +92,78 @@ def test_paraphrases_are_optimised_too_and_batched_still_equals_alone(tiny):
     assert (with_para.z[1] - without.z[1]).norm() > 1e-3
     alone = compute_targets(model, tok, adapter, [para], hp, tpl)
     torch.testing.assert_close(alone.z[0], with_para.z[1], rtol=1e-4, atol=1e-4)
+
+
+def test_chunks_by_token_budget_give_the_result_of_one_chunk(tiny_llama):
+    """Edits are independent: one chunk per edit (budget 1 token) equals all in one chunk."""
+    model, tok, adapter = tiny_llama
+    tpl = context_templates(model, tok, _hp())
+    hp = _hp(early_stop_loss=0.5)
+    timings: dict = {}
+    one = compute_targets(model, tok, adapter, REQS, hp, tpl, timings)
+    assert timings["target_chunks"] == 1
+    timings = {}
+    each = compute_targets(model, tok, adapter, REQS, hp.replace(max_batch_tokens=1), tpl, timings)
+    assert timings["target_chunks"] == len(REQS)
+    torch.testing.assert_close(each.z, one.z, rtol=1e-4, atol=1e-4)
+    assert torch.equal(each.steps, one.steps)
+
+
+def test_rows_are_grouped_by_length_after_the_anchor(tiny_llama):
+    """Rows of several suffix lengths (prompt remainders, target lengths) in one chunk: every
+    group is unpadded after the anchor, and the grouped result equals each edit alone."""
+    model, tok, adapter = tiny_llama
+    hp = _hp()
+    tpl = context_templates(model, tok, hp)
+    reqs = [EditRequest("{} is a native speaker of", "Toko Yasuda", "the Dutch language of the Netherlands"),
+            EditRequest("{}", "France", "Tokyo")]
+    per_edit = [edit_rows(tok, r, hp, tpl) for r in reqs]
+    groups, _ = group_rows(model, adapter, hp.layers[-1], per_edit, tok.pad_token_id)
+    assert len(groups) >= 2
+    lengths = {e.rows[r].ids.__len__() - e.rows[r].anchor for e in per_edit for r in range(len(e.rows))}
+    assert {g.stack.suffix.shape[1] for g in groups} == lengths
+    together = compute_targets(model, tok, adapter, reqs, hp, tpl)
+    for i, req in enumerate(reqs):
+        torch.testing.assert_close(compute_targets(model, tok, adapter, [req], hp, tpl).z[0], together.z[i],
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_products_reach_nearly_the_float32_targets(tiny_llama):
+    model, tok, adapter = tiny_llama
+    hp = _hp(v_steps=10)
+    tpl = context_templates(model, tok, hp)
+    exact = compute_targets(model, tok, adapter, REQS, hp, tpl)
+    low = compute_targets(model, tok, adapter, REQS, hp.replace(target_dtype="bfloat16"), tpl)
+    assert next(model.parameters()).dtype == torch.float32 and low.z.dtype == torch.float32
+    torch.testing.assert_close(low.h, exact.h)  # the lower blocks and h stay float32
+    moved = (exact.z - exact.h).norm(dim=1)
+    assert ((low.z - exact.z).norm(dim=1) < 0.1 * moved).all()
+
+
+def test_out_of_memory_halves_the_chunk_and_goes_on(tiny_llama, caplog):
+    """The CPU allocator's error (raised by a hook on the first upper block whenever it sees more
+    rows than one edit has) halves the chunk until it fits; the targets are those of one chunk."""
+    model, tok, adapter = tiny_llama
+    hp = _hp(early_stop_loss=0.5)
+    tpl = context_templates(model, tok, hp)
+    one = compute_targets(model, tok, adapter, REQS, hp, tpl)
+    limit = max(len(edit_rows(tok, r, hp, tpl).rows) for r in REQS)  # rows of one edit: always fits
+
+    def allocator(module, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        if x.shape[0] > limit:
+            raise RuntimeError(f"DefaultCPUAllocator: can't allocate memory: you tried to allocate {2**40} bytes")
+
+    block = adapter.module(model, adapter.block, hp.layers[-1] + 1)
+    handle = block.register_forward_pre_hook(allocator, with_kwargs=True)
+    try:
+        timings: dict = {}
+        with caplog.at_level("WARNING", logger="kbsync.editing.targets"):
+            halved = compute_targets(model, tok, adapter, REQS, hp, tpl, timings)
+        with pytest.raises(ModelError, match="single edit"):
+            limit = -1
+            compute_targets(model, tok, adapter, REQS[:1], hp, tpl)
+    finally:
+        handle.remove()
+    assert "halving the chunk" in caplog.text and timings["target_chunks"] >= 2
+    torch.testing.assert_close(halved.z, one.z, rtol=1e-4, atol=1e-4)
