@@ -14,7 +14,9 @@ gradient it would get alone; Adam is element-wise, so batched == one at a time):
     kl_i   = KL(p_new || p_unedited) of the next token after "{subject} is a"
     loss_i = nll_i + kl_factor * kl_i + weight_decay * ||delta_i||^2 / ||h_i||^2
 
-An edit whose loss falls below early_stop_loss is frozen and its rows leave the batch; after
+An edit whose loss falls below early_stop_loss (or, with early_stop_prob > 0, whose target's mean
+per-token probability exp(-nll_i) reaches early_stop_prob: ENCORE's early stopping, Gupta et al.
+2025, which keeps z_i from being over-optimised) is frozen and its rows leave the batch; after
 each step ||delta_i|| is clamped to clamp_factor * ||h_i||. ROME computes the KL at the subject's
 last token of "{subject} is a"; kbsync reads it where the next token is predicted (the last token).
 """
@@ -170,6 +172,8 @@ def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdap
         steps[active] = it
         # 4) freeze edits that are done; drop their rows
         done = active & (loss.detach() < hp.early_stop_loss)
+        if hp.early_stop_prob > 0:  # ENCORE's early stop: the target is likely enough, stop pushing
+            done |= active & (torch.exp(-nll.detach()) >= hp.early_stop_prob)
         if it == hp.v_steps - 1:
             done = active.clone()
         final[done] = delta.detach()[done]
