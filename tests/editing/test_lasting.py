@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_memit import REQS, _moments, score  # tests/editing is on sys.path (no __init__.py)
 
 from kbsync.editing.hparams import EditHyperParams
 from kbsync.editing.memit import anchor_norms, compute_delta
@@ -12,8 +13,6 @@ from kbsync.editing.request import EditRequest
 from kbsync.editing.solve import alphaedit_factors, memit_factors
 from kbsync.editing.targets import compute_targets, context_templates
 from kbsync.errors import ConfigError
-
-from test_memit import REQS, _moments, score  # tests/editing is on sys.path (no __init__.py)
 
 
 def _hp(**kw):
