@@ -25,7 +25,7 @@ def loaded(tiny_model_dir: Path):
 def _cases(n: int) -> list[EvalCase]:
     subjects = ["France", "Germany", "Italy", "Holland", "Japan", "Spain"]
     return [EvalCase(str(i), f"The capital of {s}", s, "Tokyo", "Paris", (f"The capital city of {s}",),
-                     ((f"The capital of Peru", "Lima"),)) for i, s in enumerate(subjects[:n])]
+                     (("The capital of Peru", "Lima"),)) for i, s in enumerate(subjects[:n])]
 
 
 def test_perplexity_is_exp_of_the_mean_token_nll(loaded) -> None:
