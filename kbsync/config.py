@@ -153,7 +153,7 @@ class EditingSettings(Section):
         "builtin:smollm2-samples (the same, sampled once and shipped), a .txt/.jsonl path, or hf:<dataset> (online only).",
     )
     norm_anchor: bool = Field(
-        False, description="NAS norm anchoring: rescale each solved target vector z_i to the unedited model's norm ||h_i|| "
+        False, description="NAS norm anchoring: rescale each solved target vector z_i to the unedited model's norm ‖h_i‖ "
         "(edits that last over many sequential batches).")
     early_stop_prob: float = Field(
         0.0, ge=0, lt=1, description="ENCORE early stopping: stop optimising an edit's target once the new value's mean "

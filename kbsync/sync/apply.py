@@ -34,7 +34,7 @@ from kbsync.editing.delta import Delta
 from kbsync.editing.memit import compute_delta
 from kbsync.editing.nullspace import PreservedKeys
 from kbsync.editing.request import EditRequest
-from kbsync.errors import EditError, TokenizationError
+from kbsync.errors import EditError, RollbackError, TokenizationError
 from kbsync.logs import get_logger
 from kbsync.store.events import record_event
 from kbsync.store.models import Batch, EditRequestRow
@@ -133,7 +133,10 @@ def apply_pending(writer: ModelWriter, *, batch_size: int | None = None, max_edi
         if limit and len(ctx.store.active) > limit and not writer.stop.requested:
             from kbsync.sync.compact import compact_open
 
-            report.compaction = compact_open(writer)  # a failed one leaves the log as it was (and says why)
+            try:  # a failed compaction leaves the log as it was (its batch row and event say why)
+                report.compaction = compact_open(writer)
+            except (EditError, RollbackError, TokenizationError) as exc:
+                log.warning("compaction_skipped", reason=str(exc))
         registry.prune(writer.db, ctx.store, writer.settings.state.keep_versions)
     return report
 
