@@ -157,6 +157,19 @@ class EditingSettings(Section):
         description="Corpus for key statistics: model-samples (text the model writes, offline), "
         "builtin:smollm2-samples (the same, sampled once and shipped), a .txt/.jsonl path, or hf:<dataset> (online only).",
     )
+    norm_anchor: bool = Field(
+        False, description="NAS norm anchoring: rescale each solved target vector z_i to the unedited model's norm ‖h_i‖ "
+        "(edits that last over many sequential batches).")
+    early_stop_prob: float = Field(
+        0.0, ge=0, lt=1, description="ENCORE early stopping: stop optimising an edit's target once the new value's mean "
+        "per-token probability reaches this (0: off, the loss threshold only).")
+    norm_constraint: float = Field(
+        0.0, ge=0, description="ENCORE norm constraint: weight α of α‖ΔW‖² in the layer update (0: off).")
+    compact_after: int = Field(
+        0, ge=0, description="Compact the delta log when it holds more than this many batches: re-solve every active "
+        "edit from the base weights as one delta, after apply (0: never; `kbsync compact` does it by hand).")
+    compact_batch_size: int = Field(
+        0, ge=0, description="Edits per mass edit when compacting ([editing] batch_size when 0); several are chained.")
     retry_smaller: bool = Field(True, description="Retry a failed batch's edits in halves before marking them failed.")
     lease_s: int = Field(3600, ge=10, description="Lease of a claimed request; the reaper returns expired ones to pending.")
     max_attempts: int = Field(

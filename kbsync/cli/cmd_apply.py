@@ -1,4 +1,4 @@
-"""`kbsync apply`, `rollback`, `verify`, `export`, `stats`: the commands that touch the weights."""
+"""`kbsync apply`, `rollback`, `compact`, `verify`, `export`, `stats`: the commands that touch the weights."""
 
 from __future__ import annotations
 
@@ -119,9 +119,47 @@ def rollback_cmd(app: App, batch: int, dry_run: bool, lock_wait_s: float, as_jso
         click.echo(f"would roll back batch {batch} ({len(report.requests)} requests); "
                    f"remaining batches {report.remaining_batches} (dry run)")
         return
+    if report.recompacted_by is not None:
+        click.echo(f"rolled back batch {batch}: recompacted without it as batch {report.recompacted_by}, weights "
+                   f"{report.weights_before[:12]} -> {report.weights_after[:12]}; "
+                   f"{len(report.no_longer_hold)} remaining edits no longer hold")
+        return
     same = f", identical to version {report.restores_version}" if report.restores_version else ""
     click.echo(f"rolled back batch {batch}: weights {report.weights_before[:12]} -> {report.weights_after[:12]}{same}; "
                f"{len(report.no_longer_hold)} remaining edits no longer hold")
+
+
+@cli.command(name="compact")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Edits per mass edit of the re-solve (default [editing] compact_batch_size, else batch_size).")
+@click.option("--wait", "lock_wait_s", type=float, default=0.0, show_default=True, help="Seconds to wait for the model lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def compact_cmd(app: App, batch_size: int | None, lock_wait_s: float, as_json: bool) -> None:
+    """Re-solve every active edit from the base weights as one delta that replaces the delta log.
+
+    The result is verified (every edit's checks, and at least as many edits must hold as on the
+    log it replaces) and becomes a new model version in one audited event; the replaced deltas
+    are kept, so `kbsync rollback` of the compaction batch restores the previous weights.
+
+    Example: kbsync compact && kbsync audit
+    """
+    from kbsync.sync.compact import compact, compaction_error
+
+    report = compact(_writer(app), batch_size=batch_size, lock_wait_s=lock_wait_s)
+    if as_json:
+        click.echo(json.dumps(report.__dict__, indent=2))
+    else:
+        click.echo(f"compaction batch {report.batch_id}: {report.n_edits} edits of batches {report.replaced} "
+                   f"re-solved from the base; efficacy {_share(report.efficacy_before)} -> {_share(report.efficacy_after)}; "
+                   + (f"weights {report.weights_before[:12]} -> {report.weights_after[:12]}" if report.ok
+                      else f"FAILED: {report.reason}"))
+    if not report.ok:
+        raise compaction_error(report)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 @cli.command(name="verify")

@@ -30,6 +30,12 @@ METRIC_ROWS = (("es", "efficacy success (ES)"), ("ps", "paraphrase success (PS)"
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Override [model] device.")
 @click.option("--cov-samples", type=click.IntRange(min=1), default=None, help="Override [editing] cov_samples.")
 @click.option("--corpus", default=None, help="Override [editing] corpus (model-samples, a .txt/.jsonl path, hf:<name>).")
+@click.option("--norm-anchor/--no-norm-anchor", default=None,
+              help="NAS norm anchoring of the target vectors (default [editing] norm_anchor).")
+@click.option("--early-stop-prob", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              help="ENCORE early stop on the target's probability (default [editing] early_stop_prob; 0: off).")
+@click.option("--norm-constraint", type=click.FloatRange(min=0), default=None,
+              help="ENCORE norm constraint α (default [editing] norm_constraint; 0: off).")
 @click.option("--gen-tokens", type=click.IntRange(min=0), default=100, show_default=True,
               help="Tokens generated per prompt for generation entropy (0: skip GE).")
 @click.option("--gen-prompts", type=click.IntRange(min=0), default=10, show_default=True,
@@ -39,7 +45,8 @@ METRIC_ROWS = (("es", "efficacy success (ES)"), ("ps", "paraphrase success (PS)"
 @click.pass_obj
 def eval_cmd(app: App, dataset: Path, limit: int | None, offset: int, batch_size: int | None, algorithm: str | None,
              sequential: bool, device: str | None, cov_samples: int | None, corpus: str | None, gen_tokens: int,
-             gen_prompts: int, json_out: Path | None) -> None:
+             gen_prompts: int, norm_anchor: bool | None, early_stop_prob: float | None, norm_constraint: float | None,
+             json_out: Path | None) -> None:
     """Measure editing quality and cost on a benchmark: ES, PS, NS, score, accuracies and
     generation entropy before and after editing, with timings and peak memory.
 
@@ -56,7 +63,8 @@ def eval_cmd(app: App, dataset: Path, limit: int | None, offset: int, batch_size
     # evaluate_file reads the dataset before it loads the model: a bad file fails in seconds.
     report = evaluate_file(app.settings, app.state_dir, dataset, limit=limit, offset=offset, batch_size=batch_size,
                            algorithm=algorithm, sequential=sequential, device=device, cov_samples=cov_samples,
-                           corpus=corpus, gen_tokens=gen_tokens, gen_prompts=gen_prompts)
+                           corpus=corpus, gen_tokens=gen_tokens, gen_prompts=gen_prompts, norm_anchor=norm_anchor,
+                           early_stop_prob=early_stop_prob, norm_constraint=norm_constraint)
     text = json.dumps(report, indent=2)
     if json_out is not None and str(json_out) == "-":
         click.echo(text)

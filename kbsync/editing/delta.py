@@ -43,6 +43,29 @@ class Delta:
                 delta.dense_updates[name] = u @ v.T  # (d_out, d_in)
         return delta
 
+    @classmethod
+    def merged(cls, deltas: list[Delta], meta: dict[str, str] | None = None) -> Delta:
+        """One delta equal to the sum of `deltas` (compaction): per weight the factors side by side,
+        dW = sum_j U_j V_j^T = [U_1 ... U_m] [V_1 ... V_m]^T, or the dense sum where any part is dense;
+        the keys of every part, concatenated per layer (what AlphaEdit preserves from later batches)."""
+        out = cls(meta=dict(meta or {}))
+        for name in sorted({n for d in deltas for n in d.names}):
+            parts = [d for d in deltas if name in d.names]
+            if all(name in d.factors for d in parts):
+                u = torch.cat([d.factors[name][0] for d in parts], dim=1)  # (d_out, sum r)
+                v = torch.cat([d.factors[name][1] for d in parts], dim=1)  # (d_in, sum r)
+                out = out._with(cls.from_factors({name: (u, v)}))
+            else:
+                out.dense_updates[name] = torch.stack([d.dense(name) for d in parts]).sum(0)  # (d_out, d_in)
+        for layer in sorted({layer for d in deltas for layer in d.keys}):
+            out.keys[layer] = torch.cat([d.keys[layer].float() for d in deltas if layer in d.keys], dim=1)
+        return out
+
+    def _with(self, other: Delta) -> Delta:
+        self.factors.update(other.factors)
+        self.dense_updates.update(other.dense_updates)
+        return self
+
     @property
     def names(self) -> list[str]:
         return sorted([*self.factors, *self.dense_updates])

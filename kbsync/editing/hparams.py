@@ -29,6 +29,8 @@ class EditHyperParams:
     clamp_factor: float = 4.0  # ||delta_i|| <= clamp_factor * ||h_i||
     weight_decay: float = 1e-3  # weight of ||delta||^2 / ||h||^2
     early_stop_loss: float = 5e-2  # an edit's delta is frozen once its loss is below this
+    early_stop_prob: float = 0.0  # ENCORE: ... or once exp(-nll_i), the target's mean per-token probability, reaches this (0: off)
+    norm_anchor: bool = False  # NAS: rescale each solved z_i to the unedited norm ||h_i|| (memit.py)
     n_prefixes: int = 5  # random model-generated prefixes (plus the bare prompt)
     prefix_len: int = 10  # tokens per prefix
     prefix_seed: int = 0
@@ -39,6 +41,7 @@ class EditHyperParams:
     # 2-3) spread over layers: dW = R K^T (cov_lambda C + K K^T)^-1, C mean-normalised E[k k^T]
     cov_lambda: float = 15000.0  # MEMIT's mom2_update_weight
     cov_samples: int = 100000  # texts in the second-moment corpus
+    norm_constraint: float = 0.0  # ENCORE: alpha of + alpha ||dW||_F^2 in the objective (solve.py; 0: off)
     # 5) AlphaEdit: P = null space of C (eigenvalues < threshold); dW = R K^T P (S P + l2 I)^-1
     nullspace_threshold: float = 2e-2
     alphaedit_l2: float = 10.0  # "L2" in the public AlphaEdit configs (the paper writes I)
@@ -56,6 +59,10 @@ class EditHyperParams:
             raise ConfigError(f"unknown target_dtype {self.target_dtype!r}; use one of {', '.join(TARGET_DTYPES)}")
         if self.max_batch_tokens < 1:
             raise ConfigError(f"max_batch_tokens must be positive, got {self.max_batch_tokens!r}")
+        if not 0.0 <= self.early_stop_prob < 1.0:
+            raise ConfigError(f"early_stop_prob must be in [0, 1) (0: off), got {self.early_stop_prob!r}")
+        if self.norm_constraint < 0:
+            raise ConfigError(f"norm_constraint must be >= 0 (0: off), got {self.norm_constraint!r}")
         if "{}" not in self.kl_prompt:
             raise ConfigError(f"kl_prompt {self.kl_prompt!r} needs a '{{}}' for the subject, e.g. '{{}} is a'")
 

@@ -1,12 +1,26 @@
 """compute_delta: requests -> Delta, MEMIT Algorithm 1 (or AlphaEdit), leaving the model unchanged.
 
     1) z_i = h_i + delta_i at the last edited layer L              (targets.py, all edits at once)
+       NAS (norm_anchor): z_i <- z_i * ||h_i|| / ||z_i||            (anchor_norms below)
     for i, l in enumerate(layers):
         2) K = keys at l, h = current residual at L               (keys.py, on the model edited so far)
         3) R = (z - h) / (len(layers) - i)                         (d, n)
         4) dW_l = R K^T (lam C_l + K K^T)^-1                      (solve.py; AlphaEdit: null-space form)
         5) apply dW_l temporarily
     restore every weight bit for bit; return the factors.
+
+Norm anchoring (NAS, "Norm Anchors Make Model Edits Last", Liu et al. 2026): in sequential
+editing the solved target vectors and the edited weights inflate each other's norms until the
+model collapses; rescaling each solved target to a norm taken from the unedited model breaks
+that loop. kbsync anchors z_i, the target residual at layer L, to the norm of the residual the
+model had there before the batch, h_i (unmoved by earlier batches for a subject they did not
+edit, as MEMIT keeps W k for other keys):
+
+    z_i <- z_i * ||h_i|| / ||z_i||        so ||z_i|| = ||h_i||, only the direction is solved
+
+(NAS's code rescales the MLP-output part v* = v0 + delta to the mean solved ||v*|| of a
+CounterFact sample on the original model; kbsync's anchor needs no such statistic.) ENCORE's
+early stop (early_stop_prob) is in targets.py, its norm constraint (norm_constraint) in solve.py.
 """
 
 from __future__ import annotations
@@ -47,6 +61,11 @@ def _frozen(model: torch.nn.Module) -> Iterator[None]:
         model.train(training)
 
 
+def anchor_norms(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """NAS: each row of z (n, d) rescaled to the norm of the same row of h (n, d)."""
+    return z * (h.norm(dim=1) / z.norm(dim=1).clamp(min=1e-12))[:, None]  # (n, d)
+
+
 def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requests: list[EditRequest],
                   hparams: EditHyperParams, second_moments: dict[int, torch.Tensor],
                   preserved: PreservedKeys | None = None, timings: dict | None = None,
@@ -76,6 +95,8 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
             templates = context_templates(model, tokenizer, hp, seed=batch_seed(requests, hp.prefix_seed))
             with phase("targets", timings, device):
                 targets = compute_targets(model, tokenizer, adapter, requests, hp, templates, timings, check_stop)
+            if hp.norm_anchor:
+                targets.z = anchor_norms(targets.z, targets.h)
             for i, layer in enumerate(hp.layers):
                 if check_stop is not None:
                     check_stop()
@@ -89,9 +110,9 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
                     if hp.algorithm == "alphaedit":
                         proj = nullspace_projection(cov, hp.nullspace_threshold)  # (d_in, d_in)
                         kp = preserved.get(layer) if preserved is not None else None
-                        u, v = alphaedit_factors(resid, k, proj, kp, hp.alphaedit_l2)
+                        u, v = alphaedit_factors(resid, k, proj, kp, hp.alphaedit_l2, hp.norm_constraint)
                     else:
-                        u, v = memit_factors(resid, k, cov, hp.cov_lambda)
+                        u, v = memit_factors(resid, k, cov, hp.cov_lambda, hp.norm_constraint)
                     name = adapter.weight_name(layer)
                     factors[name] = (u.float(), v.float())  # (d_out, n), (d_in, n)
                     applied.append(Delta.from_factors({name: factors[name]}).apply(model, adapter))
@@ -114,6 +135,8 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
         "hparams": json.dumps(hp.to_dict(), sort_keys=True),
         "z_rel_error_mean": f"{float(z_err.mean()):.4f}",
         "target_loss_mean": f"{float(targets.loss.nanmean()):.4f}",
+        "z_norm_ratio_mean": f"{float((targets.z.norm(dim=1) / targets.h.norm(dim=1)).mean()):.4f}",
+        "target_steps_mean": f"{float(targets.steps.float().mean()):.2f}",
         "timings": json.dumps({k: round(v, 3) for k, v in timings.items()}),
     }
     return Delta.from_factors(factors, keys={layer: k for layer, k in final_keys.items()}, meta=meta)

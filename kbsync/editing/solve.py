@@ -9,6 +9,11 @@ and S = K K^T + K_p K_p^T (this batch's keys and every earlier batch's):
     dW = R K^T P (S P + l2 I)^-1 = R K^T (P S + l2 I)^-1 P
        = U V^T   with U = R,  V = P (S P + l2 I)^-1 K
 so dW k = 0 for every k with P k = 0 (the preserved keys).
+
+ENCORE's norm constraint (Gupta et al. 2025) adds alpha ||dW||_F^2 to the objective, which adds
+alpha I to the matrix that is inverted (alpha = norm_constraint, 0: off):
+    MEMIT      dW = R K^T (lam C + K K^T + alpha I)^-1
+    AlphaEdit  dW = R K^T P (S P + (l2 + alpha) I)^-1
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from kbsync.errors import EditError
 
 
 def memit_factors(resid: torch.Tensor, keys: torch.Tensor, cov: torch.Tensor,
-                  lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+                  lam: float, alpha: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     k = keys.double()  # (d_in, n)
     a = lam * cov.double() + k @ k.T  # (d_in, d_in) SPD
+    if alpha:
+        a = a + alpha * torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
     v = torch.cholesky_solve(k, spd_cholesky(a))  # (d_in, n)
     return resid.double(), v
 
@@ -47,7 +54,8 @@ def spd_cholesky(a: torch.Tensor) -> torch.Tensor:
 
 
 def alphaedit_factors(resid: torch.Tensor, keys: torch.Tensor, proj: torch.Tensor,
-                      preserved_kkt: torch.Tensor | None, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+                      preserved_kkt: torch.Tensor | None, l2: float,
+                      alpha: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     k = keys.double()  # (d_in, n)
     p = proj.double()  # (d_in, d_in)
     s = k @ k.T  # (d_in, d_in)
@@ -55,7 +63,7 @@ def alphaedit_factors(resid: torch.Tensor, keys: torch.Tensor, proj: torch.Tenso
         s = s + preserved_kkt.double()
     eye = torch.eye(s.shape[0], dtype=torch.float64, device=s.device)
     try:
-        v = p @ torch.linalg.solve(s @ p + l2 * eye, k)  # (d_in, n)
+        v = p @ torch.linalg.solve(s @ p + (l2 + alpha) * eye, k)  # (d_in, n)
     except RuntimeError as exc:
         raise EditError("AlphaEdit's system S P + l2 I is singular; raise alphaedit_l2") from exc
     return resid.double(), v

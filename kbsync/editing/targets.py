@@ -14,7 +14,9 @@ gradient it would get alone; Adam is element-wise, so batched == one at a time):
     kl_i   = KL(p_new || p_unedited) of the next token after "{subject} is a"
     loss_i = nll_i + kl_factor * kl_i + weight_decay * ||delta_i||^2 / ||h_i||^2
 
-An edit whose loss falls below early_stop_loss is frozen and its rows leave the batch; after
+An edit whose loss falls below early_stop_loss (or, with early_stop_prob > 0, whose target's mean
+per-token probability exp(-nll_i) reaches early_stop_prob: ENCORE's early stopping, Gupta et al.
+2025, which keeps z_i from being over-optimised) is frozen and its rows leave the batch; after
 each step ||delta_i|| is clamped to clamp_factor * ||h_i||. ROME computes the KL at the subject's
 last token of "{subject} is a"; kbsync reads it where the next token is predicted (the last token).
 
@@ -272,10 +274,12 @@ def optimise(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter, pe
             wrong = torch.zeros(n, device=device).index_add_(
                 0, edit[~is_kl], (logp[~is_kl].argmax(-1) != label[~is_kl]).float())
             log.debug("targets step %d: %d active, mean loss %.3f, nll %.3f, greedy-right on every row %.2f",
-                      it, int(active.sum()), float(loss[active].mean()), float(nll[active].mean()),
+                      it, int(active.sum()), float(loss.detach()[active].mean()), float(nll.detach()[active].mean()),
                       float((wrong[active] == 0).float().mean()))
         # 3) freeze edits that are done; their rows leave the groups
         done = active & (loss.detach() < hp.early_stop_loss)
+        if hp.early_stop_prob > 0:  # ENCORE's early stop: the target is likely enough, stop pushing
+            done |= active & (torch.exp(-nll.detach()) >= hp.early_stop_prob)
         if it == hp.v_steps - 1:
             done = active.clone()
         final[done] = delta.detach()[done]

@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 def evaluate_file(settings, state_dir: Path, dataset: str | Path, *, limit: int | None = None, offset: int = 0,
                   batch_size: int | None = None, algorithm: str | None = None, sequential: bool = False,
                   device: str | None = None, cov_samples: int | None = None, corpus: str | None = None,
-                  gen_tokens: int = 100, gen_prompts: int = 10) -> dict[str, Any]:
-    """``kbsync eval``: the configured model and hyper-parameters on a benchmark file."""
+                  gen_tokens: int = 100, gen_prompts: int = 10, norm_anchor: bool | None = None,
+                  early_stop_prob: float | None = None, norm_constraint: float | None = None) -> dict[str, Any]:
+    """``kbsync eval``: the configured model and hyper-parameters on a benchmark file (the
+    keyword overrides, where given, replace the configured value)."""
     from kbsync.sync.engine import corpus_for, hyper_parameters, load_configured_model
 
     schema, all_cases = load_cases(dataset)
@@ -58,6 +60,8 @@ def evaluate_file(settings, state_dir: Path, dataset: str | Path, *, limit: int 
         hp = hp.replace(algorithm=algorithm)
     if cov_samples:
         hp = hp.replace(cov_samples=cov_samples)
+    lasting = {"norm_anchor": norm_anchor, "early_stop_prob": early_stop_prob, "norm_constraint": norm_constraint}
+    hp = hp.replace(**{k: v for k, v in lasting.items() if v is not None})
     size = (batch_size or settings.editing.batch_size) if sequential else len(cases)
     source = corpus_for(corpus or settings.editing.corpus, loaded)
     result = evaluate(loaded, hp, source, cases, Path(state_dir) / "cache" / "stats", batch_size=size,
@@ -158,6 +162,9 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
             "n_batches": len(batches),
             "sequential": sequential,
             "v_steps": hp.v_steps,
+            "norm_anchor": hp.norm_anchor,
+            "early_stop_prob": hp.early_stop_prob,
+            "norm_constraint": hp.norm_constraint,
             "cov_samples": hp.cov_samples,
             "corpus": corpus.identity,
             "model": loaded.spec,

@@ -7,6 +7,7 @@
           checks (sync/checks.py) → pass: commit   delta file, version directory, one SQL
                                                   transaction (`registry.promote`), `current`
                                        fail: revert, mark failed (or retry in halves)
+    log longer than [editing] compact_after? compact it (sync/compact.py)
     prune old version directories
 
 A half-applied batch is never visible: files are written (atomically) before the one
@@ -27,12 +28,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from kbsync.editing.delta import Delta
 from kbsync.editing.memit import compute_delta
 from kbsync.editing.nullspace import PreservedKeys
 from kbsync.editing.request import EditRequest
-from kbsync.errors import EditError, TokenizationError
+from kbsync.errors import EditError, RollbackError, TokenizationError
 from kbsync.logs import get_logger
 from kbsync.store.events import record_event
 from kbsync.store.models import Batch, EditRequestRow
@@ -87,6 +89,7 @@ class ApplyReport:
     batches: list[BatchOutcome] = field(default_factory=list)
     recovered: int = 0         # a dead worker's claims given back to the queue
     poisoned: int = 0          # ... failed as poison instead ([editing] max_attempts)
+    compaction: Any = None     # sync/compact.CompactReport when [editing] compact_after ran one
 
     @property
     def applied(self) -> int:
@@ -103,7 +106,8 @@ class ApplyReport:
 
     def as_dict(self) -> dict[str, object]:
         return {"applied": self.applied, "failed": self.failed, "recovered": self.recovered,
-                "poisoned": self.poisoned, "batches": [asdict(b) for b in self.batches]}
+                "poisoned": self.poisoned, "batches": [asdict(b) for b in self.batches],
+                "compaction": asdict(self.compaction) if self.compaction is not None else None}
 
 
 def apply_pending(writer: ModelWriter, *, batch_size: int | None = None, max_edits: int | None = None,
@@ -125,6 +129,14 @@ def apply_pending(writer: ModelWriter, *, batch_size: int | None = None, max_edi
         ctx.moments(progress, check_stop=writer.stop.check_outside_batch)  # C_l of the base weights
         writer.open_current()
         ApplyWorker(writer, on_batch).run(report, batch_size or writer.settings.editing.batch_size, max_edits)
+        limit = writer.settings.editing.compact_after
+        if limit and len(ctx.store.active) > limit and not writer.stop.requested:
+            from kbsync.sync.compact import compact_open
+
+            try:  # a failed compaction leaves the log as it was (its batch row and event say why)
+                report.compaction = compact_open(writer)
+            except (EditError, RollbackError, TokenizationError) as exc:
+                log.warning("compaction_skipped", reason=str(exc))
         registry.prune(writer.db, ctx.store, writer.settings.state.keep_versions)
     return report
 

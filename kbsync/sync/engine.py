@@ -43,11 +43,14 @@ def hyper_parameters(settings: Settings, loaded: LoadedModel) -> EditHyperParams
             raise ConfigError(f"[editing] layers {bad} are not within the model's {adapter.n_layers} layers; "
                               f"use indices 0..{adapter.n_layers - 1}")
         changes["layers"] = tuple(e.layers)
-    for key in ("v_steps", "v_lr", "cov_lambda", "cov_samples", "max_batch_tokens"):
+    for key in ("v_steps", "v_lr", "cov_lambda", "cov_samples", "max_batch_tokens", "early_stop_prob",
+                "norm_constraint"):
         if getattr(e, key):
             changes[key] = getattr(e, key)
     if e.target_dtype != "auto":
         changes["target_dtype"] = e.target_dtype
+    if e.norm_anchor:
+        changes["norm_anchor"] = True
     return replace(hp, **changes)  # type: ignore[arg-type]
 
 

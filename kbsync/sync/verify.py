@@ -38,6 +38,7 @@ def drifted(checks: list[Check], held_before: set[int]) -> list[int]:
 def recheck(writer: ModelWriter, batch_ids: list[int]) -> tuple[list[Check], dict[int, int]]:
     """Checks of the verified edits of these batches on the live model; request -> batch."""
     with writer.db.session() as s:
+        batch_ids = registry.expand_compactions(s, batch_ids)  # a compaction's edits keep their batches
         rows = list(s.scalars(select(EditRequestRow).where(
             EditRequestRow.batch_id.in_(batch_ids), EditRequestRow.state == RequestState.VERIFIED.value)
             .order_by(EditRequestRow.id)))
@@ -70,8 +71,9 @@ def verify(writer: ModelWriter, batch_id: int | None = None, *, lock_wait_s: flo
         with writer.db.session() as s:
             current = registry.current_version(s, writer.model_key)
             ids = list(current.batch_ids) if current else []
+            live = set(ids) | set(registry.expand_compactions(s, ids))
         if batch_id is not None:
-            if batch_id not in ids:
+            if batch_id not in live:
                 raise RollbackError(f"batch {batch_id} is not part of the current model; see `kbsync audit`")
             ids = [batch_id]
         checks: list[Check] = []

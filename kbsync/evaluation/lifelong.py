@@ -1,0 +1,169 @@
+"""Lifelong editing: N sequential batches of k edits, and what they do to the model over time.
+
+    0) base = measure(unedited model): perplexity of the held-out texts, known facts (those the
+       base model answers right are kept: base accuracy 1.0 by construction), weight norms
+    for b in 1..N:
+        1) delta_b = compute_delta(model edited by batches < b); apply it     (seconds per batch)
+           AlphaEdit: the keys of every earlier batch are preserved (PreservedKeys)
+        2) every `every` batches (and after the last) a checkpoint:
+           ES / PS / NS / efficacy_acc / paraphrase_acc of batch b        (metrics.measure)
+           retention      share of all earlier batches' edits with P(new) > P(old) on their prompt
+           edit_acc       share of every edit so far whose greedy answer names its target
+           perplexity     of the held-out texts                           (metrics.perplexity)
+           known_acc      share of the known facts still answered right (greedy)
+           weight_norm    ||W_l||_F / ||W0_l||_F and ||W_l - W0_l||_F / ||W0_l||_F per edited layer
+    the model's edited weights are restored bit for bit at the end.
+
+`benchmarks/lifelong.py` runs this for several configurations and plots the curves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kbsync.errors import ConfigError
+
+from .datasets import EvalCase
+from .metrics import measure, perplexity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KnownFact:
+    prompt: str
+    subject: str
+    answer: str
+
+
+def load_known_facts(path: str | Path, limit: int | None = None) -> list[KnownFact]:
+    """ROME's known_1000.json: {prompt, subject, attribute} records (the first `limit`)."""
+    try:
+        records = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read known facts from {path} ({exc}); give ROME's known_1000.json") from exc
+    facts = [KnownFact(str(r["prompt"]), str(r["subject"]), str(r["attribute"]))
+             for r in records if isinstance(r, dict) and r.get("prompt") and r.get("attribute")]
+    if not facts:
+        raise ConfigError(f"{path} holds no {{prompt, subject, attribute}} records; give ROME's known_1000.json")
+    return facts[:limit]
+
+
+def answered_right(model, tokenizer, facts: Sequence[KnownFact], answer_tokens: int = 8) -> list[bool]:
+    from kbsync.model.probe import answer_matches
+    from kbsync.model.scoring import greedy_answers
+
+    answers = greedy_answers(model, tokenizer, [f.prompt for f in facts], answer_tokens) if facts else []
+    return [answer_matches(a, [f.answer]) is not None for a, f in zip(answers, facts, strict=True)]
+
+
+def edit_wins(model, tokenizer, cases: Sequence[EvalCase]) -> list[bool]:
+    """Per case: P(new | prompt) > P(old | prompt) (teacher-forced, the ES criterion)."""
+    from kbsync.model.scoring import target_logprobs
+
+    if not cases:
+        return []
+    prompts = [c.prompt for c in cases for _ in (0, 1)]
+    targets = [t for c in cases for t in (c.target_new, c.target_true)]
+    s = target_logprobs(model, tokenizer, prompts, targets).tolist()
+    return [a > b for a, b in zip(s[0::2], s[1::2], strict=True)]
+
+
+def edit_hits(model, tokenizer, cases: Sequence[EvalCase], answer_tokens: int = 8) -> list[bool]:
+    """Per case: the greedy answer to its prompt names target_new."""
+    return answered_right(model, tokenizer, [KnownFact(c.prompt, c.subject, c.target_new) for c in cases],
+                          answer_tokens)
+
+
+def weight_norms(params: dict, base: dict) -> dict[str, dict[str, float]]:
+    """{weight name: {"norm": ||W||/||W0||, "delta": ||W - W0||/||W0||}} (Frobenius)."""
+    out = {}
+    for name, w0 in base.items():
+        w = params[name].detach().to(w0.device, w0.dtype)
+        n0 = float(w0.norm())
+        out[name] = {"norm": round(float(w.norm()) / n0, 6), "delta": round(float((w - w0).norm()) / n0, 6)}
+    return out
+
+
+def _share(flags: Sequence[bool]) -> float | None:
+    return round(sum(flags) / len(flags), 4) if flags else None
+
+
+def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_size: int, n_batches: int,
+                 every: int = 1, known: Sequence[KnownFact] = (), heldout: Sequence[str] = (),
+                 paraphrases: Callable[[EvalCase], tuple[str, ...]] | None = None,
+                 on_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Edit `n_batches` batches of `cases` one after another into `loaded.model`, measuring (see the
+    module docstring); the model is restored afterwards. `moments` are the C_l of hp.layers."""
+    import torch
+
+    from kbsync.editing.memit import compute_delta
+    from kbsync.editing.nullspace import PreservedKeys
+
+    if every < 1 or batch_size < 1 or n_batches < 1:
+        raise ConfigError("batch size, number of batches and checkpoint interval must all be at least 1")
+    if len(cases) < batch_size * n_batches:
+        raise ConfigError(f"{n_batches} batches of {batch_size} need {n_batches * batch_size} cases, "
+                          f"the dataset has {len(cases)}; lower --batches or --batch-size")
+    model, tok, adapter = loaded.model, loaded.tokenizer, loaded.adapter
+    params = dict(model.named_parameters(remove_duplicate=False))
+    names = sorted({adapter.weight_name(layer) for layer in hp.layers})
+    base = {n: params[n].detach().to("cpu", copy=True) for n in names}  # restored at the end
+    edited_subjects = {c.subject for c in cases[:batch_size * n_batches]}
+    pool = [f for f in known if f.subject not in edited_subjects]  # an edited subject's facts may move
+    t0 = time.perf_counter()
+    right = answered_right(model, tok, pool)
+    facts = [f for f, ok in zip(pool, right, strict=True) if ok]  # what the base model knows
+    base_row = {"batch": 0, "n_edits": 0, "perplexity": round(perplexity(model, tok, heldout), 4) if heldout else None,
+                "known_acc": 1.0 if facts else None, "known_facts": len(facts), "known_pool": len(pool),
+                "weights": weight_norms(params, base), "measure_s": round(time.perf_counter() - t0, 3)}
+    checkpoints: list[dict[str, Any]] = []
+    preserved = PreservedKeys() if hp.algorithm == "alphaedit" else None
+    batch_s: list[float] = []
+    done: list[EvalCase] = []
+    try:
+        for b in range(n_batches):
+            batch = list(cases[b * batch_size:(b + 1) * batch_size])
+            requests = [c.request(len(done) + i, paraphrases(c) if paraphrases else ()) for i, c in enumerate(batch)]
+            t0 = time.perf_counter()
+            delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved)
+            delta.apply(model, adapter)
+            if preserved is not None:
+                preserved.add_delta(delta)
+            batch_s.append(time.perf_counter() - t0)
+            earlier, done = list(done), done + batch
+            log.info("lifelong: batch %d/%d in %.1fs", b + 1, n_batches, batch_s[-1])
+            if (b + 1) % every and b + 1 != n_batches:
+                continue
+            t0 = time.perf_counter()
+            m = measure(model, tok, batch, gen_tokens=0)
+            row = {"batch": b + 1, "n_edits": len(done), "es": m.es, "ps": m.ps, "ns": m.ns,
+                   "efficacy_acc": m.efficacy_acc, "paraphrase_acc": m.paraphrase_acc,
+                   "retention": _share(edit_wins(model, tok, earlier)),
+                   "edit_acc": _share(edit_hits(model, tok, done)),
+                   "perplexity": round(perplexity(model, tok, heldout), 4) if heldout else None,
+                   "known_acc": _share(answered_right(model, tok, facts)),
+                   "weights": weight_norms(params, base),
+                   "z_norm_ratio": float(delta.meta.get("z_norm_ratio_mean", "nan")),
+                   "target_steps": float(delta.meta.get("target_steps_mean", "nan")),
+                   "seconds_per_batch": round(sum(batch_s[-every:]) / len(batch_s[-every:]), 3),
+                   "measure_s": round(time.perf_counter() - t0, 3)}
+            checkpoints.append(row)
+            if on_checkpoint is not None:
+                on_checkpoint(row)
+    finally:
+        with torch.no_grad():
+            for n, t in base.items():
+                params[n].copy_(t)
+    return {"base": base_row, "checkpoints": checkpoints, "batch_s": [round(s, 3) for s in batch_s],
+            "config": {"algorithm": hp.algorithm, "layers": list(hp.layers), "lambda": hp.cov_lambda,
+                       "norm_anchor": hp.norm_anchor, "early_stop_prob": hp.early_stop_prob,
+                       "norm_constraint": hp.norm_constraint, "batch_size": batch_size, "n_batches": n_batches,
+                       "every": every, "v_steps": hp.v_steps, "cov_samples": hp.cov_samples,
+                       "heldout_texts": len(heldout), "device": str(loaded.device)}}

@@ -1,0 +1,79 @@
+"""The lifelong loop on a tiny model: checkpoints, figures in range, the model restored."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from kbsync.errors import ConfigError
+from kbsync.evaluation.datasets import EvalCase
+from kbsync.evaluation.lifelong import KnownFact, load_known_facts, run_lifelong
+from kbsync.evaluation.metrics import perplexity
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir: Path):
+    from kbsync.model.loading import load_model
+
+    return load_model(str(tiny_model_dir), state_dir=tiny_model_dir.parent / "state", device="cpu")
+
+
+def _cases(n: int) -> list[EvalCase]:
+    subjects = ["France", "Germany", "Italy", "Holland", "Japan", "Spain"]
+    return [EvalCase(str(i), f"The capital of {s}", s, "Tokyo", "Paris", (f"The capital city of {s}",),
+                     (("The capital of Peru", "Lima"),)) for i, s in enumerate(subjects[:n])]
+
+
+def test_perplexity_is_exp_of_the_mean_token_nll(loaded) -> None:
+    model, tok = loaded.model, loaded.tokenizer
+    text = "The Eiffel Tower is located in Paris, the capital of France."
+    ids = torch.tensor([tok(text)["input_ids"]])
+    with torch.no_grad():
+        nll = torch.nn.functional.cross_entropy(model(ids).logits[0, :-1], ids[0, 1:])
+    assert perplexity(model, tok, [text, text]) == pytest.approx(math.exp(float(nll)), rel=1e-4)
+
+
+@pytest.mark.parametrize("options", [{"algorithm": "memit"}, {"algorithm": "alphaedit", "norm_anchor": True}])
+def test_run_lifelong_records_every_checkpoint_and_restores_the_model(loaded, tmp_path: Path, options) -> None:
+    from kbsync.editing.covariance import TextFileCorpus, second_moments
+    from kbsync.editing.hparams import EditHyperParams
+
+    model, tok, adapter = loaded.model, loaded.tokenizer, loaded.adapter
+    hp = EditHyperParams(layers=(1, 2), v_steps=10, v_lr=1.0, n_prefixes=1, prefix_len=4, cov_lambda=1.0,
+                         cov_samples=16, nullspace_threshold=1e-3, alphaedit_l2=1.0, **options)
+    corpus = TextFileCorpus(Path(loaded.spec) / "corpus.txt")
+    moments = second_moments(model, tok, adapter, hp.layers, corpus, hp.cov_samples, tmp_path / "stats",
+                             model_identity="tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    known = [KnownFact("The capital of France is", "France", "Paris"), KnownFact("Toko Yasuda lives in", "Toko", "Tokyo")]
+    rows = []
+    res = run_lifelong(loaded, hp, moments, _cases(6), batch_size=2, n_batches=3, every=2, known=known,
+                       heldout=["The Eiffel Tower is located in Paris."], on_checkpoint=rows.append)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # restored bit for bit
+    assert [r["batch"] for r in res["checkpoints"]] == [2, 3] and rows == res["checkpoints"]
+    assert len(res["batch_s"]) == 3 and res["base"]["perplexity"] > 1
+    assert res["base"]["known_pool"] == 1  # France is edited: its known fact is left out
+    last = res["checkpoints"][-1]
+    assert last["n_edits"] == 6 and 0 <= last["retention"] <= 1 and 0 <= last["edit_acc"] <= 1
+    w = last["weights"][adapter.weight_name(2)]
+    assert w["delta"] > 0 and w["norm"] > 0
+    if options.get("norm_anchor"):
+        assert last["z_norm_ratio"] == pytest.approx(1.0, abs=1e-3)
+    assert json.dumps(res)  # JSON-ready
+    with pytest.raises(ConfigError, match="need 8 cases"):
+        run_lifelong(loaded, hp, moments, _cases(6), batch_size=4, n_batches=2)
+
+
+def test_load_known_facts_reads_rome_records_and_names_a_bad_file(tmp_path: Path) -> None:
+    path = tmp_path / "known.json"
+    path.write_text(json.dumps([{"prompt": "Vinson Massif is located in the continent of", "subject": "Vinson Massif",
+                                 "attribute": "Antarctica"}]))
+    assert load_known_facts(path) == [KnownFact("Vinson Massif is located in the continent of", "Vinson Massif",
+                                                "Antarctica")]
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="known_1000"):
+        load_known_facts(tmp_path / "bad.json")
