@@ -35,7 +35,7 @@ class EditHyperParams:
     prefix_len: int = 10  # tokens per prefix
     prefix_seed: int = 0
     kl_prompt: str = "{} is a"
-    max_batch_tokens: int = 4096  # upper-block tokens per target-optimisation chunk: bounds its memory
+    max_batch_tokens: int = 2048  # upper-block tokens per target-optimisation chunk: bounds its memory (~1 MB each, SmolLM2)
     target_dtype: str = "float32"  # matrix products of the upper blocks during target optimisation
     paraphrase_templates: int = 2  # context templates (from the first) each paraphrase is optimised in; 0: none
     # 2-3) spread over layers: dW = R K^T (cov_lambda C + K K^T)^-1, C mean-normalised E[k k^T]

@@ -160,6 +160,7 @@ def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdap
         start = end
     if timings is not None:
         timings["target_chunks"] = timings.get("target_chunks", 0) + len(parts)
+        timings["target_steps"] = timings.get("target_steps", 0) + int(sum(int(p.steps.sum()) + len(p.steps) for p in parts))
     return Targets(*(torch.cat([getattr(p, f) for p in parts]) for f in ("z", "h", "loss", "steps")))
 
 

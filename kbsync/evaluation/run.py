@@ -145,6 +145,7 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
             "covariance_cached": cached,
             **{k: round(v, 3) for k, v in timings.items()},
             "targets_per_edit_s": round(timings["targets_s"] / n, 4),
+            "target_steps_per_edit": round(timings.pop("target_steps", 0) / n, 2),
             "edit_s": round(edit_s, 3),
             "total_s": round(covariance_s + edit_s, 3),
             "edits_per_s": round(n / edit_s, 3) if edit_s > 0 else None,
