@@ -38,7 +38,8 @@ from kbsync.model.scoring import greedy_answers  # noqa: E402
 from kbsync.sources.catalogue import fill  # noqa: E402
 from kbsync.store import db as store_db  # noqa: E402
 from kbsync.store.models import EditRequestRow  # noqa: E402
-from kbsync.sync.run import apply_worker, current_model, diff_from_settings  # noqa: E402
+from kbsync.sync.apply import apply_pending  # noqa: E402
+from kbsync.sync.run import current_model, diff_from_settings, model_writer  # noqa: E402
 
 RELATIONS = ["P6", "P35", "P54", "P169", "P286", "P488", "P1037", "P1308"]
 
@@ -112,8 +113,8 @@ def main() -> None:
     settings = settings_for(args.work, kb, "statements", args)
     db = store_db.open_database(settings.database_url)
     t0 = time.perf_counter()
-    report = apply_worker(settings, db, settings.state.dir, run_id="bench-apply", worker="bench").run(
-        batch_size=args.batch_size, max_edits=args.max_edits)
+    writer = model_writer(settings, db, settings.state.dir, run_id="bench-apply", worker="bench")
+    report = apply_pending(writer, batch_size=args.batch_size, max_edits=args.max_edits)
     out["apply"] = {"seconds": round(time.perf_counter() - t0, 1), "applied": report.applied,
                     "batches": Counter(b.state for b in report.batches)}
     edited = current_model(settings, db, settings.state.dir)
