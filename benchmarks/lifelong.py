@@ -78,7 +78,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
 
 def table(results: dict[str, dict]) -> str:
     head = ("config", "edits", "ES", "PS", "NS", "eff acc", "retention", "edit acc", "ppl", "known acc",
-            "max ‖W‖/‖W0‖", "max ‖ΔW‖/‖W0‖", "s/batch")
+            "max ‖W‖/‖W0‖", "max ‖ΔW‖/‖W0‖", "s/batch", "CPU s/batch")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(v, d=3):
@@ -93,7 +93,14 @@ def table(results: dict[str, dict]) -> str:
             lines.append(f"| {name} | {r['n_edits']} | {f(r['es'])} | {f(r['ps'])} | {f(r['ns'])} | "
                          f"{f(r['efficacy_acc'])} | {f(r['retention'])} | {f(r['edit_acc'])} | "
                          f"{f(r['perplexity'], 2)} | {f(r['known_acc'])} | {max(x['norm'] for x in w):.4f} | "
-                         f"{max(x['delta'] for x in w):.4f} | {r['seconds_per_batch']:.1f} |")
+                         f"{max(x['delta'] for x in w):.4f} | {r['seconds_per_batch']:.1f} | "
+                         f"{r.get('cpu_s_per_batch', 0.0):.1f} |")
+    comp = [(n, r["compaction"]) for n, r in results.items() if r.get("compaction")]
+    if comp:
+        lines += ["", "| config | edits | retention, sequential log | retention, compacted | greedy acc, compacted "
+                  "| re-solve s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {results[n]['checkpoints'][-1]['n_edits']} | {f(c['retention_sequential'])} | "
+                  f"{f(c['retention_compacted'])} | {f(c['edit_acc_compacted'])} | {c['seconds']:.0f} |" for n, c in comp]
     return "\n".join(lines) + "\n"
 
 
@@ -113,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--corpus", default=None, help="key-statistics corpus (default [editing] corpus)")
     parser.add_argument("--cov-samples", type=int, default=None)
+    parser.add_argument("--compact", action="store_true",
+                        help="after the last batch, re-solve every edit from the base as one delta (kbsync compact) "
+                             "and compare its retention with the sequential log's")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "lifelong")
     args = parser.parse_args(argv)
     if args.quick:
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
         res = run_lifelong(loaded, hp, moments, cases, batch_size=args.batch_size, n_batches=args.batches,
                            every=args.every, known=known, heldout=heldout,
-                           paraphrases=relation_phrasings(args.data), on_checkpoint=progress)
+                           paraphrases=relation_phrasings(args.data), on_checkpoint=progress, compact=args.compact)
         res["config"].update(name=name, corpus=corpus.identity, model=loaded.spec,
                              wall_s=round(time.perf_counter() - t0, 1))
         results[name] = res

@@ -12,6 +12,9 @@
            perplexity     of the held-out texts                           (metrics.perplexity)
            known_acc      share of the known facts still answered right (greedy)
            weight_norm    ||W_l||_F / ||W0_l||_F and ||W_l - W0_l||_F / ||W0_l||_F per edited layer
+    3) with compact=True, after the last batch: every edit re-solved from the base weights in
+       chunks of batch_size, merged into one delta (what `kbsync compact` does), and the share of
+       all edits winning on their prompt compared with the sequential log's ("compaction")
     the model's edited weights are restored bit for bit at the end.
 
 `benchmarks/lifelong.py` runs this for several configurations and plots the curves.
@@ -98,7 +101,8 @@ def _share(flags: Sequence[bool]) -> float | None:
 def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_size: int, n_batches: int,
                  every: int = 1, known: Sequence[KnownFact] = (), heldout: Sequence[str] = (),
                  paraphrases: Callable[[EvalCase], tuple[str, ...]] | None = None,
-                 on_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                 on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                 compact: bool = False) -> dict[str, Any]:
     """Edit `n_batches` batches of `cases` one after another into `loaded.model`, measuring (see the
     module docstring); the model is restored afterwards. `moments` are the C_l of hp.layers."""
     import torch
@@ -126,17 +130,20 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
     checkpoints: list[dict[str, Any]] = []
     preserved = PreservedKeys() if hp.algorithm == "alphaedit" else None
     batch_s: list[float] = []
+    cpu_s: list[float] = []  # CPU seconds of this process (all threads): comparable across machine loads
     done: list[EvalCase] = []
+    compaction: dict[str, Any] | None = None
     try:
         for b in range(n_batches):
             batch = list(cases[b * batch_size:(b + 1) * batch_size])
             requests = [c.request(len(done) + i, paraphrases(c) if paraphrases else ()) for i, c in enumerate(batch)]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved)
             delta.apply(model, adapter)
             if preserved is not None:
                 preserved.add_delta(delta)
             batch_s.append(time.perf_counter() - t0)
+            cpu_s.append(time.process_time() - c0)
             earlier, done = list(done), done + batch
             log.info("lifelong: batch %d/%d in %.1fs", b + 1, n_batches, batch_s[-1])
             if (b + 1) % every and b + 1 != n_batches:
@@ -153,17 +160,56 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
                    "z_norm_ratio": float(delta.meta.get("z_norm_ratio_mean", "nan")),
                    "target_steps": float(delta.meta.get("target_steps_mean", "nan")),
                    "seconds_per_batch": round(sum(batch_s[-every:]) / len(batch_s[-every:]), 3),
+                   "cpu_s_per_batch": round(sum(cpu_s[-every:]) / len(cpu_s[-every:]), 3),
                    "measure_s": round(time.perf_counter() - t0, 3)}
             checkpoints.append(row)
             if on_checkpoint is not None:
                 on_checkpoint(row)
+        if compact:
+            sequential = edit_wins(model, tok, done)
+            compaction = _compact(loaded, hp, moments, done, base, batch_size, paraphrases)
+            compaction["retention_sequential"] = _share(sequential)
     finally:
         with torch.no_grad():
             for n, t in base.items():
                 params[n].copy_(t)
-    return {"base": base_row, "checkpoints": checkpoints, "batch_s": [round(s, 3) for s in batch_s],
+    return {"base": base_row, "checkpoints": checkpoints, "compaction": compaction,
+            "batch_s": [round(s, 3) for s in batch_s], "cpu_s": [round(s, 3) for s in cpu_s],
             "config": {"algorithm": hp.algorithm, "layers": list(hp.layers), "lambda": hp.cov_lambda,
                        "norm_anchor": hp.norm_anchor, "early_stop_prob": hp.early_stop_prob,
                        "norm_constraint": hp.norm_constraint, "batch_size": batch_size, "n_batches": n_batches,
                        "every": every, "v_steps": hp.v_steps, "cov_samples": hp.cov_samples,
                        "heldout_texts": len(heldout), "device": str(loaded.device)}}
+
+
+def _compact(loaded, hp, moments: dict, cases: Sequence[EvalCase], base: dict, chunk: int,
+             paraphrases: Callable[[EvalCase], tuple[str, ...]] | None) -> dict[str, Any]:
+    """Every case re-solved from the base weights (chunks chained), merged into one delta and applied
+    to the base: the share of cases winning on their prompt, and the cost (sync/compact.py's re-solve)."""
+    import torch
+
+    from kbsync.editing.delta import Delta
+    from kbsync.editing.memit import compute_delta
+    from kbsync.editing.nullspace import PreservedKeys
+
+    model, tok, adapter = loaded.model, loaded.tokenizer, loaded.adapter
+    params = dict(model.named_parameters(remove_duplicate=False))
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for n, t in base.items():
+            params[n].copy_(t)
+    chunks: list[Delta] = []
+    for i in range(0, len(cases), chunk):
+        requests = [c.request(i + j, paraphrases(c) if paraphrases else ()) for j, c in enumerate(cases[i:i + chunk])]
+        preserved = PreservedKeys.from_deltas(chunks) if hp.algorithm == "alphaedit" else None
+        delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved)
+        delta.apply(model, adapter)
+        chunks.append(delta)
+    with torch.no_grad():
+        for n, t in base.items():
+            params[n].copy_(t)
+    Delta.merged(chunks).apply(model, adapter)  # base + the one merged delta, as a compacted version loads
+    seconds = time.perf_counter() - t0
+    return {"retention_compacted": _share(edit_wins(model, tok, cases)),
+            "edit_acc_compacted": _share(edit_hits(model, tok, cases)),
+            "weights": weight_norms(params, base), "seconds": round(seconds, 3)}

@@ -17,7 +17,7 @@ from kbsync.store.db import Database, current_revision, head_revision
 from kbsync.store.models import Batch, EditRequestRow, Event, KbFact, ModelVersion
 from kbsync.store.states import BatchState, RequestState
 
-RUN_KINDS = ("diff", "apply", "rollback", "verify", "tick")
+RUN_KINDS = ("diff", "apply", "rollback", "compact", "verify", "tick")
 
 
 def status(db: Database, model_key: str | None = None) -> dict[str, Any]:

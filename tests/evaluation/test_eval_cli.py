@@ -88,3 +88,14 @@ def test_eval_bad_dataset_is_one_line(run_cli, eval_config: Path, tmp_path: Path
     assert r.exit_code == 2
     assert len(r.err.strip().splitlines()) == 1
     assert "requested_rewrite" in r.err and "rephrase_prompt" in r.err and "loc_ans" in r.err
+
+
+def test_eval_takes_the_lasting_options(run_cli, eval_config: Path, reduced_file: Path) -> None:
+    r = run_cli("--config", str(eval_config), "eval", "--dataset", str(reduced_file), "--sequential",
+                "--batch-size", "2", "--norm-anchor", "--early-stop-prob", "0.9", "--norm-constraint", "0.5",
+                "--gen-tokens", "0", "--json", "-")
+    assert r.exit_code == 0, r.err
+    c = json.loads(r.out)["config"]
+    assert (c["norm_anchor"], c["early_stop_prob"], c["norm_constraint"]) == (True, 0.9, 0.5)
+    bad = run_cli("--config", str(eval_config), "eval", "--dataset", str(reduced_file), "--early-stop-prob", "1.5")
+    assert bad.exit_code == 2 and "early-stop-prob" in bad.err

@@ -52,7 +52,7 @@ def test_run_lifelong_records_every_checkpoint_and_restores_the_model(loaded, tm
     known = [KnownFact("The capital of France is", "France", "Paris"), KnownFact("Toko Yasuda lives in", "Toko", "Tokyo")]
     rows = []
     res = run_lifelong(loaded, hp, moments, _cases(6), batch_size=2, n_batches=3, every=2, known=known,
-                       heldout=["The Eiffel Tower is located in Paris."], on_checkpoint=rows.append)
+                       heldout=["The Eiffel Tower is located in Paris."], on_checkpoint=rows.append, compact=True)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # restored bit for bit
     assert [r["batch"] for r in res["checkpoints"]] == [2, 3] and rows == res["checkpoints"]
     assert len(res["batch_s"]) == 3 and res["base"]["perplexity"] > 1
@@ -63,9 +63,28 @@ def test_run_lifelong_records_every_checkpoint_and_restores_the_model(loaded, tm
     assert w["delta"] > 0 and w["norm"] > 0
     if options.get("norm_anchor"):
         assert last["z_norm_ratio"] == pytest.approx(1.0, abs=1e-3)
+    comp = res["compaction"]  # all six edits re-solved from the base as one delta, against the log
+    assert 0 <= comp["retention_compacted"] <= 1 and 0 <= comp["retention_sequential"] <= 1
+    assert comp["weights"][adapter.weight_name(2)]["delta"] > 0 and len(res["cpu_s"]) == 3
     assert json.dumps(res)  # JSON-ready
+    bench = _benchmark_module()  # the benchmark's table and plot of this very result
+    text = bench.table({"tiny": res})
+    assert text.count("| tiny |") == 4 and "retention, compacted" in text
+    bench.plot({"tiny": res}, tmp_path / "lifelong.png")
+    assert (tmp_path / "lifelong.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match="need 8 cases"):
         run_lifelong(loaded, hp, moments, _cases(6), batch_size=4, n_batches=2)
+
+
+def _benchmark_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "lifelong.py"
+    spec = importlib.util.spec_from_file_location("lifelong_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_load_known_facts_reads_rome_records_and_names_a_bad_file(tmp_path: Path) -> None:
