@@ -52,6 +52,19 @@ VIEWS: dict[str, str] = {
                f.settling_objects, f.settling_since
         FROM kb_facts f WHERE f.settling_since IS NOT NULL
     """,
+    # Facts a batch broke (answered right before it, wrong after): "what did batch N damage?"
+    "v_batch_damage": """
+        SELECT d.id AS damage_id, d.batch_id, b.state AS batch_state, d.subject, d.subject_label,
+               d.relation, d.prompt, d.expected, d.answer, d.found_by, d.state, d.request_id,
+               d.model_version_id, d.found_at, d.resolved_at
+        FROM damaged_facts d JOIN batches b ON b.id = d.batch_id
+    """,
+    # The regression gate's figures per model state: "what did each batch do to the rest of the model?"
+    "v_gate_figures": """
+        SELECT g.id AS figures_id, g.model_key, g.scope, g.batch_id, g.model_version_id, g.perplexity,
+               g.known_acc, g.n_known, g.retention, g.n_retention, g.passed, g.reason, g.measured_at
+        FROM gate_figures g
+    """,
 }
 
 
