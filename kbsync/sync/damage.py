@@ -16,17 +16,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from kbsync.model.probe import answer_matches
-from kbsync.model.scoring import greedy_answers
 from kbsync.sources.catalogue import Catalogue
 from kbsync.store.models import Batch, DamagedFact, EditRequestRow, KbFact, Probe, as_utc, utcnow
 from kbsync.store.queue import enqueue_edit
-from kbsync.sync.checks import Check, EditUnderTest, kb_answer, kb_answers
 from kbsync.versions import registry
+
+if TYPE_CHECKING:  # the model stack is imported where a model is used, so `kbsync retry` stays light
+    from kbsync.sync.checks import Check, EditUnderTest
 
 FactKey = tuple[str, str]  # (subject, relation)
 
@@ -47,6 +48,9 @@ class Harm:
 def neighbour_harm(model, tokenizer, tests: list[EditUnderTest], checks: list[Check],  # type: ignore[no-untyped-def]
                    max_new_tokens: int = 8) -> list[Harm]:
     """Neighbours whose check failed and whose greedy answer no longer names their KB value."""
+    from kbsync.model.probe import answer_matches
+    from kbsync.model.scoring import greedy_answers
+
     failed = {c.prompt for c in checks if c.kind == "neighbour" and not c.passed}
     suspects = {n.prompt: n for t in tests for n in t.neighbours if n.prompt in failed and n.subject and n.was_right}
     if not suspects:
@@ -61,8 +65,8 @@ def neighbour_harm(model, tokenizer, tests: list[EditUnderTest], checks: list[Ch
 def record(s: Session, batch_id: int, harms: Iterable[Harm], *, version_id: int | None, run_id: str,
            state: str = "open") -> list[DamagedFact]:
     """Damage rows of `batch_id` (one per fact: a fact already recorded against it is skipped)."""
-    seen = set(s.execute(select(DamagedFact.subject, DamagedFact.relation)
-                         .where(DamagedFact.batch_id == batch_id)))
+    seen = {(subject, relation) for subject, relation in s.execute(
+        select(DamagedFact.subject, DamagedFact.relation).where(DamagedFact.batch_id == batch_id))}
     labels: dict[FactKey, str] = {}
     rows = []
     for h in harms:
@@ -160,6 +164,8 @@ def flagged(s: Session, model_key: str | None = None) -> dict[int, int]:
 def requeue(s: Session, rows: Sequence[DamagedFact], catalogue: Catalogue, run_id: str) -> dict[int, int]:
     """Queue a re-edit of each damaged fact to its KB value; damage id -> request id. A fact the KB
     no longer has, or whose relation left the catalogue, is left as it is."""
+    from kbsync.sync.checks import kb_answer, kb_answers
+
     out: dict[int, int] = {}
     for d in rows:
         fact = s.scalars(select(KbFact).where(KbFact.subject == d.subject, KbFact.relation == d.relation)).first()
