@@ -45,7 +45,6 @@ class Neighbour:
     relation: str = ""
     acceptable: tuple[str, ...] = ()   # labels/aliases of the KB answer (a greedy answer naming one is right)
     at_risk: bool = False              # chosen for its key's closeness to the edited subject's
-    was_right: bool = True             # its probed greedy answer named the KB value (not only out-scored)
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,10 @@ class PoolFact:
     prompt: str
     answer: str
     acceptable: tuple[str, ...] = ()
-    was_right: bool = True
 
     def neighbour(self, at_risk: bool = False) -> Neighbour:
         return Neighbour(self.prompt, self.answer, self.subject, self.relation, self.acceptable or (self.answer,),
-                         at_risk, self.was_right)
+                         at_risk)
 
 
 @dataclass
@@ -341,9 +339,7 @@ def other_relations_pool(s: Session, relation: str, n: int) -> list[PoolFact]:
 
 
 def pool_fact(f: KbFact, probe: Probe) -> PoolFact:
-    answers = kb_answers(f)
-    return PoolFact(f.subject, f.relation, f.subject_label, probe.prompt, kb_answer(f), tuple(answers),
-                    answer_matches(probe.answer, answers) is not None)
+    return PoolFact(f.subject, f.relation, f.subject_label, probe.prompt, kb_answer(f), tuple(kb_answers(f)))
 
 
 def kb_answer(f: KbFact) -> str:

@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session
 from kbsync.sources.catalogue import Catalogue
 from kbsync.store.models import Batch, DamagedFact, EditRequestRow, KbFact, Probe, as_utc, utcnow
 from kbsync.store.queue import enqueue_edit
+from kbsync.store.states import RequestState
+from kbsync.store.transitions import move_request
 from kbsync.versions import registry
 
 if TYPE_CHECKING:  # the model stack is imported where a model is used, so `kbsync retry` stays light
@@ -47,19 +49,19 @@ class Harm:
 
 def neighbour_harm(model, tokenizer, tests: list[EditUnderTest], checks: list[Check],  # type: ignore[no-untyped-def]
                    max_new_tokens: int = 8) -> list[Harm]:
-    """Neighbours whose check failed and whose greedy answer no longer names their KB value."""
-    from kbsync.model.probe import answer_matches
-    from kbsync.model.scoring import greedy_answers
+    """Neighbours whose check failed and that the model no longer agrees on, as `diff` judges it
+    (they agreed at their last probe: that is how they became neighbours)."""
+    from kbsync.model.probe import ProbeItem, probe
 
     failed = {c.prompt for c in checks if c.kind == "neighbour" and not c.passed}
-    suspects = {n.prompt: n for t in tests for n in t.neighbours if n.prompt in failed and n.subject and n.was_right}
+    suspects = {n.prompt: n for t in tests for n in t.neighbours if n.prompt in failed and n.subject}
     if not suspects:
         return []
     prompts = sorted(suspects)
-    answers = greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
-    return [Harm(n.subject, n.relation, "", p, n.answer, a.strip(), "neighbour")
-            for p, a in zip(prompts, answers, strict=True)
-            if answer_matches(a, list((n := suspects[p]).acceptable or (n.answer,))) is None]
+    results = probe(model, tokenizer, [ProbeItem(p, list(suspects[p].acceptable or (suspects[p].answer,)))
+                                       for p in prompts], max_new_tokens=max_new_tokens)
+    return [Harm(n.subject, n.relation, "", p, n.answer, r.answer, "neighbour")
+            for p, r in zip(prompts, results, strict=True) if not r.agrees and (n := suspects[p])]
 
 
 def record(s: Session, batch_id: int, harms: Iterable[Harm], *, version_id: int | None, run_id: str,
@@ -136,10 +138,18 @@ def resolve(s: Session, subject: str, relation: str) -> int:
     return len(rows)
 
 
-def close_batch(s: Session, batch_id: int) -> int:
-    """The batch was rolled back: its open damage is undone with it."""
-    rows = list(s.scalars(select(DamagedFact).where(DamagedFact.batch_id == batch_id, DamagedFact.state == "open")))
+def close_batch(s: Session, batch_id: int, run_id: str = "") -> int:
+    """The batch was rolled back: its damage is undone with it, and re-edits queued for that damage
+    and still pending are withdrawn (superseded)."""
+    rows = list(s.scalars(select(DamagedFact).where(DamagedFact.batch_id == batch_id,
+                                                    DamagedFact.state.in_(("open", "requeued")))))
     for row in rows:
+        request = s.get(EditRequestRow, row.request_id) if row.request_id is not None else None
+        if row.state == "requeued" and (request is None or request.state != RequestState.PENDING.value):
+            continue  # the re-edit is under way or done: it stands on its own now
+        if request is not None:
+            move_request(s, request, RequestState.SUPERSEDED,
+                         f"batch {batch_id} rolled back: the damage this re-edit repairs is undone", run_id=run_id)
         row.state, row.resolved_at = "rolled_back", utcnow()
     return len(rows)
 

@@ -3,7 +3,8 @@
 Three figures of a model state, on sets fixed once (with the base model's figures):
 - perplexity    exp(mean token NLL) over held-out texts ([gate] corpus, texts)
 - known_acc     share of known facts (answered right at their last probe, sampled across
-                relations with a fixed seed) whose greedy answer names a KB label or alias
+                relations with a fixed seed) the model still agrees on, as `diff` judges it
+                (the greedy answer names a KB label or alias, or the KB value out-scores it)
 - retention     share of sampled earlier verified edits whose greedy answer still names the target
 A candidate (the model with a batch applied) passes when its perplexity rose at most
 [gate] max_perplexity_rise over the previous version and max_perplexity_rise_base over the base,
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from kbsync.config import GateSettings
-from kbsync.model.probe import answer_matches
+from kbsync.model.probe import ProbeItem, answer_matches, probe
 from kbsync.model.scoring import greedy_answers
 from kbsync.model.tokens import encode_batch
 
@@ -96,16 +97,18 @@ def perplexity(model, tokenizer, texts: list[str], max_length: int = 128, batch_
 
 def measure(model, tokenizer, texts: list[str], known: list[KnownFact], retained: list[Retained],  # type: ignore[no-untyped-def]
             max_new_tokens: int = 8) -> Figures:
-    """The three figures of the model as it is now, greedy answers in one batched pass."""
-    prompts = [k.prompt for k in known] + [r.prompt for r in retained]
-    answers = greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens) if prompts else []
+    """The three figures of the model as it is now: known facts probed as `diff` probes them,
+    earlier edits by their greedy answers."""
     figures = Figures(perplexity(model, tokenizer, texts) if texts else None)
-    for k, a in zip(known, answers[:len(known)], strict=True):
-        figures.known_ok[k.key] = answer_matches(a, list(k.acceptable)) is not None
-        if not figures.known_ok[k.key]:
-            figures.answers[k.key] = a.strip()
-    kept = [answer_matches(a, list(r.acceptable)) is not None
-            for r, a in zip(retained, answers[len(known):], strict=True)]
+    results = probe(model, tokenizer, [ProbeItem(k.prompt, list(k.acceptable)) for k in known],
+                    max_new_tokens=max_new_tokens) if known else []
+    for k, result in zip(known, results, strict=True):
+        figures.known_ok[k.key] = result.agrees
+        if not result.agrees:
+            figures.answers[k.key] = result.answer
+    answers = greedy_answers(model, tokenizer, [r.prompt for r in retained], max_new_tokens=max_new_tokens) \
+        if retained else []
+    kept = [answer_matches(a, list(r.acceptable)) is not None for r, a in zip(retained, answers, strict=True)]
     figures.retention, figures.n_retention = (sum(kept) / len(kept), len(kept)) if kept else (None, 0)
     return figures
 

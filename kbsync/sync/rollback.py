@@ -80,7 +80,7 @@ def undo(writer: ModelWriter, report: RollbackReport) -> RollbackReport:
         batch = s.get(Batch, batch_id)
         assert batch is not None
         move_batch(s, batch, BatchState.ROLLED_BACK, report.why or f"rolled back by {writer.worker}")
-        undone = damage.close_batch(s, batch_id)
+        undone = damage.close_batch(s, batch_id, writer.run_id)
         for rid in report.requests:
             row = s.get(EditRequestRow, rid)
             assert row is not None
