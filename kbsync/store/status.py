@@ -15,7 +15,16 @@ from sqlalchemy.orm import Session
 from kbsync import __version__
 from kbsync.config import mask_url
 from kbsync.store.db import Database, current_revision, head_revision
-from kbsync.store.models import DAMAGE_STATES, Batch, DamagedFact, EditRequestRow, Event, GateFigures, KbFact, ModelVersion
+from kbsync.store.models import (
+    DAMAGE_STATES,
+    Batch,
+    DamagedFact,
+    EditRequestRow,
+    Event,
+    GateFigures,
+    KbFact,
+    ModelVersion,
+)
 from kbsync.store.states import BatchState, RequestState
 
 RUN_KINDS = ("diff", "apply", "rollback", "verify", "tick")

@@ -34,11 +34,13 @@ from kbsync.editing.nullspace import PreservedKeys
 from kbsync.editing.request import EditRequest
 from kbsync.errors import EditError, TokenizationError
 from kbsync.logs import get_logger
+from kbsync.sources.factory import open_catalogue
 from kbsync.store.events import record_event
 from kbsync.store.models import Batch, EditRequestRow
 from kbsync.store.queue import claim, count_pending, reap
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
+from kbsync.sync import damage
 from kbsync.sync.checks import (
     Check,
     EditUnderTest,
@@ -50,8 +52,6 @@ from kbsync.sync.checks import (
     save_checks,
     shares,
 )
-from kbsync.sources.factory import open_catalogue
-from kbsync.sync import damage
 from kbsync.sync.damage import Harm, neighbour_harm
 from kbsync.sync.neighbours import key_similarity
 from kbsync.sync.regression import RegressionGate, Verdict

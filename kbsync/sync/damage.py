@@ -88,6 +88,15 @@ def record(s: Session, batch_id: int, harms: Iterable[Harm], *, version_id: int 
     return rows
 
 
+def requeued(s: Session, batch_id: int, harm: Harm, request_id: int, run_id: str) -> None:
+    """[verify] on_damage = "requeue": the damage (recorded now, or open from apply) has a re-edit."""
+    rows = record(s, batch_id, [harm], version_id=None, run_id=run_id) or list(s.scalars(select(DamagedFact).where(
+        DamagedFact.batch_id == batch_id, DamagedFact.subject == harm.subject, DamagedFact.relation == harm.relation,
+        DamagedFact.state == "open")))
+    for row in rows:
+        row.state, row.request_id, row.resolved_at = "requeued", request_id, utcnow()
+
+
 def live_batches(s: Session, model_key: str) -> list[int]:
     current = registry.current_version(s, model_key)
     return list(current.batch_ids) if current else []

@@ -278,8 +278,7 @@ def run_diff(
             report.queued += outcome.action in ("queued", "superseded")
             if culprit is not None and outcome.request is not None:  # [verify] on_damage = "requeue"
                 s.flush()
-                for d in damage.record(s, culprit, [harm], version_id=None, run_id=run_id, state="requeued"):
-                    d.request_id = outcome.request.id
+                damage.requeued(s, culprit, harm, outcome.request.id, run_id)
             report.superseded += outcome.action == "superseded"
         if dry_run:
             s.rollback()

@@ -140,3 +140,37 @@ def test_blame_needs_an_earlier_agreeing_probe_of_the_same_kb_content_and_a_late
         assert damage.blame(s, "m", facts) == {("Q1", "P36"): b1.id}
         assert damage.blame(s, "another model", facts) == {}
     db.dispose()
+
+
+def test_on_damage_rollback_undoes_flagged_batches_and_fails_damaging_ones(flow) -> None:  # type: ignore[no-untyped-def]
+    settings, db, _ = flow
+    diff(settings, db, "d1")
+    (batch,) = apply_pending(model_writer(settings, db, settings.state.dir, run_id="a1", worker="t:1")).batches
+    diff(settings, db, "d2")                                         # flags the batch: damage, not queued
+    assert status(db)["damage"]["flagged_batches"] == {str(batch.batch_id): batch.damaged}
+    settings.verify.on_damage = "rollback"
+    # the next apply rolls the flagged batch back first; the target, queued again by that diff (its
+    # edit did not take on a random model), is applied under the policy: it damages, so it fails
+    report = apply_pending(model_writer(settings, db, settings.state.dir, run_id="a2", worker="t:1"))
+    assert report.rolled_back == [batch.batch_id]
+    (again,) = report.batches
+    assert again.state == "failed" and again.reason.startswith("damage: ") and "on_damage = rollback" in again.reason
+    with db.session() as s:
+        assert {d.state for d in s.scalars(select(DamagedFact))} == {"rolled_back"}
+        assert s.get(Batch, batch.batch_id).state == "rolled_back"
+        assert not s.scalars(select(DamagedFact).where(DamagedFact.batch_id == again.batch_id)).first()
+    assert status(db)["current_model_version"]["batch_ids"] == []
+
+
+def test_on_damage_requeue_queues_the_damaged_facts_as_re_edits(flow) -> None:  # type: ignore[no-untyped-def]
+    settings, db, _ = flow
+    diff(settings, db, "d1")
+    (batch,) = apply_pending(model_writer(settings, db, settings.state.dir, run_id="a1", worker="t:1")).batches
+    settings.verify.on_damage = "requeue"
+    second = diff(settings, db, "d2")
+    damaged = [r for r in second.rows if r.damaged_by == batch.batch_id]
+    assert damaged and {r.action for r in damaged} == {"queued"}
+    with db.session() as s:
+        rows = list(s.scalars(select(DamagedFact)))
+        assert {d.state for d in rows} == {"requeued"} and {d.subject for d in rows} == {r.subject for r in damaged}
+        assert {d.request_id for d in rows} == {r.request_id for r in damaged}
