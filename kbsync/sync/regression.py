@@ -54,17 +54,21 @@ def setup_key(writer: ModelWriter) -> str:
 
 
 def heldout_texts(ctx: EditingContext, spec: str, n: int) -> list[str]:
-    """[gate] corpus: auto = the [editing] corpus file's texts after those the key statistics read
-    (when it has n more), else model-written text; model-samples; builtin:name; a path."""
+    """[gate] corpus: auto = the shipped held-out text of a builtin:NAME-samples corpus
+    (builtin:NAME-heldout: the same model's text from another seed), else the [editing] corpus
+    file's texts after those the key statistics read (when it has n more), else model-written text
+    (another seed than the key statistics'); model-samples; builtin:name; a path."""
     loaded = ctx.loaded
     if spec == "auto":
-        editing = ctx.settings.editing.corpus
-        if editing != "model-samples" and not editing.startswith("hf:"):
+        editing, spec = ctx.settings.editing.corpus, "model-samples"
+        heldout = editing.removesuffix("-samples") + "-heldout"
+        if editing.startswith("builtin:") and editing.endswith("-samples") and _shipped(heldout):
+            spec = heldout
+        elif editing != "model-samples" and not editing.startswith("hf:"):
             skip = ctx.hparams.cov_samples
             texts = list(islice(corpus_for(editing, loaded).texts(), skip, skip + n))
             if len(texts) == n:
                 return texts
-        spec = "model-samples"
     if spec == "model-samples":
         corpus = ModelSampleCorpus(loaded.model, loaded.tokenizer, seed=HELDOUT_SEED, batch_size=min(n, 32))
         return list(islice(corpus.texts(), n))
@@ -72,6 +76,12 @@ def heldout_texts(ctx: EditingContext, spec: str, n: int) -> list[str]:
         return list(islice(corpus_for(spec, loaded).texts(), n))
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("[editing] corpus", "[gate] corpus")) from exc
+
+
+def _shipped(spec: str) -> bool:
+    from importlib import resources
+
+    return resources.files("kbsync").joinpath("data", spec.removeprefix("builtin:") + ".txt").is_file()
 
 
 def known_sample(s: Session, n: int) -> list[KnownFact]:
