@@ -189,6 +189,41 @@ class VerifySettings(Section):
     min_specificity: float = Field(0.8, ge=0, le=1, description="Share of neighbour facts that must keep their answer.")
     neighbours: int = Field(
         5, ge=0, description="Neighbour facts checked per edit (answered right; same relation, else other relations).")
+    at_risk_share: float = Field(
+        0.8, ge=0, le=1, description="Share of each edit's neighbours chosen at risk: same relation, subject key "
+        "at the edited layers closest (cosine) to the edited subject's; the rest are random.")
+    at_risk_pool: int = Field(
+        200, ge=1, description="Candidate subjects per relation whose keys are computed to find the at-risk "
+        "neighbours (a fixed sample when the relation has more).")
+    on_damage: Literal["flag", "rollback", "requeue"] = Field(
+        "flag", description="A fact answered right before a batch and wrong after it (damage): flag the batch "
+        "and leave it to the operator (rollback or `kbsync retry --damage`), fail/roll back the batch, or queue "
+        "the fact again as a re-edit.")
+
+
+class GateSettings(Section):
+    enabled: bool = Field(
+        True, description="Check each batch's effect on the rest of the model (perplexity, known facts, "
+        "retention of earlier edits) before its version becomes current.")
+    corpus: str = Field(
+        "auto", description="Held-out text for perplexity: auto (texts of the [editing] corpus file beyond those "
+        "the key statistics read, else model-written text from another seed), model-samples, builtin:name or a "
+        ".txt/.jsonl path. Read once, stored with the base figures.")
+    texts: int = Field(16, ge=1, description="Held-out texts the perplexity is measured on (a fixed set).")
+    known_facts: int = Field(
+        100, ge=0, description="Facts the model answered right (snapshot), sampled across relations once with a "
+        "fixed seed, whose greedy accuracy is gated.")
+    retention_sample: int = Field(50, ge=0, description="Earlier verified edits re-asked per batch (a fixed-seed sample).")
+    max_perplexity_rise: float = Field(
+        0.05, ge=0, description="Largest relative perplexity rise over the previous version (0.05 = +5 %).")
+    max_perplexity_rise_base: float = Field(
+        0.2, ge=0, description="Largest relative perplexity rise over the base model.")
+    max_known_drop: float = Field(
+        0.05, ge=0, le=1, description="Largest fall of known-fact accuracy from the previous version.")
+    max_known_drop_base: float = Field(
+        0.1, ge=0, le=1, description="Largest fall of known-fact accuracy from the base model.")
+    min_retention: float = Field(
+        0.9, ge=0, le=1, description="Share of sampled earlier edits whose greedy answer must still name their target.")
 
 
 DEFAULT_STEPS: tuple[Literal["diff", "apply"], ...] = ("diff", "apply")
@@ -251,6 +286,7 @@ class Settings(Section):
     probe: ProbeSettings = Field(default_factory=ProbeSettings)
     editing: EditingSettings = Field(default_factory=EditingSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)

@@ -41,12 +41,21 @@ SHARES = ("apply's table, per batch: efficacy_acc = share of the batch's edits w
           "before) whose answer did not move, e.g. 0.82 = 82 % kept their answer. A batch below any "
           "[verify] threshold is reverted.")
 
+GATE = ("Before each batch's version becomes current, the regression gate compares it with the previous "
+        "version and the base model: perplexity on held-out text, accuracy on facts the model knew, and "
+        "whether earlier edits still hold ([gate] settings); `kbsync status` shows the figures. A fact "
+        "answered right before a batch and wrong after it is damage: flagged against the batch, not queued.")
+
 AUDIT_SQL = {
     "what did each batch change?": "SELECT batch_id, subject_label, relation, target_old, target_new, request_state "
                                    "FROM v_batch_changes ORDER BY batch_id, request_id;",
     "the history of one fact": "SELECT at, from_state, to_state, reason FROM v_fact_history "
                                "WHERE subject_label = '{subject}' ORDER BY at, transition_id;",
     "failed edits and why": "SELECT subject_label, relation, target_new, reason FROM v_failed_edits;",
+    "what did each batch damage?": "SELECT batch_id, subject_label, relation, expected, answer, found_by, state "
+                                   "FROM v_batch_damage;",
+    "the regression gate's figures": "SELECT scope, batch_id, perplexity, known_acc, retention, passed, reason "
+                                     "FROM v_gate_figures;",
 }
 
 
@@ -66,10 +75,39 @@ def step(n: int, text: str) -> None:
     console.rule(f"[bold cyan]{n}. {text}")
 
 
-def answers(env: dict[str, str]) -> dict[tuple[str, str], str]:
-    """The model's current answer to every KB fact: a dry-run diff over all facts writes nothing."""
+def full_diff(env: dict[str, str]) -> dict[tuple[str, str], dict[str, object]]:
+    """Every KB fact's row of a dry-run full diff (`kbsync diff --full --dry-run`): writes nothing."""
     report = json.loads(kbsync("diff", "--full", "--dry-run", "--json", env=env, capture=True))
-    return {(r["subject"], r["relation"]): r["model_answer"] for r in report["rows"]}
+    return {(r["subject"], r["relation"]): r for r in report["rows"]}
+
+
+def answers(env: dict[str, str]) -> dict[tuple[str, str], str]:
+    """The model's current answer to every KB fact."""
+    return {key: str(row["model_answer"]) for key, row in full_diff(env).items()}
+
+
+def damage_line(before: dict[tuple[str, str], dict[str, object]],
+                after: dict[tuple[str, str], dict[str, object]]) -> dict[str, object]:
+    """Facts the model had right before apply and has wrong now: each must be flagged against its
+    batch (action "damaged"), never queued as a new KB disagreement (issue 13)."""
+    broken = sorted(k for k, row in after.items() if row["action"] != "agrees" and before.get(k, {}).get("action") == "agrees")
+    flagged = [k for k in broken if after[k]["action"] == "damaged"]
+    unflagged = [k for k in broken if k not in flagged]
+    right = sum(1 for row in before.values() if row["action"] == "agrees")
+    if not broken:
+        console.print(f"[bold green]damage: none[/bold green] - all {right} facts the model had right before "
+                      "apply it still has right (a full dry-run diff)")
+    else:
+        by_batch: dict[object, list[str]] = {}
+        for k in flagged:
+            by_batch.setdefault(after[k]["damaged_by"], []).append(f"{after[k]['subject_label']} {k[1]}")
+        where = "; ".join(f"batch {b}: {', '.join(names)}" for b, names in sorted(by_batch.items(), key=str))
+        style = "bold yellow" if not unflagged else "bold red"
+        console.print(f"[{style}]damage: {len(broken)} of {right} facts the model had right before apply are wrong "
+                      f"now; {len(flagged)} flagged against their batch and not queued ({where})"
+                      + (f"; NOT flagged: {unflagged}" if unflagged else "") + f"[/{style}]")
+    return {"right_before": right, "wrong_now": len(broken), "flagged": len(flagged),
+            "unflagged": [list(k) for k in unflagged]}
 
 
 def free_port() -> int:
@@ -146,13 +184,17 @@ def run(env: dict[str, str], state: Path) -> dict[str, object]:
     kbsync("db", "upgrade", env=env)
 
     step(2, "diff: read the KB, ask the model, queue where they disagree")
-    before = answers(env)
+    before_rows = full_diff(env)
+    before = {key: str(row["model_answer"]) for key, row in before_rows.items()}
     kbsync("diff", env=env)
 
     step(3, "apply: write the queued facts into the weights (MEMIT batches), verify each batch")
     kbsync("apply", env=env)
     console.print(SHARES)
-    after = answers(env)
+    console.print(GATE)
+    after_rows = full_diff(env)
+    after = {key: str(row["model_answer"]) for key, row in after_rows.items()}
+    damage = damage_line(before_rows, after_rows)
 
     db = sqlite3.connect(state / "kbsync.db")
     changed = db.execute("SELECT subject, relation, subject_label, target_new, batch_id, state FROM edit_requests "
@@ -170,8 +212,9 @@ def run(env: dict[str, str], state: Path) -> dict[str, object]:
     last = db.execute("SELECT max(id) FROM batches WHERE state = 'verified'").fetchone()[0]
     if last is None:
         console.print("no batch was verified; see `kbsync audit --failed`")
-        return {"rolled_back_batch": None, "changed": []}
+        return {"rolled_back_batch": None, "changed": [], "damage": damage}
     kbsync("audit", "--batch", str(last), env=env)
+    kbsync("audit", "--damage", env=env)
 
     step(5, f"rollback: undo batch {last} and re-verify the remaining edits")
     kbsync("rollback", str(last), env=env)
@@ -195,7 +238,7 @@ def run(env: dict[str, str], state: Path) -> dict[str, object]:
     for question, sql in AUDIT_SQL.items():
         console.print(f"# {question}\nsqlite3 {state}/kbsync.db \"{sql.format(subject=subject)}\"", soft_wrap=True)
     db.close()
-    return {"rolled_back_batch": last, "changed": rows}
+    return {"rolled_back_batch": last, "changed": rows, "damage": damage}
 
 
 if __name__ == "__main__":

@@ -80,6 +80,11 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
     Console(width=160).print(table)
     click.echo(f"read {report.read} facts ({report.new} new, {report.changed} changed, {report.unchanged} unchanged); "
                f"probed {report.probed}: {report.agree} agree, {report.queued} queued, {report.superseded} superseded")
+    if report.damaged:
+        batches = sorted({r.damaged_by for r in report.rows if r.damaged_by is not None})
+        click.echo(f"damage: {report.damaged} fact(s) the model had right are wrong now, flagged against live "
+                   f"batch(es) {', '.join(map(str, batches))} and not queued; `kbsync audit --damage` shows them, "
+                   "`kbsync rollback BATCH` or `kbsync retry --damage BATCH` decides")
     if report.settling or report.reverted or report.skipped_too_long:
         click.echo(f"settling {report.settling} (held by [kb] settle_s), reverted {report.reverted}, "
                    f"skipped {report.skipped_too_long} with a label over [kb] max_label_chars")

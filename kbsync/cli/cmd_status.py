@@ -33,5 +33,23 @@ def status(app: App, as_json: bool) -> None:
     click.echo("batches     " + "  ".join(f"{k}={v}" for k, v in data["batches"].items()))
     v = data["current_model_version"]
     click.echo("model       " + ("base (no edits applied)" if v is None else f"version {v['id']} = base + batches {v['batch_ids']}"))
+    g = data["gate"]
+    for name in ("base", "current"):
+        if g[name] is not None:
+            click.echo(f"gate {name:<7}{_figures(g[name])}")
+    if g["last_refused"] is not None:
+        click.echo(f"gate refused batch {g['last_refused']['batch_id']}: {g['last_refused']['reason']}")
+    d = data["damage"]
+    if d["flagged_batches"]:
+        click.echo("damage      " + "  ".join(f"batch {b}: {n} fact(s)" for b, n in d["flagged_batches"].items())
+                   + "  (flagged, not queued: `kbsync audit --damage`, then rollback or `kbsync retry --damage`)")
     r = data["last_run"]
     click.echo("last run    " + ("never" if r is None else f"{r['kind']} at {r['at']} ({'ok' if r['ok'] else 'FAILED'})"))
+
+
+def _figures(f: dict) -> str:
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    return (f"perplexity {num(f['perplexity'], '.2f')}  known-fact accuracy {num(f['known_acc'], '.2f')} "
+            f"({f['n_known']})  retention {num(f['retention'], '.2f')} ({f['n_retention']})")

@@ -73,6 +73,11 @@ class Metrics:
         self.batch_states = Gauge("kbsync_batches_in_state", "Batches by state (database).", ["state"], registry=r)
         self.rollbacks = Gauge("kbsync_rollbacks", "Batches rolled back (database).", registry=r)
         self.kb_facts = Gauge("kbsync_kb_facts", "Facts in the KB snapshot (database).", registry=r)
+        self.gate = Gauge("kbsync_gate_figure", "Regression gate figures of the base model and the current version "
+                          "(database; perplexity, known_acc, retention).", ["model", "figure"], registry=r)
+        self.damaged = Gauge("kbsync_damaged_facts", "Facts a batch broke, by state (database; open = flagged, "
+                             "not queued).", ["state"], registry=r)
+        self.flagged = Gauge("kbsync_flagged_batches", "Applied batches with open damage (database).", registry=r)
         for result in ("ok", "failed", "interrupted"):
             self.ticks.labels(result)
         self._server: WSGIServer | None = None
@@ -99,6 +104,14 @@ class Metrics:
             self.batch_states.labels(state).set(n)
         self.rollbacks.set(data["batches"].get("rolled_back", 0))
         self.kb_facts.set(data["kb_facts"])
+        for model in ("base", "current"):
+            figures = data["gate"][model] or {}
+            for figure in ("perplexity", "known_acc", "retention"):
+                value = figures.get(figure)
+                self.gate.labels(model, figure).set(float("nan") if value is None else value)
+        for state, n in data["damage"]["facts"].items():
+            self.damaged.labels(state).set(n)
+        self.flagged.set(len(data["damage"]["flagged_batches"]))
         at = data["last_successful_tick_at"]
         self.last_success.set(unix_time(at) if at else 0)
 

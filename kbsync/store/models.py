@@ -247,6 +247,74 @@ class EditCheck(Base):
     checked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+DAMAGE_STATES = ("open", "rolled_back", "requeued", "resolved")
+DAMAGE_FOUND_BY = ("neighbour", "gate", "diff")
+GATE_SCOPES = ("base", "version", "batch")
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+class DamagedFact(Base):
+    """A fact the model answered right before a batch and wrong after it, recorded against that batch.
+
+    open: the batch is flagged, the fact is not queued as a KB disagreement while the batch is live;
+    rolled_back: the batch was rolled back; requeued: a re-edit was queued (request_id);
+    resolved: a later probe found the model right again."""
+
+    __tablename__ = "damaged_facts"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({_in(DAMAGE_STATES)})", name="state"),
+        CheckConstraint(f"found_by IN ({_in(DAMAGE_FOUND_BY)})", name="found_by"),
+        Index("ix_damaged_facts_batch_id", "batch_id"),
+        Index("ix_damaged_facts_subject_relation", "subject", "relation"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    subject: Mapped[str] = mapped_column(String(64))
+    relation: Mapped[str] = mapped_column(String(32))
+    subject_label: Mapped[str] = mapped_column(Text, default="")
+    prompt: Mapped[str] = mapped_column(Text)
+    expected: Mapped[str] = mapped_column(Text)         # the KB answer the model gave before
+    answer: Mapped[str] = mapped_column(Text)           # what it answers now
+    found_by: Mapped[str] = mapped_column(String(16))   # neighbour | gate | diff
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("edit_requests.id"), nullable=True)  # the re-edit
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    run_id: Mapped[str] = mapped_column(String(32), default="")
+    found_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class GateFigures(Base):
+    """The regression gate's figures of one model state: the base model (measured once, with the
+    fixed held-out texts and known facts in `details`), an existing version, or a batch's candidate."""
+
+    __tablename__ = "gate_figures"
+    __table_args__ = (
+        CheckConstraint(f"scope IN ({_in(GATE_SCOPES)})", name="scope"),
+        Index("ix_gate_figures_model_key", "model_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_key: Mapped[str] = mapped_column(String(128))
+    setup: Mapped[str] = mapped_column(String(64))       # hash of the gate's fixed texts and facts
+    scope: Mapped[str] = mapped_column(String(8))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    perplexity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    known_acc: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n_known: Mapped[int] = mapped_column(Integer, default=0)
+    retention: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n_retention: Mapped[int] = mapped_column(Integer, default=0)
+    passed: Mapped[bool] = mapped_column(Boolean, default=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    measured_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Event(Base):
     """Append-only audit log: who/what/when, host, kbsync version, config hash."""
 

@@ -10,11 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from kbsync import __version__
 from kbsync.config import mask_url
 from kbsync.store.db import Database, current_revision, head_revision
-from kbsync.store.models import Batch, EditRequestRow, Event, KbFact, ModelVersion
+from kbsync.store.models import (
+    DAMAGE_STATES,
+    Batch,
+    DamagedFact,
+    EditRequestRow,
+    Event,
+    GateFigures,
+    KbFact,
+    ModelVersion,
+)
 from kbsync.store.states import BatchState, RequestState
 
 RUN_KINDS = ("diff", "apply", "rollback", "compact", "verify", "tick")
@@ -39,6 +49,8 @@ def status(db: Database, model_key: str | None = None) -> dict[str, Any]:
             select(Event).where(Event.kind == "tick", Event.ok).order_by(Event.id.desc())
         ).first()
         facts = s.scalar(select(func.count()).select_from(KbFact)) or 0
+        gate = _gate(s, version, model_key)
+        damage = _damage(s)
         settling = [
             {"subject": f.subject, "relation": f.relation, "subject_label": f.subject_label,
              "objects_before": f.objects, "objects_new": f.settling_objects,
@@ -57,6 +69,8 @@ def status(db: Database, model_key: str | None = None) -> dict[str, Any]:
         "batches": batches,
         "current_model_version": _version(version),
         "current_model_versions": [_version(v) for v in currents],
+        "gate": gate,
+        "damage": damage,
         "last_run": _event(last_run),
         "last_tick": _event(last_tick),
         "last_successful_tick_at": last_ok_tick.at.isoformat() if last_ok_tick else None,
@@ -69,6 +83,39 @@ def _version(version: ModelVersion | None) -> dict[str, Any] | None:
     return {"id": version.id, "model_key": version.model_key, "batch_ids": version.batch_ids,
             "weights_sha256": version.weights_sha256, "path": version.path,
             "created_at": version.created_at.isoformat()}
+
+
+def _gate(s: Session, version: ModelVersion | None, model_key: str | None) -> dict[str, Any]:
+    """The regression gate's figures of the base model and of the current version (null: not measured)."""
+    key = version.model_key if version is not None else model_key
+    base = None if key is None else s.scalars(
+        select(GateFigures).where(GateFigures.model_key == key, GateFigures.scope == "base")
+        .order_by(GateFigures.id.desc())).first()
+    current = None if version is None else s.scalars(
+        select(GateFigures).where(GateFigures.model_version_id == version.id).order_by(GateFigures.id.desc())).first()
+    last_refused = s.scalars(select(GateFigures).where(GateFigures.scope == "batch", GateFigures.passed.is_(False))
+                             .order_by(GateFigures.id.desc())).first()
+    return {"base": _figures(base), "current": _figures(current), "last_refused": _figures(last_refused)}
+
+
+def _figures(row: GateFigures | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"perplexity": row.perplexity, "known_acc": row.known_acc, "n_known": row.n_known,
+            "retention": row.retention, "n_retention": row.n_retention, "batch_id": row.batch_id,
+            "model_version_id": row.model_version_id, "passed": row.passed, "reason": row.reason,
+            "measured_at": row.measured_at.isoformat()}
+
+
+def _damage(s: Session) -> dict[str, Any]:
+    """Damaged facts by state, and the applied batches flagged with open damage (batch id -> facts)."""
+    states = {state: 0 for state in DAMAGE_STATES}
+    for state, count in s.execute(select(DamagedFact.state, func.count()).group_by(DamagedFact.state)):
+        states[state] = count
+    flagged = s.execute(select(DamagedFact.batch_id, func.count()).join(Batch, Batch.id == DamagedFact.batch_id)
+                        .where(DamagedFact.state == "open", Batch.state == BatchState.VERIFIED.value)
+                        .group_by(DamagedFact.batch_id).order_by(DamagedFact.batch_id))
+    return {"facts": states, "flagged_batches": {str(b): n for b, n in flagged}}
 
 
 def _event(event: Event | None) -> dict[str, Any] | None:

@@ -52,6 +52,19 @@ VIEWS: dict[str, str] = {
                f.settling_objects, f.settling_since
         FROM kb_facts f WHERE f.settling_since IS NOT NULL
     """,
+    # Facts a batch broke (answered right before it, wrong after): "what did batch N damage?"
+    "v_batch_damage": """
+        SELECT d.id AS damage_id, d.batch_id, b.state AS batch_state, d.subject, d.subject_label,
+               d.relation, d.prompt, d.expected, d.answer, d.found_by, d.state, d.request_id,
+               d.model_version_id, d.found_at, d.resolved_at
+        FROM damaged_facts d JOIN batches b ON b.id = d.batch_id
+    """,
+    # The regression gate's figures per model state: "what did each batch do to the rest of the model?"
+    "v_gate_figures": """
+        SELECT g.id AS figures_id, g.model_key, g.scope, g.batch_id, g.model_version_id, g.perplexity,
+               g.known_acc, g.n_known, g.retention, g.n_retention, g.passed, g.reason, g.measured_at
+        FROM gate_figures g
+    """,
 }
 
 
@@ -70,7 +83,7 @@ BATCHES_SQL = """
 
 
 def audit_query(subject: str | None, relation: str | None, batch: int | None,
-                failed: bool) -> tuple[str, str, str, dict[str, Any]]:
+                failed: bool, damage: bool = False) -> tuple[str, str, str, dict[str, Any]]:
     """(kind, title, sql, params) of the view that answers the question the filters ask."""
     where, params = [], {}
     for column, value in (("subject", subject), ("relation", relation), ("batch_id", batch)):
@@ -78,6 +91,9 @@ def audit_query(subject: str | None, relation: str | None, batch: int | None,
             where.append(f"{column} = :{column}")
             params[column] = value
     clause = (" WHERE " + " AND ".join(where)) if where else ""
+    if damage:
+        return ("damage", "facts batches damaged (right before, wrong after)",
+                f"SELECT * FROM v_batch_damage{clause} ORDER BY batch_id, damage_id", params)
     if failed:
         return "failed", "failed edits and why", f"SELECT * FROM v_failed_edits{clause} ORDER BY request_id", params
     if batch is not None and subject is None and relation is None:
@@ -90,9 +106,9 @@ def audit_query(subject: str | None, relation: str | None, batch: int | None,
 
 
 def audit_rows(db: Database, subject: str | None = None, relation: str | None = None, batch: int | None = None,
-               failed: bool = False) -> tuple[str, str, list[dict[str, Any]]]:
+               failed: bool = False, damage: bool = False) -> tuple[str, str, list[dict[str, Any]]]:
     """(kind, title, rows) of the audit view the filters select."""
-    kind, title, sql, params = audit_query(subject, relation, batch, failed)
+    kind, title, sql, params = audit_query(subject, relation, batch, failed, damage)
     with db.session() as s:
         if batch is not None and s.scalar(text("SELECT count(*) FROM batches WHERE id = :b"), {"b": batch}) == 0:
             raise ConfigError(f"there is no batch {batch}; `kbsync audit` lists the batches")

@@ -36,11 +36,13 @@ from kbsync.editing.nullspace import PreservedKeys
 from kbsync.editing.request import EditRequest
 from kbsync.errors import EditError, RollbackError, TokenizationError
 from kbsync.logs import get_logger
+from kbsync.sources.factory import open_catalogue
 from kbsync.store.events import record_event
 from kbsync.store.models import Batch, EditRequestRow
 from kbsync.store.queue import claim, count_pending, reap
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
+from kbsync.sync import damage
 from kbsync.sync.checks import (
     Check,
     EditUnderTest,
@@ -52,6 +54,10 @@ from kbsync.sync.checks import (
     save_checks,
     shares,
 )
+from kbsync.sync.damage import Harm, neighbour_harm
+from kbsync.sync.neighbours import key_similarity
+from kbsync.sync.regression import RegressionGate, Verdict
+from kbsync.sync.rollback import plan, undo
 from kbsync.sync.writer import ModelWriter
 from kbsync.versions import registry
 
@@ -82,6 +88,7 @@ class BatchOutcome:
     seconds: float = 0.0
     version_id: int | None = None
     n_failed: int = 0          # requests this attempt left failed (0 when they went back to the queue)
+    damaged: int = 0           # facts right before the batch and wrong after it (flagged against it)
 
 
 @dataclass
@@ -90,6 +97,7 @@ class ApplyReport:
     recovered: int = 0         # a dead worker's claims given back to the queue
     poisoned: int = 0          # ... failed as poison instead ([editing] max_attempts)
     compaction: Any = None     # sync/compact.CompactReport when [editing] compact_after ran one
+    rolled_back: list[int] = field(default_factory=list)  # damaging batches undone ([verify] on_damage)
 
     @property
     def applied(self) -> int:
@@ -106,7 +114,8 @@ class ApplyReport:
 
     def as_dict(self) -> dict[str, object]:
         return {"applied": self.applied, "failed": self.failed, "recovered": self.recovered,
-                "poisoned": self.poisoned, "batches": [asdict(b) for b in self.batches],
+                "poisoned": self.poisoned, "rolled_back": self.rolled_back,
+                "batches": [asdict(b) for b in self.batches],
                 "compaction": asdict(self.compaction) if self.compaction is not None else None}
 
 
@@ -122,12 +131,19 @@ def apply_pending(writer: ModelWriter, *, batch_size: int | None = None, max_edi
     with writer.locked(lock_wait_s) as recovered:
         report.recovered, report.poisoned = recovered.returned, recovered.poisoned
         with writer.db.session() as s:
-            if not count_pending(s):
+            pending = count_pending(s)
+            damaging = list(damage.flagged(s, writer.model_key)) \
+                if writer.settings.verify.on_damage == "rollback" else []
+            if not pending and not damaging:
                 return report             # nothing to edit: no model, no key statistics
         writer.stop.check_outside_batch()
         ctx = writer.context()
         ctx.moments(progress, check_stop=writer.stop.check_outside_batch)  # C_l of the base weights
         writer.open_current()
+        for batch_id in reversed(damaging):  # [verify] on_damage = "rollback": damage a diff found
+            plan_ = plan(writer, batch_id, dry_run=False)
+            plan_.why = "damage flagged against it; [verify] on_damage = rollback"
+            report.rolled_back.append(undo(writer, plan_).batch_id)
         ApplyWorker(writer, on_batch).run(report, batch_size or writer.settings.editing.batch_size, max_edits)
         limit = writer.settings.editing.compact_after
         if limit and len(ctx.store.active) > limit and not writer.stop.requested:
@@ -148,6 +164,7 @@ class ApplyWorker:
         self.writer, self.on_batch = writer, on_batch
         self.db, self.ctx, self.stop = writer.db, writer.context(), writer.stop
         self.settings, self.run_id, self.worker = writer.settings, writer.run_id, writer.worker
+        self.gate = RegressionGate(writer) if self.settings.gate.enabled else None
 
     @property
     def active(self) -> list[tuple[int, Delta]]:
@@ -179,6 +196,8 @@ class ApplyWorker:
         timings: dict[str, float] = {}
         hp = self.ctx.hparams
         try:
+            if self.gate is not None:
+                self.gate.prepare()  # the base's and the current version's figures, before the edit
             crash_point("targets")
             preserved = PreservedKeys.from_deltas([d for _, d in self.active]) if hp.algorithm == "alphaedit" else None
             delta = compute_delta(self.ctx.loaded, self.ctx.loaded.tokenizer, self.ctx.loaded.adapter, edits, hp,
@@ -191,6 +210,7 @@ class ApplyWorker:
             raise
         timings["delta_s"] = timings.pop("total_s", 0.0)  # compute_delta's own total
         applied = delta.apply(self.ctx.loaded.model, self.ctx.loaded.adapter)
+        loaded = self.ctx.loaded
         try:
             t_checks = time.perf_counter()
             checks = run_checks(self.ctx.loaded.model, self.ctx.loaded.tokenizer, tests,
@@ -210,8 +230,28 @@ class ApplyWorker:
                 return self.retry_in_parts(batch_id, request_ids, parts, reason, checks, summary, t0)
             per_edit = failing_requests(checks)
             return [self.fail(batch_id, request_ids, reason, checks, summary, t0, per_edit=per_edit)]
+        try:  # what the batch did beyond its edits: damaged neighbours, the regression gate
+            t_gate = time.perf_counter()
+            harms = neighbour_harm(loaded.model, loaded.tokenizer, tests, checks, self.settings.probe.max_new_tokens)
+            verdict = self.gate.check(request_ids) if self.gate is not None else None
+            harms += verdict.harms if verdict is not None else []
+            timings["gate_s"] = time.perf_counter() - t_gate
+            self.stop.check_in_batch()
+        except BaseException as exc:
+            applied.revert()
+            self.fail(batch_id, request_ids, f"not applied: {type(exc).__name__}: {exc}", [], {}, t0, requeue=True)
+            raise
+        if verdict is not None and not verdict.ok:
+            applied.revert()
+            return self.fail_gate(batch_id, request_ids, verdict, checks, summary, t0)
+        if harms and self.settings.verify.on_damage == "rollback":
+            applied.revert()
+            why = (f"damage: {len(harms)} fact(s) answered right before the batch are wrong after it "
+                   f"({', '.join(sorted({h.subject + ' ' + h.relation for h in harms})[:5])}); [verify] on_damage = rollback")
+            return [self.fail(batch_id, request_ids, why, checks, summary, t0)]
+        reason = reason + (f"; {verdict.reason}" if verdict is not None else "")
         try:
-            return [self.commit(batch_id, request_ids, delta, checks, summary, reason, timings, t0)]
+            return [self.commit(batch_id, request_ids, delta, checks, summary, reason, timings, t0, verdict, harms)]
         except BaseException as exc:
             if self.active and self.active[-1][0] == batch_id:
                 raise  # committed in SQL; only the pointer failed: reconcile fixes it
@@ -237,7 +277,9 @@ class ApplyWorker:
             edits = [EditRequest(prompt=r.prompt, subject=r.subject_label, target_new=r.target_new,
                                  target_old=r.target_old, request_id=r.id, paraphrases=tuple(r.paraphrases))
                      for r in present]
-            tests = edits_under_test(s, present, self.settings.verify.neighbours)
+            v = self.settings.verify
+            tests = edits_under_test(s, present, v.neighbours, key_similarity(self.ctx), v.at_risk_share,
+                                     v.at_risk_pool)  # keys on the model before the edit
             batch_id = batch.id
         log.info("batch_started", batch=batch_id, n_edits=len(edits))
         return batch_id, edits, tests
@@ -253,8 +295,21 @@ class ApplyWorker:
             outcomes += self.process(part)
         return outcomes
 
+    def fail_gate(self, batch_id: int, request_ids: list[int], verdict: Verdict, checks: list[Check],
+                  summary: dict[str, float], t0: float) -> list[BatchOutcome]:
+        """The regression gate refused the batch: keep its figures, then fail it (or retry in halves)."""
+        assert self.gate is not None
+        with self.db.session() as s:
+            self.gate.save(s, batch_id, verdict, None)
+        if self.settings.editing.retry_smaller and len(request_ids) > 1:
+            half = len(request_ids) // 2
+            return self.retry_in_parts(batch_id, request_ids, [request_ids[:half], request_ids[half:]],
+                                       verdict.reason, checks, summary, t0)
+        return [self.fail(batch_id, request_ids, verdict.reason, checks, summary, t0)]
+
     def commit(self, batch_id: int, request_ids: list[int], delta: Delta, checks: list[Check],
-               summary: dict[str, float], reason: str, timings: dict[str, float], t0: float) -> BatchOutcome:
+               summary: dict[str, float], reason: str, timings: dict[str, float], t0: float,
+               verdict: Verdict | None = None, harms: list[Harm] | None = None) -> BatchOutcome:
         store = self.ctx.store
         delta_path = store.delta_path(batch_id)
         delta_sha = delta.save(delta_path)
@@ -284,16 +339,22 @@ class ApplyWorker:
                 move_request(s, row, RequestState.APPLIED, f"batch {batch_id}", batch_id=batch_id, run_id=self.run_id)
                 move_request(s, row, RequestState.VERIFIED, reason, batch_id=batch_id, run_id=self.run_id)
             save_checks(s, batch_id, checks, "apply", version.id)
+            if verdict is not None and self.gate is not None:
+                self.gate.save(s, batch_id, verdict, version.id)
+            damaged = damage.record(s, batch_id, harms or [], version_id=version.id, run_id=self.run_id)
+            if damaged and self.settings.verify.on_damage == "requeue":
+                damage.requeue(s, damaged, open_catalogue(self.settings), self.run_id)
             record_event(s, "batch_applied", run_id=self.run_id, config_hash=self.writer.config_hash,
                          batch_id=batch_id, n_edits=len(request_ids), weights_sha256=weights_sha,
-                         delta_sha256=delta_sha, shares=summary)
+                         delta_sha256=delta_sha, shares=summary, damaged=len(damaged),
+                         gate=verdict.reason if verdict is not None else "off")
             version_id = version.id
         self.active.append((batch_id, delta))
         self.writer.version_id = version_id
         store.set_current(version_path)
-        log.info("batch_verified", batch=batch_id, n_edits=len(request_ids), **summary)
+        log.info("batch_verified", batch=batch_id, n_edits=len(request_ids), damaged=len(damaged), **summary)
         return BatchOutcome(batch_id, len(request_ids), BatchState.VERIFIED.value, reason, summary,
-                            time.perf_counter() - t0, version_id)
+                            time.perf_counter() - t0, version_id, damaged=len(damaged))
 
     def fail(self, batch_id: int, request_ids: list[int], reason: str, checks: list[Check],
              summary: dict[str, float], t0: float, *, requeue: bool = False,

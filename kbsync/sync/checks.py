@@ -28,6 +28,7 @@ from kbsync.model.probe import answer_matches, normalise_answer
 from kbsync.model.scoring import greedy_answers, target_logprobs
 from kbsync.sources.catalogue import fill
 from kbsync.store.models import EditCheck, EditRequestRow, KbFact, Probe
+from kbsync.sync.neighbours import Similarity, bounded, split_counts
 
 log = get_logger(__name__)
 
@@ -40,6 +41,26 @@ NEIGHBOUR_SCAN = 50        # latest probes read per wanted neighbour when fallin
 class Neighbour:
     prompt: str
     answer: str     # what the model answered right before, and must still prefer
+    subject: str = ""
+    relation: str = ""
+    acceptable: tuple[str, ...] = ()   # labels/aliases of the KB answer (a greedy answer naming one is right)
+    at_risk: bool = False              # chosen for its key's closeness to the edited subject's
+
+
+@dataclass(frozen=True)
+class PoolFact:
+    """A fact the model answered right at its last probe: a neighbour candidate."""
+
+    subject: str
+    relation: str
+    label: str
+    prompt: str
+    answer: str
+    acceptable: tuple[str, ...] = ()
+
+    def neighbour(self, at_risk: bool = False) -> Neighbour:
+        return Neighbour(self.prompt, self.answer, self.subject, self.relation, self.acceptable or (self.answer,),
+                         at_risk)
 
 
 @dataclass
@@ -220,21 +241,30 @@ def retry_parts(checks: list[Check], request_ids: list[int], thresholds: VerifyS
 
 
 # --- what each edit is checked on, and where checks are kept ------------------------------
-def edits_under_test(s: Session, rows: list[EditRequestRow], n: int) -> list[EditUnderTest]:
+def edits_under_test(s: Session, rows: list[EditRequestRow], n: int, similarity: Similarity | None = None,
+                     at_risk_share: float = 0.0, at_risk_pool: int = 200) -> list[EditUnderTest]:
     """What each request is checked on: its prompt, paraphrases, up to `n` neighbour facts and,
-    for a filler answer, the relation's other KB objects as rival candidates."""
+    for a filler answer, the relation's other KB objects as rival candidates.
+
+    With `similarity` (`sync.neighbours.KeySimilarity`), a share `at_risk_share` of each edit's
+    neighbours are the facts of its relation whose subject keys are closest to its subject's (among
+    at most `at_risk_pool` candidates per relation); the rest are a random sample, as without it."""
     in_batch = {r.subject for r in rows}
-    pools: dict[str, list[tuple[str, str, str]]] = {}  # relation -> its neighbour candidates, read once
+    pools: dict[str, list[PoolFact]] = {}  # relation -> its neighbour candidates, read once
     candidates: dict[str, list[str]] = {}
+    for r in rows:
+        if n and r.relation not in pools:
+            pools[r.relation] = neighbour_pool(s, r.relation)
+            if len([e for e in pools[r.relation] if e.subject not in in_batch]) < n:
+                pools[r.relation] += other_relations_pool(s, r.relation, n)
+    closeness = at_risk_scores(rows, pools, in_batch, similarity, at_risk_pool) \
+        if n and similarity is not None and at_risk_share > 0 else {}
     tests = []
     for r in rows:
-        neighbours: list[tuple[str, str]] = []
+        neighbours: list[Neighbour] = []
         if n:
-            if r.relation not in pools:
-                pools[r.relation] = neighbour_pool(s, r.relation)
-                if len([e for e in pools[r.relation] if e[0] not in in_batch]) < n:
-                    pools[r.relation] += other_relations_pool(s, r.relation, n)
-            neighbours = pick_neighbours(pools[r.relation], exclude=in_batch, limit=n, seed=r.id)
+            neighbours = pick_neighbours(pools[r.relation], exclude=in_batch, limit=n, seed=r.id,
+                                         scores=closeness.get(r.id), at_risk_share=at_risk_share)
         source = r.target_old_source or "model"
         if source != "kb" and is_filler(r.target_old) and r.relation not in candidates:
             candidates[r.relation] = relation_objects(s, r.relation)
@@ -242,9 +272,29 @@ def edits_under_test(s: Session, rows: list[EditRequestRow], n: int) -> list[Edi
             request_id=r.id, prompt=fill(r.prompt, r.subject_label), target_new=r.target_new,
             target_old=r.target_old, acceptable=list(r.acceptable),
             paraphrases=[fill(p, r.subject_label) for p in r.paraphrases],
-            neighbours=[Neighbour(prompt, answer) for prompt, answer in neighbours],
+            neighbours=neighbours,
             target_old_source=source, candidates=candidates.get(r.relation, []) if source != "kb" else []))
     return tests
+
+
+def at_risk_scores(rows: list[EditRequestRow], pools: dict[str, list[PoolFact]], in_batch: set[str],
+                   similarity: Similarity, limit: int) -> dict[int, dict[str, float]]:
+    """request id -> {candidate subject of its relation: key cosine to the edited subject}, from one
+    batched pass over the edits and the (bounded) same-relation candidates."""
+    same: dict[str, list[PoolFact]] = {}
+    for relation, pool in pools.items():
+        own = [f for f in pool if f.relation == relation and f.subject not in in_batch and f.label in f.prompt]
+        keep = bounded([f.subject for f in own], limit)
+        same[relation] = [f for f in own if f.subject in keep]
+    flat = [f for relation in sorted(same) for f in same[relation]]
+    edits = [r for r in rows if r.relation in same and same[r.relation]]
+    sims = similarity([(r.subject_label, fill(r.prompt, r.subject_label)) for r in edits],
+                      [(f.label, f.prompt) for f in flat]) if edits else None
+    if sims is None:
+        return {}
+    column = {(f.relation, f.subject): j for j, f in enumerate(flat)}
+    return {r.id: {f.subject: float(sims[i, column[r.relation, f.subject]]) for f in same[r.relation]}
+            for i, r in enumerate(edits)}
 
 
 def save_checks(s: Session, batch_id: int, checks: list[Check], phase: str, version_id: int | None) -> None:
@@ -263,20 +313,19 @@ def relation_objects(s: Session, relation: str, limit: int = RIVAL_CANDIDATES) -
     return [label for label, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]]
 
 
-def neighbour_pool(s: Session, relation: str) -> list[tuple[str, str, str]]:
-    """(subject, prompt, KB answer) of facts of `relation` the model answered right at its last probe,
-    sorted by subject."""
+def neighbour_pool(s: Session, relation: str) -> list[PoolFact]:
+    """Facts of `relation` the model answered right at its last probe, sorted by subject."""
     latest: dict[str, Probe] = {}
     for p in s.scalars(select(Probe).where(Probe.relation == relation).order_by(Probe.id)):
         latest[p.subject] = p
     facts = {f.subject: f for f in s.scalars(select(KbFact).where(KbFact.relation == relation))}
-    return [(subj, latest[subj].prompt, kb_answer(facts[subj]))
+    return [pool_fact(facts[subj], latest[subj])
             for subj in sorted(subj for subj, p in latest.items() if p.agrees and subj in facts)]
 
 
-def other_relations_pool(s: Session, relation: str, n: int) -> list[tuple[str, str, str]]:
-    """The fallback when `relation` has too few known facts: (subject, prompt, KB answer) of other
-    relations' facts the model answered right at their latest probe (among the latest probes read)."""
+def other_relations_pool(s: Session, relation: str, n: int) -> list[PoolFact]:
+    """The fallback when `relation` has too few known facts: other relations' facts the model
+    answered right at their latest probe (among the latest probes read)."""
     latest: dict[tuple[str, str], Probe] = {}
     for p in s.scalars(select(Probe).where(Probe.relation != relation).order_by(Probe.id.desc())
                        .limit(NEIGHBOUR_SCAN * max(n, 1))):
@@ -286,7 +335,11 @@ def other_relations_pool(s: Session, relation: str, n: int) -> list[tuple[str, s
         return []
     facts = {(f.subject, f.relation): f
              for f in s.scalars(select(KbFact).where(KbFact.subject.in_({k[0] for k in known})))}
-    return [(k[0], known[k].prompt, kb_answer(facts[k])) for k in sorted(known) if k in facts]
+    return [pool_fact(facts[k], known[k]) for k in sorted(known) if k in facts]
+
+
+def pool_fact(f: KbFact, probe: Probe) -> PoolFact:
+    return PoolFact(f.subject, f.relation, f.subject_label, probe.prompt, kb_answer(f), tuple(kb_answers(f)))
 
 
 def kb_answer(f: KbFact) -> str:
@@ -294,11 +347,28 @@ def kb_answer(f: KbFact) -> str:
     return next((labels[o] for o in f.objects if o in labels), "")
 
 
-def pick_neighbours(pool: list[tuple[str, str, str]], exclude: set[str], limit: int,
-                    seed: int) -> list[tuple[str, str]]:
-    """Up to `limit` (prompt, answer) from the pool, outside `exclude`, rotated by `seed`."""
-    good = [entry for entry in pool if entry[0] not in exclude and entry[2]]
+def kb_answers(f: KbFact) -> list[str]:
+    """Labels, then aliases, of the fact's acceptable objects (what a right answer may name)."""
+    labels, aliases = f.labels.get("object_labels", {}), f.labels.get("object_aliases", {})
+    out: list[str] = []
+    for o in f.objects:
+        for text in (labels.get(o, ""), *aliases.get(o, ())):
+            if text and text not in out:
+                out.append(text)
+    return out
+
+
+def pick_neighbours(pool: list[PoolFact], exclude: set[str], limit: int, seed: int,
+                    scores: dict[str, float] | None = None, at_risk_share: float = 0.0) -> list[Neighbour]:
+    """Up to `limit` neighbours from the pool, outside `exclude`: with `scores` (subject -> key
+    closeness), the closest share `at_risk_share` first, then the rest rotated by `seed`."""
+    good = [f for f in pool if f.subject not in exclude and f.answer]
     if not good:
         return []
-    start = seed % len(good)
-    return [(prompt, answer) for _, prompt, answer in (good[start:] + good[:start])[:limit]]
+    n_risky, _ = split_counts(limit, at_risk_share) if scores else (0, limit)
+    ranked = sorted((f for f in good if f.subject in (scores or {})), key=lambda f: (-(scores or {})[f.subject], f.subject))
+    risky = ranked[:n_risky]
+    rest = [f for f in good if f not in risky]
+    start = seed % len(rest) if rest else 0
+    chosen = [f.neighbour(at_risk=True) for f in risky]
+    return chosen + [f.neighbour() for f in (rest[start:] + rest[:start])[:limit - len(chosen)]]

@@ -28,6 +28,7 @@ from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.models import EditRequestRow, Probe
 from kbsync.store.queue import enqueue_edit, withdraw_pending
+from kbsync.sync import damage
 
 log = get_logger(__name__)
 
@@ -40,8 +41,9 @@ class DiffRow:
     kb_answer: str
     model_answer: str
     status: str      # new | changed | unchanged
-    action: str      # agrees | queued | superseded | already_queued | in_flight | would_queue
+    action: str      # agrees | queued | superseded | already_queued | in_flight | would_queue | damaged
     request_id: int | None = None
+    damaged_by: int | None = None   # the live batch that broke a fact the model had right (sync/damage.py)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class DiffReport:
     settling: int = 0  # changed facts held back by [kb] settle_s
     reverted: int = 0  # settling changes that went back to the stored state: never queued
     stale_answers: int = 0  # probed answers that named an ended KB value
+    damaged: int = 0  # facts right at their last probe, wrong now, blamed on a live batch: not queued
     skipped_too_long: int = 0  # facts with a label or alias over [kb] max_label_chars
     seconds_read: float = 0.0
     seconds_probe: float = 0.0
@@ -156,8 +159,10 @@ def run_diff(
     settle_s: int = 0,
     clock: datetime | None = None,
     max_label_chars: int = 250,
+    on_damage: str = "flag",
 ) -> DiffReport:
-    """`clock`: the moment settling is counted at (the [kb] as_of of a replay; default now)."""
+    """`clock`: the moment settling is counted at (the [kb] as_of of a replay; default now).
+    `on_damage` ([verify] on_damage): a damaged fact is flagged, not queued, unless "requeue"."""
     import time
 
     report = DiffReport(dry_run=dry_run)
@@ -222,6 +227,9 @@ def run_diff(
     report.probed = len(to_probe)
 
     with db.session() as s:
+        wrong = [(f.subject, f.relation, f.content_hash()) for f, r in zip(to_probe, results, strict=True)
+                 if not r.agrees or names_stale(f, r)]
+        blamed = damage.blame(s, loaded.identity, wrong)
         for fact, result in zip(to_probe, results, strict=True):
             relation = by_id[fact.relation]
             obj, label = kb_answer(fact)
@@ -237,6 +245,19 @@ def run_diff(
                     report.superseded += withdraw_pending(
                         s, fact.subject, fact.relation, set(fact.objects),
                         f"the KB now says {label!r} and the model agrees", run_id)
+                    damage.resolve(s, fact.subject, fact.relation)
+                continue
+            culprit = blamed.get((fact.subject, fact.relation))
+            harm = damage.Harm(fact.subject, fact.relation, fact.subject_label, relation.prompt_for(fact.subject_label),
+                               label, answer, "diff")
+            if culprit is not None:
+                row.damaged_by = culprit
+                report.damaged += 1
+                log.warning("damage_found", subject=fact.subject, relation=fact.relation, batch=culprit, answer=answer)
+            if culprit is not None and (dry_run or on_damage != "requeue"):
+                row.action = "damaged"   # not a KB disagreement: the batch is flagged, the operator decides
+                if not dry_run:
+                    damage.record(s, culprit, [harm], version_id=None, run_id=run_id)
                 continue
             if dry_run:
                 row.action = "would_queue"
@@ -255,6 +276,9 @@ def run_diff(
             row.action = {"unchanged": "already_queued"}.get(outcome.action, outcome.action)
             row.request_id = outcome.request.id if outcome.request else None
             report.queued += outcome.action in ("queued", "superseded")
+            if culprit is not None and outcome.request is not None:  # [verify] on_damage = "requeue"
+                s.flush()
+                damage.requeued(s, culprit, harm, outcome.request.id, run_id)
             report.superseded += outcome.action == "superseded"
         if dry_run:
             s.rollback()
@@ -272,7 +296,7 @@ def run_diff(
         record_event(s, "diff", run_id=run_id, config_hash=config_hash, read=report.read, probed=report.probed,
                      agree=report.agree, queued=report.queued, superseded=report.superseded,
                      new=report.new, changed=report.changed, settling=report.settling,
-                     reverted=report.reverted, skipped_too_long=report.skipped_too_long)
+                     reverted=report.reverted, skipped_too_long=report.skipped_too_long, damaged=report.damaged)
     log.info("diff_done", read=report.read, probed=report.probed, queued=report.queued,
              settling=report.settling)
     return report

@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
+from kbsync.errors import ConfigError
+from kbsync.sources.catalogue import Catalogue
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
-from kbsync.store.models import EditRequestRow, KbFact
+from kbsync.store.models import Batch, EditRequestRow, KbFact
 from kbsync.store.queue import OPEN
 from kbsync.store.states import RequestState
 from kbsync.store.transitions import move_request
+from kbsync.sync import damage
 
 
 @dataclass
@@ -61,3 +64,22 @@ def _stays_failed(s, row: EditRequestRow) -> str:  # type: ignore[no-untyped-def
     if kb is not None and kb != row.content_hash:
         return "the KB changed since this request was queued"
     return ""
+
+
+def retry_damage(db: Database, batch_id: int, catalogue: Catalogue, *, run_id: str, config_hash: str = "",
+                 asked_by: str = "") -> RetryReport:
+    """Queue a re-edit of every fact `batch_id` damaged (open damage rows) to its KB value; the damage
+    becomes `requeued`. `skipped`: damage id -> why it stays open."""
+    report = RetryReport()
+    with db.session() as s:
+        if s.get(Batch, batch_id) is None:
+            raise ConfigError(f"there is no batch {batch_id}; `kbsync audit` lists the batches")
+        rows = damage.open_damage(s, batch_id)
+        queued = damage.requeue(s, rows, catalogue, run_id)
+        report.requeued = sorted(queued.values())
+        report.skipped = {d.id: "the KB no longer has this fact, or its relation is not in the catalogue"
+                          for d in rows if d.id not in queued}
+        record_event(s, "retry", run_id=run_id, config_hash=config_hash, ok=True, asked_by=asked_by,
+                     damage_of=batch_id, requeued=report.requeued,
+                     skipped={str(k): v for k, v in report.skipped.items()})
+    return report

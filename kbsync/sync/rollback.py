@@ -24,6 +24,7 @@ from kbsync.store.events import record_event
 from kbsync.store.models import Batch, EditRequestRow, ModelVersion
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
+from kbsync.sync import damage
 from kbsync.sync.verify import recheck, record_rechecks
 from kbsync.sync.writer import ModelWriter
 from kbsync.versions import registry
@@ -41,6 +42,7 @@ class RollbackReport:
     no_longer_hold: list[int] = field(default_factory=list)
     restored: list[int] = field(default_factory=list)      # a compaction's replaced batches, back in the log
     recompacted_by: int | None = None      # the new compaction that left this batch out (a compacted batch)
+    why: str = ""                          # set by a policy ([verify] on_damage); else the operator's
 
 
 def plan(writer: ModelWriter, batch_id: int, dry_run: bool) -> RollbackReport:
@@ -85,41 +87,49 @@ def rollback(writer: ModelWriter, batch_id: int, *, dry_run: bool = False, lock_
         report = plan(writer, batch_id, dry_run)
         if dry_run:
             return report
-        store = writer.open_current().store
-        if report.batch_id not in [b for b, _ in store.active]:  # held by a compaction: re-solve without it
-            return _rollback_compacted(writer, report)
-        store.materialise(restored_log(writer, report))
-        report.weights_after = weights_after = store.weights_sha256()
-        path = store.write_version(f"r{batch_id:06d}-{weights_after[:12]}") if report.remaining_batches else None
-        report.remaining_batches = [b for b, _ in store.active]
-        checks, owner = recheck(writer, report.remaining_batches)
-        with writer.db.session() as s:
-            version = registry.promote(s, writer.model_key, batch_ids=report.remaining_batches,
-                                       weights_sha256=weights_after, path=path,
-                                       reason=f"rollback of batch {batch_id}")
-            report.restores_version = s.scalars(
-                select(ModelVersion.id).where(ModelVersion.weights_sha256 == weights_after,
-                                              ModelVersion.id != version.id)
-                .order_by(ModelVersion.id.desc())).first()
-            batch = s.get(Batch, batch_id)
-            assert batch is not None
-            move_batch(s, batch, BatchState.ROLLED_BACK, f"rolled back by {writer.worker}")
-            for rid in report.requests:
-                row = s.get(EditRequestRow, rid)
-                assert row is not None
-                if row.state in (RequestState.APPLIED.value, RequestState.VERIFIED.value):
-                    move_request(s, row, RequestState.ROLLED_BACK, f"batch {batch_id} rolled back",
-                                 run_id=writer.run_id)
-            report.no_longer_hold = record_rechecks(s, checks, owner, "rollback", version.id,
-                                                    f"no longer holds after rollback of batch {batch_id}",
-                                                    writer.run_id)
-            record_event(s, "rollback", run_id=writer.run_id, config_hash=writer.config_hash, batch_id=batch_id,
-                         weights_before=report.weights_before, weights_after=weights_after,
-                         restores_version=report.restores_version, no_longer_hold=report.no_longer_hold,
-                         restored=report.restored)
-            writer.version_id = version.id
-        store.set_current(path)
-        return report
+        writer.open_current()
+        return undo(writer, report)
+
+
+def undo(writer: ModelWriter, report: RollbackReport) -> RollbackReport:
+    """Carry out a planned rollback; the caller holds the writer lock and the model is open."""
+    batch_id = report.batch_id
+    store = writer.context().store
+    if batch_id not in [b for b, _ in store.active]:  # held by a compaction: re-solve without it
+        return _rollback_compacted(writer, report)
+    store.materialise(restored_log(writer, report))
+    report.weights_after = weights_after = store.weights_sha256()
+    path = store.write_version(f"r{batch_id:06d}-{weights_after[:12]}") if report.remaining_batches else None
+    report.remaining_batches = [b for b, _ in store.active]
+    checks, owner = recheck(writer, report.remaining_batches)
+    with writer.db.session() as s:
+        version = registry.promote(s, writer.model_key, batch_ids=report.remaining_batches,
+                                   weights_sha256=weights_after, path=path,
+                                   reason=f"rollback of batch {batch_id}")
+        report.restores_version = s.scalars(
+            select(ModelVersion.id).where(ModelVersion.weights_sha256 == weights_after,
+                                          ModelVersion.id != version.id)
+            .order_by(ModelVersion.id.desc())).first()
+        batch = s.get(Batch, batch_id)
+        assert batch is not None
+        move_batch(s, batch, BatchState.ROLLED_BACK, report.why or f"rolled back by {writer.worker}")
+        undone = damage.close_batch(s, batch_id, writer.run_id)
+        for rid in report.requests:
+            row = s.get(EditRequestRow, rid)
+            assert row is not None
+            if row.state in (RequestState.APPLIED.value, RequestState.VERIFIED.value):
+                move_request(s, row, RequestState.ROLLED_BACK, f"batch {batch_id} rolled back",
+                             run_id=writer.run_id)
+        report.no_longer_hold = record_rechecks(s, checks, owner, "rollback", version.id,
+                                                f"no longer holds after rollback of batch {batch_id}",
+                                                writer.run_id)
+        record_event(s, "rollback", run_id=writer.run_id, config_hash=writer.config_hash, batch_id=batch_id,
+                     weights_before=report.weights_before, weights_after=weights_after,
+                     restores_version=report.restores_version, no_longer_hold=report.no_longer_hold,
+                     restored=report.restored, damage_undone=undone, why=report.why)
+        writer.version_id = version.id
+    store.set_current(path)
+    return report
 
 
 def _rollback_compacted(writer: ModelWriter, report: RollbackReport) -> RollbackReport:
@@ -136,8 +146,9 @@ def _rollback_compacted(writer: ModelWriter, report: RollbackReport) -> Rollback
     with writer.db.session() as s:
         batch = s.get(Batch, report.batch_id)
         assert batch is not None
-        move_batch(s, batch, BatchState.ROLLED_BACK, f"rolled back by {writer.worker}: recompacted without it "
-                                                      f"(batch {result.batch_id})")
+        move_batch(s, batch, BatchState.ROLLED_BACK, (report.why or f"rolled back by {writer.worker}")
+                   + f": recompacted without it (batch {result.batch_id})")
+        undone = damage.close_batch(s, report.batch_id, writer.run_id)
         for rid in report.requests:
             row = s.get(EditRequestRow, rid)
             assert row is not None
@@ -146,5 +157,6 @@ def _rollback_compacted(writer: ModelWriter, report: RollbackReport) -> Rollback
                              run_id=writer.run_id)
         record_event(s, "rollback", run_id=writer.run_id, config_hash=writer.config_hash, batch_id=report.batch_id,
                      weights_before=report.weights_before, weights_after=report.weights_after,
-                     recompacted_by=result.batch_id, no_longer_hold=report.no_longer_hold)
+                     recompacted_by=result.batch_id, no_longer_hold=report.no_longer_hold,
+                     damage_undone=undone, why=report.why)
     return report

@@ -58,6 +58,7 @@ def diff_from_settings(
         scope_limited=bool(relations),  # --relation; run_diff itself knows --subject and --limit
         run_id=run_id, config_hash=settings.hash(), progress=progress,
         settle_s=settings.kb.settle_s, clock=as_of, max_label_chars=settings.kb.max_label_chars,
+        on_damage=settings.verify.on_damage,
     )
 
 

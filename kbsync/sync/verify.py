@@ -18,6 +18,7 @@ from kbsync.store.models import EditCheck, EditRequestRow
 from kbsync.store.states import RequestState
 from kbsync.store.transitions import move_request
 from kbsync.sync.checks import Check, edits_under_test, run_checks, save_checks
+from kbsync.sync.neighbours import key_similarity
 from kbsync.sync.writer import ModelWriter
 from kbsync.versions import registry
 
@@ -42,7 +43,9 @@ def recheck(writer: ModelWriter, batch_ids: list[int]) -> tuple[list[Check], dic
         rows = list(s.scalars(select(EditRequestRow).where(
             EditRequestRow.batch_id.in_(batch_ids), EditRequestRow.state == RequestState.VERIFIED.value)
             .order_by(EditRequestRow.id)))
-        tests = edits_under_test(s, rows, writer.settings.verify.neighbours)
+        v = writer.settings.verify
+        tests = edits_under_test(s, rows, v.neighbours, key_similarity(writer.context()), v.at_risk_share,
+                                 v.at_risk_pool)
         owner = {r.id: r.batch_id for r in rows if r.batch_id is not None}
     loaded = writer.context().loaded
     return run_checks(loaded.model, loaded.tokenizer, tests, writer.settings.probe.max_new_tokens), owner

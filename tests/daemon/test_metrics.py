@@ -86,6 +86,14 @@ def test_metrics_endpoint_matches_the_database_after_a_tick(tmp_path: Path, tiny
         assert m[("kbsync_batches_in_state", (("state", state),))] == n, state
     assert m[("kbsync_rollbacks", ())] == st["batches"]["rolled_back"]
     assert m[("kbsync_kb_facts", ())] == st["kb_facts"]
+    assert m[("kbsync_flagged_batches", ())] == len(st["damage"]["flagged_batches"])
+    for state, n in st["damage"]["facts"].items():
+        assert m[("kbsync_damaged_facts", (("state", state),))] == n, state
+    for model in ("base", "current"):
+        for figure in ("perplexity", "known_acc", "retention"):
+            value = (st["gate"][model] or {}).get(figure)
+            got = m[("kbsync_gate_figure", (("figure", figure), ("model", model)))]
+            assert got == pytest.approx(value) if value is not None else got != got, (model, figure)
     assert m[("kbsync_last_success_timestamp_seconds", ())] == pytest.approx(unix_time(st["last_successful_tick_at"]))
     for metric, key in COUNTERS.items():
         assert m[(metric, ())] == view["sums"][key], metric

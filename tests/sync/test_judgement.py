@@ -4,7 +4,7 @@ picking. No model: checks are built by hand."""
 from __future__ import annotations
 
 from kbsync.config import VerifySettings
-from kbsync.sync.checks import Check, failing_requests, judge, pick_neighbours, shares
+from kbsync.sync.checks import Check, PoolFact, failing_requests, judge, pick_neighbours, shares
 from kbsync.sync.verify import drifted
 
 
@@ -34,8 +34,27 @@ def test_drift_is_an_efficacy_check_that_held_before_and_fails_now() -> None:
     assert drifted([], held_before={1}) == []
 
 
+def pool_of(*entries: tuple[str, str, str]) -> list[PoolFact]:
+    return [PoolFact(subject, "P36", prompt, prompt, answer) for subject, prompt, answer in entries]
+
+
+def shown(neighbours) -> list[tuple[str, str]]:
+    return [(n.prompt, n.answer) for n in neighbours]
+
+
 def test_neighbours_rotate_and_skip_the_batchs_subjects() -> None:
-    pool = [("Q1", "France", "Paris"), ("Q2", "Spain", "Madrid"), ("Q3", "Italy", "Rome"), ("Q4", "Peru", "")]
-    assert pick_neighbours(pool, {"Q2"}, 2, seed=0) == [("France", "Paris"), ("Italy", "Rome")]
-    assert pick_neighbours(pool, {"Q2"}, 2, seed=1) == [("Italy", "Rome"), ("France", "Paris")]  # Peru: no answer
+    pool = pool_of(("Q1", "France", "Paris"), ("Q2", "Spain", "Madrid"), ("Q3", "Italy", "Rome"), ("Q4", "Peru", ""))
+    assert shown(pick_neighbours(pool, {"Q2"}, 2, seed=0)) == [("France", "Paris"), ("Italy", "Rome")]
+    assert shown(pick_neighbours(pool, {"Q2"}, 2, seed=1)) == [("Italy", "Rome"), ("France", "Paris")]  # Peru: no answer
     assert pick_neighbours(pool, {"Q1", "Q2", "Q3", "Q4"}, 2, seed=0) == []
+
+
+def test_the_closest_keys_fill_the_at_risk_share_and_the_rest_is_random() -> None:
+    pool = pool_of(*[(f"Q{i}", f"S{i}", f"A{i}") for i in range(10)])
+    scores = {f"Q{i}": i / 10 for i in range(10)}  # Q9 closest, then Q8, ...
+    picked = pick_neighbours(pool, set(), 5, seed=0, scores=scores, at_risk_share=0.6)
+    assert [n.subject for n in picked[:3]] == ["Q9", "Q8", "Q7"] and all(n.at_risk for n in picked[:3])
+    assert [n.subject for n in picked[3:]] == ["Q0", "Q1"] and not any(n.at_risk for n in picked[3:])
+    # a share of 0 (or no scores) is the random choice alone
+    assert shown(pick_neighbours(pool, set(), 5, seed=0, scores=scores, at_risk_share=0.0)) == \
+        shown(pick_neighbours(pool, set(), 5, seed=0))

@@ -52,6 +52,13 @@ min_efficacy = 0.0
 min_paraphrase = 0.0
 min_specificity = 0.0
 neighbours = 0
+[gate]
+texts = 4
+max_perplexity_rise = 1e6
+max_perplexity_rise_base = 1e6
+max_known_drop = 1.0
+max_known_drop_base = 1.0
+min_retention = 0.0
 """)
     return cfg
 

@@ -1,0 +1,152 @@
+"""The global regression gate's measurements and judgement (DESIGN §1.6; issue 13).
+
+Three figures of a model state, on sets fixed once (with the base model's figures):
+- perplexity    exp(mean token NLL) over held-out texts ([gate] corpus, texts)
+- known_acc     share of known facts (answered right at their last probe, sampled across
+                relations with a fixed seed) the model still agrees on, as `diff` judges it
+                (the greedy answer names a KB label or alias, or the KB value out-scores it)
+- retention     share of sampled earlier verified edits whose greedy answer still names the target
+A candidate (the model with a batch applied) passes when its perplexity rose at most
+[gate] max_perplexity_rise over the previous version and max_perplexity_rise_base over the base,
+its known-fact accuracy fell at most max_known_drop / max_known_drop_base (on the same facts,
+leaving out facts that edits changed on purpose), and its retention is at least min_retention.
+A figure that was not measured (no known facts yet, no earlier edits) gates nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kbsync.config import GateSettings
+from kbsync.model.probe import ProbeItem, answer_matches, probe
+from kbsync.model.scoring import greedy_answers
+from kbsync.model.tokens import encode_batch
+
+
+@dataclass(frozen=True)
+class KnownFact:
+    subject: str
+    relation: str
+    prompt: str
+    acceptable: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.subject}|{self.relation}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"subject": self.subject, "relation": self.relation, "prompt": self.prompt,
+                "acceptable": list(self.acceptable)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KnownFact:
+        return cls(d["subject"], d["relation"], d["prompt"], tuple(d["acceptable"]))
+
+
+@dataclass(frozen=True)
+class Retained:
+    """An earlier verified edit re-asked by the gate."""
+
+    request_id: int
+    prompt: str
+    acceptable: tuple[str, ...]
+
+
+@dataclass
+class Figures:
+    perplexity: float | None
+    known_ok: dict[str, bool] = field(default_factory=dict)     # known fact key -> answered right
+    answers: dict[str, str] = field(default_factory=dict)       # known fact key -> greedy answer (wrong ones)
+    retention: float | None = None
+    n_retention: int = 0
+
+    def known_acc(self, keys: Iterable[str] | None = None) -> float | None:
+        picked = [self.known_ok[k] for k in (self.known_ok if keys is None else keys) if k in self.known_ok]
+        return sum(picked) / len(picked) if picked else None
+
+    def details(self) -> dict[str, Any]:
+        return {"known_ok": self.known_ok, "answers": self.answers}
+
+    @classmethod
+    def from_row(cls, row: Any) -> Figures:
+        d = row.details or {}
+        return cls(row.perplexity, dict(d.get("known_ok", {})), dict(d.get("answers", {})), row.retention,
+                   row.n_retention)
+
+
+@torch.no_grad()
+def perplexity(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 8) -> float | None:  # type: ignore[no-untyped-def]
+    """exp of the mean next-token NLL over every real token of the texts (each cut at max_length)."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(texts), batch_size):
+        enc = encode_batch(tokenizer, texts[start:start + batch_size])
+        ids, mask = enc["input_ids"][:, :max_length].to(device), enc["attention_mask"][:, :max_length].to(device)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()  # (B, T-1, V)
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
+        real = mask[:, 1:].bool()
+        total += float(nll[real].sum())
+        count += int(real.sum())
+    return math.exp(total / count) if count else None
+
+
+def measure(model, tokenizer, texts: list[str], known: list[KnownFact], retained: list[Retained],  # type: ignore[no-untyped-def]
+            max_new_tokens: int = 8) -> Figures:
+    """The three figures of the model as it is now: known facts probed as `diff` probes them,
+    earlier edits by their greedy answers."""
+    figures = Figures(perplexity(model, tokenizer, texts) if texts else None)
+    results = probe(model, tokenizer, [ProbeItem(k.prompt, list(k.acceptable)) for k in known],
+                    max_new_tokens=max_new_tokens) if known else []
+    for k, result in zip(known, results, strict=True):
+        figures.known_ok[k.key] = result.agrees
+        if not result.agrees:
+            figures.answers[k.key] = result.answer
+    answers = greedy_answers(model, tokenizer, [r.prompt for r in retained], max_new_tokens=max_new_tokens) \
+        if retained else []
+    kept = [answer_matches(a, list(r.acceptable)) is not None for r, a in zip(retained, answers, strict=True)]
+    figures.retention, figures.n_retention = (sum(kept) / len(kept), len(kept)) if kept else (None, 0)
+    return figures
+
+
+def judge(candidate: Figures, previous: Figures, base: Figures, edited: set[str],
+          bounds: GateSettings) -> tuple[bool, str]:
+    """(passed, reason): the candidate against the previous version and the base model; known facts
+    in `edited` (changed on purpose by an edit) are left out of every accuracy."""
+    broken: list[str] = []
+    shown: list[str] = []
+    ppl = candidate.perplexity
+    for name, ref, limit in (("previous", previous.perplexity, bounds.max_perplexity_rise),
+                             ("base", base.perplexity, bounds.max_perplexity_rise_base)):
+        if ppl is not None and ref:
+            rise = ppl / ref - 1
+            (broken if rise > limit else shown).append(
+                f"perplexity {ppl:.2f} is {rise:+.1%} over the {name} {ref:.2f} (max +{limit:.0%})")
+    keys = [k for k in candidate.known_ok if k not in edited]
+    acc = candidate.known_acc(keys)
+    for name, ref_fig, limit in (("previous", previous, bounds.max_known_drop),
+                                 ("base", base, bounds.max_known_drop_base)):
+        common = [k for k in keys if k in ref_fig.known_ok]
+        now, ref = candidate.known_acc(common), ref_fig.known_acc(common)
+        if now is not None and ref is not None:
+            (broken if ref - now > limit else shown).append(
+                f"known-fact accuracy {now:.2f} vs {ref:.2f} of the {name} on {len(common)} facts "
+                f"(max drop {limit:.2f})")
+    if candidate.retention is not None:
+        (broken if candidate.retention < bounds.min_retention else shown).append(
+            f"retention {candidate.retention:.2f} of {candidate.n_retention} earlier edits "
+            f"(min {bounds.min_retention:.2f})")
+    if broken:
+        return False, "regression gate: " + "; ".join(broken)
+    return True, "gate passed: " + ("; ".join(shown) if shown else "nothing measured") + \
+        (f" (known-fact accuracy {acc:.2f})" if acc is not None and not shown else "")
+
+
+def newly_wrong(candidate: Figures, previous: Figures, edited: set[str]) -> list[str]:
+    """Known facts right on the previous version and wrong on the candidate: damage."""
+    return sorted(k for k, ok in candidate.known_ok.items()
+                  if not ok and previous.known_ok.get(k) and k not in edited)

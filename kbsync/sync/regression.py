@@ -1,0 +1,231 @@
+"""The regression gate inside `apply` (measurements and judgement: sync/gate.py).
+
+    gate.prepare()           before a batch: the base figures (measured once, on base weights, with
+                             the fixed held-out texts and known facts kept in SQL) and the current
+                             version's (stored, else measured now, before the edit)
+    gate.check(...)          after the batch's own checks passed, on the edited model: Verdict
+    gate.save(s, ...)        the candidate's figures, in the commit's (or the failure's) transaction
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from itertools import islice
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from kbsync.editing.covariance import ModelSampleCorpus
+from kbsync.errors import ConfigError
+from kbsync.logs import get_logger
+from kbsync.prompts import fill
+from kbsync.store.models import EditCheck, EditRequestRow, GateFigures, KbFact, Probe
+from kbsync.store.states import RequestState
+from kbsync.sync.checks import kb_answers
+from kbsync.sync.damage import Harm
+from kbsync.sync.engine import EditingContext, corpus_for
+from kbsync.sync.gate import Figures, KnownFact, Retained, judge, measure, newly_wrong
+from kbsync.sync.writer import ModelWriter
+
+log = get_logger(__name__)
+HELDOUT_SEED = 1   # model-written held-out text: another seed than the key statistics' (0)
+
+
+def _rank(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    reason: str
+    figures: Figures
+    harms: list[Harm] = field(default_factory=list)
+    edited: set[str] = field(default_factory=set)
+
+
+def setup_key(writer: ModelWriter) -> str:
+    g = writer.settings.gate
+    spec = {"corpus": g.corpus, "texts": g.texts, "known_facts": g.known_facts,
+            "editing_corpus": writer.settings.editing.corpus if g.corpus == "auto" else ""}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def heldout_texts(ctx: EditingContext, spec: str, n: int) -> list[str]:
+    """[gate] corpus: auto = the shipped held-out text of a builtin:NAME-samples corpus
+    (builtin:NAME-heldout: the same model's text from another seed), else the [editing] corpus
+    file's texts after those the key statistics read (when it has n more), else model-written text
+    (another seed than the key statistics'); model-samples; builtin:name; a path."""
+    loaded = ctx.loaded
+    if spec == "auto":
+        editing, spec = ctx.settings.editing.corpus, "model-samples"
+        heldout = editing.removesuffix("-samples") + "-heldout"
+        if editing.startswith("builtin:") and editing.endswith("-samples") and _shipped(heldout):
+            spec = heldout
+        elif editing != "model-samples" and not editing.startswith("hf:"):
+            skip = ctx.hparams.cov_samples
+            texts = list(islice(corpus_for(editing, loaded).texts(), skip, skip + n))
+            if len(texts) == n:
+                return texts
+    if spec == "model-samples":
+        corpus = ModelSampleCorpus(loaded.model, loaded.tokenizer, seed=HELDOUT_SEED, batch_size=min(n, 32))
+        return list(islice(corpus.texts(), n))
+    try:
+        return list(islice(corpus_for(spec, loaded).texts(), n))
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("[editing] corpus", "[gate] corpus")) from exc
+
+
+def _shipped(spec: str) -> bool:
+    from importlib import resources
+
+    return resources.files("kbsync").joinpath("data", spec.removeprefix("builtin:") + ".txt").is_file()
+
+
+def known_sample(s: Session, n: int) -> list[KnownFact]:
+    """Up to n facts the model answered right at their last probe (on the KB content it answered),
+    taken in turn from each relation, in a fixed (hash) order."""
+    if n <= 0:
+        return []
+    last = select(func.max(Probe.id)).group_by(Probe.subject, Probe.relation)
+    probes = {(p.subject, p.relation): p for p in s.scalars(select(Probe).where(Probe.id.in_(last), Probe.agrees))}
+    by_relation: dict[str, list[KnownFact]] = {}
+    for f in s.scalars(select(KbFact)):
+        p = probes.get((f.subject, f.relation))
+        if p is not None and p.content_hash == f.content_hash and kb_answers(f):
+            by_relation.setdefault(f.relation, []).append(KnownFact(f.subject, f.relation, p.prompt, tuple(kb_answers(f))))
+    queues = [sorted(v, key=lambda k: _rank(k.key)) for _, v in sorted(by_relation.items())]
+    out: list[KnownFact] = []
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
+def retention_sample(s: Session, batch_ids: list[int], n: int) -> list[Retained]:
+    """Up to n verified edits of these batches whose greedy answer named the target at their last check."""
+    if n <= 0 or not batch_ids:
+        return []
+    rows = {r.id: r for r in s.scalars(select(EditRequestRow).where(
+        EditRequestRow.batch_id.in_(batch_ids), EditRequestRow.state == RequestState.VERIFIED.value))}
+    last: dict[int, bool] = {}
+    for rid, passed in s.execute(select(EditCheck.request_id, EditCheck.passed).where(
+            EditCheck.request_id.in_(list(rows)), EditCheck.kind == "efficacy_acc").order_by(EditCheck.id)):
+        last[rid] = passed
+    held = sorted((rid for rid, ok in last.items() if ok), key=lambda rid: _rank(str(rid)))[:n]
+    return [Retained(rid, fill(rows[rid].prompt, rows[rid].subject_label),
+                     tuple(rows[rid].acceptable or [rows[rid].target_new])) for rid in sorted(held)]
+
+
+def edited_keys(s: Session, batch_ids: list[int], request_ids: list[int]) -> set[str]:
+    """Facts that edits of these batches (or these requests) changed on purpose."""
+    rows = s.execute(select(EditRequestRow.subject, EditRequestRow.relation).where(
+        EditRequestRow.batch_id.in_(batch_ids) | EditRequestRow.id.in_(request_ids)))
+    return {f"{subject}|{relation}" for subject, relation in rows}
+
+
+class RegressionGate:
+    """The gate of one writer's model during an apply run."""
+
+    def __init__(self, writer: ModelWriter) -> None:
+        self.writer, self.bounds = writer, writer.settings.gate
+        self.setup = setup_key(writer)
+        self.texts: list[str] = []
+        self.known: list[KnownFact] = []
+        self.base: Figures | None = None
+        self.previous: Figures | None = None
+        self.previous_version: int | None = -1     # the version `previous` was read for
+
+    @property
+    def ctx(self) -> EditingContext:
+        return self.writer.context()
+
+    def _measure(self, retained: list[Retained] | None = None) -> Figures:
+        loaded = self.ctx.loaded
+        return measure(loaded.model, loaded.tokenizer, self.texts, self.known, retained or [],
+                       self.writer.settings.probe.max_new_tokens)
+
+    def prepare(self) -> None:
+        """The base figures and the current version's, measuring what SQL does not hold yet."""
+        db, key = self.writer.db, self.writer.model_key
+        known_now: list[KnownFact] = []
+        with db.session() as s:
+            row = s.scalars(select(GateFigures).where(GateFigures.model_key == key, GateFigures.scope == "base",
+                                                      GateFigures.setup == self.setup)
+                            .order_by(GateFigures.id.desc())).first()
+            if row is None or not row.details.get("known"):
+                known_now = known_sample(s, self.bounds.known_facts)
+            if row is not None and (row.details.get("known") or not known_now):
+                self.texts = list(row.details.get("texts", []))
+                self.known = [KnownFact.from_dict(d) for d in row.details.get("known", [])]
+                self.base = Figures.from_row(row)
+            else:  # once per (model, gate setup); again only when the first had no known facts to fix
+                self.base = None
+        if self.base is None:
+            self.base = self._measure_base(known_now)
+            self.previous_version = -1
+        if self.previous_version == self.writer.version_id:
+            return
+        with db.session() as s:
+            version = self.writer.version_id
+            stored = None if version is None else s.scalars(
+                select(GateFigures).where(GateFigures.model_version_id == version, GateFigures.setup == self.setup)
+                .order_by(GateFigures.id.desc())).first()
+            self.previous = self.base if version is None else Figures.from_row(stored) if stored else None
+        if self.previous is None:  # a version from before the gate, or a rollback: measure it as it is
+            self.previous = self._measure()
+            with db.session() as s:
+                self._row(s, "version", self.previous, version_id=self.writer.version_id, passed=True,
+                          reason="measured before the next batch")
+        self.previous_version = self.writer.version_id
+
+    def _measure_base(self, known: list[KnownFact]) -> Figures:
+        store = self.ctx.store
+        live = list(store.active)
+        if live:
+            store.materialise([])
+        try:
+            self.texts, self.known = heldout_texts(self.ctx, self.bounds.corpus, self.bounds.texts), known
+            figures = self._measure()
+        finally:
+            if live:
+                store.materialise(live)
+        with self.writer.db.session() as s:
+            self._row(s, "base", figures, passed=True, reason="the base model",
+                      extra={"texts": self.texts, "known": [k.as_dict() for k in known]})
+        log.info("gate_base_measured", perplexity=figures.perplexity, known_acc=figures.known_acc(),
+                 n_known=len(known), n_texts=len(self.texts))
+        return figures
+
+    def check(self, request_ids: list[int]) -> Verdict:
+        """The edited model against the previous version and the base."""
+        assert self.base is not None and self.previous is not None, "prepare() first"
+        active = [b for b, _ in self.ctx.store.active]
+        with self.writer.db.session() as s:
+            retained = retention_sample(s, active, self.bounds.retention_sample)
+            edited = edited_keys(s, active, request_ids)
+        figures = self._measure(retained)
+        ok, reason = judge(figures, self.previous, self.base, edited, self.bounds)
+        by_key = {k.key: k for k in self.known}
+        harms = [Harm(by_key[k].subject, by_key[k].relation, "", by_key[k].prompt, by_key[k].acceptable[0],
+                      figures.answers.get(k, ""), "gate") for k in newly_wrong(figures, self.previous, edited)]
+        return Verdict(ok, reason, figures, harms, edited)
+
+    def save(self, s: Session, batch_id: int, verdict: Verdict, version_id: int | None) -> None:
+        self._row(s, "batch", verdict.figures, batch_id=batch_id, version_id=version_id, passed=verdict.ok,
+                  reason=verdict.reason, edited=verdict.edited)
+        if verdict.ok and version_id is not None:
+            self.previous, self.previous_version = verdict.figures, version_id
+
+    def _row(self, s: Session, scope: str, figures: Figures, *, batch_id: int | None = None,
+             version_id: int | None = None, passed: bool, reason: str, extra: dict | None = None,
+             edited: set[str] | None = None) -> None:
+        keys = [k for k in figures.known_ok if k not in (edited or set())]
+        s.add(GateFigures(model_key=self.writer.model_key, setup=self.setup, scope=scope, batch_id=batch_id,
+                          model_version_id=version_id, perplexity=figures.perplexity,
+                          known_acc=figures.known_acc(keys), n_known=len(keys), retention=figures.retention,
+                          n_retention=figures.n_retention, passed=passed, reason=reason,
+                          details=figures.details() | (extra or {})))

@@ -1,0 +1,128 @@
+"""Issue 13 on a tiny model: at-risk neighbours (closest subject keys) and the regression gate
+(a damaging batch is refused and the current version stays)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from kbsync.model.loading import load_model
+from kbsync.store import db as store_db
+from kbsync.store.models import EditRequestRow, GateFigures, KbFact, ModelVersion, Probe
+from kbsync.store.status import status
+from kbsync.store.transitions import enqueue
+from kbsync.sync.apply import apply_pending
+from kbsync.sync.checks import edits_under_test
+from kbsync.sync.neighbours import KeySimilarity
+from kbsync.sync.run import model_writer
+from kbsync.versions import registry
+
+FACTS = [("Q142", "France", "Berlin", "Paris"), ("Q183", "Germany", "Rome", "Berlin"),
+         ("Q38", "Italy", "Paris", "Rome"), ("Q55", "Holland", "Tokyo", "Amsterdam")]
+
+
+def seed(db: store_db.Database, facts) -> None:  # type: ignore[no-untyped-def]
+    with db.session() as s:
+        for qid, label, new, old in facts:
+            enqueue(s, EditRequestRow(subject=qid, relation="P36", subject_label=label, prompt="The capital of {} is",
+                                      target_new=new, target_new_id=f"X{new}", target_old=old, acceptable=[new],
+                                      paraphrases=["{}'s capital city is"], content_hash=qid), "test")
+
+
+def make_writer(settings, db, run_id="r1"):  # type: ignore[no-untyped-def]
+    settings.state.dir.mkdir(parents=True, exist_ok=True)
+    return model_writer(settings, db, settings.state.dir, run_id=run_id, worker="test:1")
+
+CONTINENT = "{} is on the continent of"
+PLACES = [("Q11", "Howard Glacier"), ("Q12", "Mawson Glacier"), ("Q999", "Emmanuel Glacier"),  # Q999: a homonym
+          ("Q21", "Paris"), ("Q22", "Berlin"), ("Q23", "Tokyo"), ("Q24", "Madrid"), ("Q25", "Rome"), ("Q26", "Kyoto")]
+
+
+@pytest.fixture
+def database(sqlite_url):
+    store_db.upgrade(sqlite_url)
+    database = store_db.open_database(sqlite_url)
+    yield database
+    database.dispose()
+
+
+def test_at_risk_neighbours_are_the_subjects_whose_keys_are_closest(tiny_model_dir: Path, tmp_path: Path,
+                                                                    database) -> None:
+    loaded = load_model(str(tiny_model_dir), state_dir=tmp_path / "state", device="cpu")
+    similarity = KeySimilarity(loaded.model, loaded.tokenizer, loaded.adapter, [1, 2])
+    with database.session() as s:
+        for qid, label in PLACES:
+            s.add(KbFact(subject=qid, relation="P30", subject_label=label, objects=["Q15"],
+                         labels={"object_labels": {"Q15": "Antarctica"}}, content_hash=qid))
+            s.add(Probe(run_id="r", subject=qid, relation="P30", prompt=CONTINENT.format(label), answer="Antarctica",
+                        agrees=True, kb_logprob=-1.0, answer_logprob=-1.0, content_hash=qid))
+        row = enqueue(s, EditRequestRow(subject="Q1", relation="P30", subject_label="Emmanuel Glacier",
+                                        prompt=CONTINENT, target_new="Africa", target_new_id="Q4",
+                                        target_old="Antarctica", acceptable=["Africa"], paraphrases=[],
+                                        content_hash="Q1"), "test")
+        s.flush()
+        (risky,) = edits_under_test(s, [row], 3, similarity, at_risk_share=1.0)
+        (mixed,) = edits_under_test(s, [row], 3, similarity, at_risk_share=0.34)
+        (random,) = edits_under_test(s, [row], 3)
+    # the cosines, computed on their own: the chosen are the three closest
+    sims = similarity([("Emmanuel Glacier", CONTINENT.format("Emmanuel Glacier"))],
+                      [(label, CONTINENT.format(label)) for _, label in PLACES])
+    assert sims is not None
+    order = [PLACES[j][0] for j in sims[0].argsort(descending=True).tolist()]
+    assert sims[0, 2] == pytest.approx(1.0)                       # the homonym has the very same key
+    assert [n.subject for n in risky.neighbours] == order[:3] and all(n.at_risk for n in risky.neighbours)
+    assert order[0] == "Q999" and set(order[:3]) == {"Q999", "Q11", "Q12"}  # other glaciers: the same last token
+    # a share of 1/3: the closest one, then the random rotation (as without keys) for the rest
+    assert [n.at_risk for n in mixed.neighbours] == [True, False, False] and mixed.neighbours[0].subject == "Q999"
+    assert not any(n.at_risk for n in random.neighbours)
+
+
+STRICT = {"texts": 8, "max_perplexity_rise": 0.05, "max_perplexity_rise_base": 0.2, "max_known_drop": 0.05,
+          "max_known_drop_base": 0.1, "min_retention": 0.9}
+
+
+def test_a_damaging_batch_is_refused_by_the_gate_and_the_current_version_stays(make_settings, database) -> None:
+    # A learning rate of ~0 leaves the target vectors where they are: an update of ~nothing passes.
+    gentle = make_settings(editing={"v_steps": 1, "v_lr": 1e-12}, gate=STRICT)
+    seed(database, FACTS[:2])
+    first = apply_pending(make_writer(gentle, database), batch_size=2)
+    assert [b.state for b in first.batches] == ["verified"], first.batches[0].reason
+    assert "gate passed: perplexity" in first.batches[0].reason
+    with database.session() as s:
+        v1 = registry.current_version(s, first_key(s))
+        assert v1 is not None
+        v1_id, v1_sha = v1.id, v1.weights_sha256
+
+    # Real target vectors on a random 4-layer model whose key statistics span a few directions (4
+    # sentences): the update swamps what the edited layers read and perplexity doubles (at any λ:
+    # the keys lie outside C's span). Its own checks pass (tiny thresholds are 0); the gate does not.
+    harsh = make_settings(gate=STRICT)
+    seed(database, FACTS[2:])
+    second = apply_pending(make_writer(harsh, database, run_id="r2"), batch_size=2)
+    (outcome,) = second.batches
+    assert outcome.state == "failed" and outcome.reason.startswith("regression gate: perplexity")
+    assert second.failed == 2
+    with database.session() as s:
+        current = registry.current_version(s, first_key(s))
+        assert current is not None and current.id == v1_id            # not promoted: the version is unchanged
+        assert s.scalar(select(ModelVersion.id).order_by(ModelVersion.id.desc())) == v1_id
+        failed = list(s.scalars(select(EditRequestRow).where(EditRequestRow.batch_id == outcome.batch_id)))
+        assert {r.state for r in failed} == {"failed"} and all("regression gate" in r.state_reason for r in failed)
+        rows = {g.scope: g for g in s.scalars(select(GateFigures).order_by(GateFigures.id))}
+        refused = s.scalars(select(GateFigures).where(GateFigures.batch_id == outcome.batch_id)).one()
+        passed = s.scalars(select(GateFigures).where(GateFigures.model_version_id == v1_id)).one()
+        assert rows["base"].perplexity and not refused.passed and refused.model_version_id is None
+        assert refused.perplexity > passed.perplexity * 1.05 and passed.perplexity <= rows["base"].perplexity * 1.05
+    # a fresh process materialises the same weights: the failed batch left nothing behind
+    again = make_writer(gentle, database, run_id="r3")
+    registry.load_current(database, again.context().store)
+    assert again.context().store.weights_sha256() == v1_sha
+    shown = status(database)["gate"]
+    assert shown["current"]["model_version_id"] == v1_id and shown["last_refused"]["batch_id"] == outcome.batch_id
+    assert shown["base"]["perplexity"] == pytest.approx(rows["base"].perplexity)
+
+
+def first_key(s) -> str:  # type: ignore[no-untyped-def]
+    return s.scalars(select(ModelVersion.model_key)).first()
