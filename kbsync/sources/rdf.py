@@ -14,8 +14,8 @@ dump is read in bounded memory; facts come out a page of subjects at a time eith
 from __future__ import annotations
 
 import gzip
-import json
 import itertools
+import json
 import struct
 import tempfile
 import xml.sax
