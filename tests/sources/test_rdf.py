@@ -208,7 +208,6 @@ def test_unknown_relation_is_a_catalogue_error():
 def test_on_disk_store_reads_the_same_facts_and_removes_its_scratch(tmp_path):
     """Above DISK_ABOVE_BYTES the graph goes to an on-disk store, loaded in chunks: same facts."""
     import kbsync.sources.rdf as rdf
-
     from kbsync.sources.catalogue import load_catalogue
 
     relations = load_catalogue().ids()
