@@ -148,9 +148,10 @@ class EditingSettings(Section):
     cov_lambda: float = Field(0.0, ge=0, description="Covariance weight λ; 0: the family default.")
     cov_samples: int = Field(0, ge=0, description="Corpus samples for the key second moments; 0: the default.")
     corpus: str = Field(
-        "model-samples",
-        description="Corpus for key statistics: model-samples (text the model writes, offline), "
-        "builtin:smollm2-samples (the same, sampled once and shipped), a .txt/.jsonl path, or hf:<dataset> (online only).",
+        "auto",
+        description="Corpus for key statistics: auto (builtin:smollm2-samples for the bundled model, model-samples "
+        "for any other), model-samples (text the model writes, offline), builtin:smollm2-samples (the bundled "
+        "model's, sampled once and shipped: 512 texts), a .txt/.jsonl path, or hf:<dataset> (online only).",
     )
     retry_smaller: bool = Field(True, description="Retry a failed batch's edits in halves before marking them failed.")
     lease_s: int = Field(3600, ge=10, description="Lease of a claimed request; the reaper returns expired ones to pending.")
