@@ -146,7 +146,8 @@ class EditingSettings(Section):
     v_steps: int = Field(0, ge=0, description="Adam steps for target vectors; 0: the family default.")
     v_lr: float = Field(0.0, ge=0, description="Adam learning rate for target vectors; 0: the family default.")
     cov_lambda: float = Field(0.0, ge=0, description="Covariance weight λ; 0: the family default.")
-    cov_samples: int = Field(0, ge=0, description="Corpus samples for the key second moments; 0: the default.")
+    cov_samples: int = Field(0, ge=0, description="Corpus texts for the key second moments; 0: the default "
+                             "(2000 for SmolLM2-135M). A corpus with fewer texts is used whole.")
     corpus: str = Field(
         "auto",
         description="Corpus for key statistics: auto (builtin:smollm2-samples for the bundled model, model-samples "

@@ -188,13 +188,15 @@ def stats(app: App) -> None:
     )
 
     from kbsync.editing.covariance import PassClock, cache_path, duration, samples_for
+    from kbsync.editing.stats_cache import resolve_corpus
     from kbsync.sync.engine import corpus_for, editing_context
 
     ctx = editing_context(app.settings, app.state_dir)
     corpus = corpus_for(app.settings.editing.corpus, ctx.loaded)
     n = samples_for(corpus, ctx.hparams.cov_samples)
     layers = list(ctx.hparams.layers)
-    what = f"layers {layers}, {n} texts of {corpus.identity.split(':')[0]} ({app.settings.editing.corpus})"
+    spec = resolve_corpus(app.settings.editing.corpus, app.settings.model.path)
+    what = f"layers {layers}, {n} texts of {spec}"
     if all(cache_path(ctx.stats_dir, ctx.model_key, layer, corpus.identity, n).is_file() for layer in layers):
         ctx.moments()  # reads them, and records them for `kbsync status`
         click.echo(f"key statistics for {what} are cached in {ctx.stats_dir}: apply does not wait for them")

@@ -29,6 +29,7 @@ import pyoxigraph as ox
 import rdflib
 from rdflib.plugins.parsers.notation3 import BadSyntax
 
+from kbsync.durable import scratch_directory
 from kbsync.errors import SourceError
 from kbsync.sources.catalogue import Catalogue
 from kbsync.sources.reader import Backend, QueryReader, ReadOptions, Row, Term
@@ -133,9 +134,7 @@ class OxigraphBackend:
                 with _open(path) as f, _parse_errors(path, fmt.name):
                     self.store.load(input=f, format=fmt, base_iri=path.resolve().as_uri())
             return
-        if scratch_dir is not None:
-            scratch_dir.mkdir(parents=True, exist_ok=True)
-        self._scratch = tempfile.TemporaryDirectory(prefix="kbsync-rdf-", dir=scratch_dir)
+        self._scratch = scratch_directory(scratch_dir, "kbsync-rdf-")
         self.store = ox.Store(self._scratch.name)
         for path in paths:
             fmt = rdf_format(path)[1]

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
+from kbsync.durable import scratch_directory
 from kbsync.model.probe import ProbeResult
 from kbsync.sources.fact import Fact
 
@@ -46,9 +46,7 @@ class Staging:
         self._buffer: list[tuple[str, str, str]] = []
 
     def __enter__(self) -> Staging:
-        if self._directory is not None:
-            self._directory.mkdir(parents=True, exist_ok=True)
-        self._tmp = tempfile.TemporaryDirectory(prefix="kbsync-diff-", dir=self._directory)
+        self._tmp = scratch_directory(self._directory, "kbsync-diff-")
         self.db = sqlite3.connect(Path(self._tmp.name) / "read.db", isolation_level=None)
         self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
                               + _SCHEMA)

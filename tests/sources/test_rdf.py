@@ -4,6 +4,7 @@ import gzip
 import os
 import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import rdflib
@@ -226,3 +227,15 @@ def test_on_disk_store_reads_the_same_facts_and_removes_its_scratch(tmp_path):
 
     gc.collect()
     assert list(scratch.iterdir()) == []
+
+
+def test_scratch_left_by_a_killed_process_is_removed(tmp_path):
+    from kbsync.durable import scratch_directory
+
+    dead = tmp_path / "kbsync-rdf-999999999-abc"  # no such pid
+    dead.mkdir()
+    (dead / "store").write_text("x")
+    alive = tmp_path / f"kbsync-rdf-{os.getppid()}-def"  # a running process's
+    alive.mkdir()
+    with scratch_directory(tmp_path, "kbsync-rdf-") as mine:
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, Path(mine).name])
