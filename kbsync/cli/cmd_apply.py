@@ -221,4 +221,5 @@ def stats(app: App) -> None:
                 click.echo(f"estimate: {clock.estimate()}; a first `kbsync apply` waits this long")
 
         ctx.moments(progress, check_stop=stop.check_outside_batch)
-    click.echo(f"key statistics for {what} ready in {ctx.stats_dir} after {duration(clock.elapsed_s)}")
+    click.echo(f"key statistics for {what} ready in {ctx.stats_dir} after {clock.elapsed_s:.0f} s "
+               f"({duration(clock.elapsed_s)})")

@@ -221,7 +221,7 @@ def second_moments(model, tokenizer, adapter: ArchitectureAdapter, layers, corpu
     layers = sorted(set(int(x) for x in layers))
     wanted, n_samples = n_samples, samples_for(corpus, n_samples)
     if n_samples < wanted:
-        log.warning("stats.corpus_short", corpus=corpus.identity, texts=n_samples, cov_samples=wanted,
+        log.info("stats.corpus_short", corpus=corpus.identity, texts=n_samples, cov_samples=wanted,
                     note="the key statistics use every text the corpus has")
     paths = {layer: cache_path(cache_dir, identity, layer, corpus.identity, n_samples) for layer in layers}
     out: dict[int, torch.Tensor] = {}
