@@ -111,3 +111,20 @@ def test_snapshot_only_refuses_dry_run_and_full(tiny, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="--snapshot-only"):
             run(url, tiny, READS[0], 3, tmp_path, snapshot_only=True, **{flag: True})
     assert state(url) == {"kb_facts": [], "queue": [], "probes": []}
+
+
+def test_cli_snapshot_only_loads_no_model(run_cli, tmp_path: Path) -> None:
+    """--snapshot-only records the KB without a model: a model path that does not exist is never read."""
+    import json as _json
+
+    env = {"KBSYNC_STATE__DIR": str(tmp_path / "state"), "KBSYNC_MODEL__PATH": str(tmp_path / "no-model"),
+           "KBSYNC_KB__FILES": _json.dumps([str(LEADERS)]), "KBSYNC_RELATIONS__ENABLED": _json.dumps(RELATIONS)}
+    assert run_cli("db", "upgrade", env=env).exit_code == 0
+    bad = run_cli("diff", "--snapshot-only", "--dry-run", env=env)
+    assert bad.exit_code == 2 and "--snapshot-only probes nothing" in bad.err
+    r = run_cli("diff", "--snapshot-only", "--as-of", "2023-06-01", env=env)
+    assert r.exit_code == 0, r.err
+    assert r.out.startswith("recorded 10 facts as the snapshot (10 new, 0 changed, 0 unchanged); probed nothing")
+    status = _json.loads(run_cli("status", "--json", env=env).out)
+    assert status["kb_facts"] == 10 and status["queue"]["pending"] == 0
+    assert list((tmp_path / "state" / "scratch").iterdir()) == []
