@@ -164,7 +164,8 @@ def measure(n: int, kind: str, model: str, work: Path) -> list[dict[str, object]
                    "seconds": round(seconds, 1), "peak_rss_mb": round(rss), "probed": report["probed"],
                    "new": report["new"], "changed": report["changed"], "queued": report["queued"],
                    "seconds_read": round(report["seconds_read"], 1), "seconds_compare": round(report["seconds_compare"], 1),
-                   "seconds_probe": round(report["seconds_probe"], 1), "seconds_write": round(report["seconds_write"], 1)}
+                   "seconds_probe": round(report["seconds_probe"], 1), "seconds_write": round(report["seconds_write"], 1),
+                   "load_1min_after": round(os.getloadavg()[0], 1)}
             print(json.dumps(row), flush=True)
             rows.append(row)
     finally:
