@@ -146,16 +146,18 @@ class EditingSettings(Section):
     v_steps: int = Field(0, ge=0, description="Adam steps for target vectors; 0: the family default.")
     v_lr: float = Field(0.0, ge=0, description="Adam learning rate for target vectors; 0: the family default.")
     cov_lambda: float = Field(0.0, ge=0, description="Covariance weight λ; 0: the family default.")
-    cov_samples: int = Field(0, ge=0, description="Corpus samples for the key second moments; 0: the default.")
+    cov_samples: int = Field(0, ge=0, description="Corpus texts for the key second moments; 0: the default "
+                             "(2000 for SmolLM2-135M). A corpus with fewer texts is used whole.")
     max_batch_tokens: int = Field(
         0, ge=0, description="Memory budget of target optimisation: upper-block tokens per chunk of edits "
         "(halved on out-of-memory; about 1 MB each on SmolLM2-135M); 0: the default (2048).")
     target_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Precision of the upper blocks' matrix products while optimising targets; auto: the family default.")
     corpus: str = Field(
-        "model-samples",
-        description="Corpus for key statistics: model-samples (text the model writes, offline), "
-        "builtin:smollm2-samples (the same, sampled once and shipped), a .txt/.jsonl path, or hf:<dataset> (online only).",
+        "auto",
+        description="Corpus for key statistics: auto (builtin:smollm2-samples for the bundled model, model-samples "
+        "for any other), model-samples (text the model writes, offline), builtin:smollm2-samples (the bundled "
+        "model's, sampled once and shipped: 512 texts), a .txt/.jsonl path, or hf:<dataset> (online only).",
     )
     norm_anchor: bool = Field(
         False, description="NAS norm anchoring: rescale each solved target vector z_i to the unedited model's norm ‖h_i‖ "

@@ -3,13 +3,15 @@ that persist files and the directories naming them.
 
 `durable_file(path)` is the only atomic-write helper: write to the temp path it yields; on
 success the temp file is fsynced, renamed over `path`, and the folder fsynced, so after a
-crash `path` holds either the old content or the new, never a torn file.
+crash `path` holds either the old content or the new, never a torn file. `scratch_directory`
+makes the temporary directories a run works in, and removes those a killed run left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,3 +57,25 @@ def durable_file(path: str | Path) -> Iterator[Path]:
 def write_text_durably(path: str | Path, text: str) -> None:
     with durable_file(path) as tmp:
         tmp.write_text(text)
+
+
+def scratch_directory(parent: Path | None, prefix: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory `<parent>/<prefix><pid>-<random>`, removed with the object; the ones
+    a killed process left behind (their pid no longer runs) are removed first."""
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+        for old in parent.glob(f"{prefix}*"):
+            pid = old.name.removeprefix(prefix).split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True

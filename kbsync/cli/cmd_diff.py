@@ -35,12 +35,15 @@ def record_failure(app: App, kind: str, exc: BaseException) -> None:
 @click.option("--full", is_flag=True, help="Probe every fact, not only new and changed ones.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Read at most this many facts.")
 @click.option("--dry-run", is_flag=True, help="Probe and show, but write nothing.")
+@click.option("--snapshot-only", is_flag=True,
+              help="Record what the KB says as the snapshot without probing or queueing (adopt an existing KB): "
+                   "the next diff probes only what changes after it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table and totals as JSON.")
 @click.option("--as-of", "as_of", default=None, metavar="WHEN",
               help="Decide what is current as of this ISO date/time (UTC) instead of now; overrides [kb] as_of.")
 @click.pass_obj
 def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: bool, limit: int | None,
-         dry_run: bool, as_json: bool, as_of: str | None) -> None:
+         dry_run: bool, snapshot_only: bool, as_json: bool, as_of: str | None) -> None:
     """Read the KB, probe the model on new/changed facts, queue the disagreements.
 
     Example: kbsync diff --relation P36 --full
@@ -51,6 +54,8 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
         moment = parse_as_of(as_of) if as_of else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
+    if snapshot_only and (dry_run or full):
+        raise click.UsageError("--snapshot-only probes nothing: drop --dry-run and --full, or drop --snapshot-only")
     db = app.database()
     err = Console(stderr=True)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
@@ -63,7 +68,8 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
 
         try:
             report = diff_from_settings(app.settings, db, app.state_dir, run_id=app.run_id, relations=relations,
-                                        subjects=subjects, full=full, limit=limit, dry_run=dry_run, progress=progress,
+                                        subjects=subjects, full=full, limit=limit, dry_run=dry_run,
+                                        snapshot_only=snapshot_only, progress=progress,
                                         as_of=moment)
         except Exception as exc:
             if not dry_run:
@@ -71,6 +77,10 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
             raise
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    if snapshot_only:
+        click.echo(f"recorded {report.read} facts as the snapshot ({report.new} new, {report.changed} changed, "
+                   f"{report.unchanged} unchanged); probed nothing, queued nothing")
         return
     table = Table(title="kbsync diff" + (" (dry run: nothing written)" if dry_run else ""))
     for col in ("subject", "relation", "KB answer", "model answer", "fact", "action"):

@@ -19,7 +19,10 @@ def status(app: App, as_json: bool) -> None:
 
     Example: kbsync status --json
     """
+    from kbsync.editing.stats_cache import ready
+
     data = read_status(app.database())
+    data["key_statistics"] = ready(app.settings, app.state_dir)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
@@ -33,6 +36,10 @@ def status(app: App, as_json: bool) -> None:
     click.echo("batches     " + "  ".join(f"{k}={v}" for k, v in data["batches"].items()))
     v = data["current_model_version"]
     click.echo("model       " + ("base (no edits applied)" if v is None else f"version {v['id']} = base + batches {v['batch_ids']}"))
+    k = data["key_statistics"]
+    click.echo("statistics  " + (f"cached (layers {k['layers']}, {k['n_samples']} texts of {k['corpus']})" if k["cached"]
+                                 else f"not cached for this model, layers and corpus ({k['corpus']}): "
+                                      "`kbsync stats` computes them, or the first apply does"))
     g = data["gate"]
     for name in ("base", "current"):
         if g[name] is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kbsync.durable import durable_file
+from kbsync.editing.stats_cache import cache_path
 from kbsync.errors import ConfigError, StateError
+from kbsync.logs import get_logger
 from kbsync.model.adapters import ArchitectureAdapter
 from kbsync.model.hooks import TraceDict
 from kbsync.model.tokens import pad_id_of
 from kbsync.model.weights import weights_sha256
+
+log = get_logger(__name__)
+__all__ = ["Corpus", "HFDatasetCorpus", "JsonlCorpus", "ModelSampleCorpus", "PassClock", "TextFileCorpus",
+           "cache_path", "samples_for", "second_moments"]
 
 
 class Corpus(Protocol):
@@ -61,6 +68,9 @@ class TextFileCorpus:
         parts = raw.split("\n\n") if self.per == "paragraph" else raw.splitlines()
         yield from (p.strip() for p in parts if p.strip())
 
+    def count(self) -> int:
+        return sum(1 for _ in self.texts())
+
 
 @dataclass
 class JsonlCorpus:
@@ -84,6 +94,9 @@ class JsonlCorpus:
                     raise ConfigError(f"{self.path}:{n} is not a JSON object; fix the line or the file") from exc
                 if isinstance(value, str) and value.strip():
                     yield value
+
+    def count(self) -> int:
+        return sum(1 for _ in self.texts())
 
 
 @dataclass
@@ -147,9 +160,54 @@ class ModelSampleCorpus:
             yield from tok.batch_decode(out, skip_special_tokens=True)
 
 
-def cache_path(cache_dir: Path, model_identity: str, layer: int, corpus_identity: str, n_samples: int) -> Path:
-    return Path(cache_dir) / (f"mom2-{model_identity[:16]}-L{layer}-{_sha(corpus_identity)[:16]}"
-                              f"-n{n_samples}.safetensors")
+def samples_for(corpus: Corpus, n_samples: int) -> int:
+    """The texts a pass reads: n_samples, or all a finite corpus has when it has fewer."""
+    count = getattr(corpus, "count", None)
+    return min(n_samples, count()) if count is not None else n_samples
+
+
+class PassClock:
+    """Rate and time left of a key-statistics pass, measured from its start; `estimate` once the
+    first `first` texts are done (the first batch of model-written text included)."""
+
+    def __init__(self, total: int, first: int = 32, clock: Callable[[], float] = time.monotonic):
+        self.total, self.first, self._clock = total, min(first, total), clock
+        self.start, self.done = clock(), 0
+
+    def update(self, done: int) -> None:
+        self.done = done
+
+    @property
+    def elapsed_s(self) -> float:
+        return self._clock() - self.start
+
+    @property
+    def rate(self) -> float:
+        """Texts per second so far."""
+        return self.done / max(self.elapsed_s, 1e-9)
+
+    @property
+    def eta_s(self) -> float:
+        return (self.total - self.done) / max(self.rate, 1e-9)
+
+    @property
+    def measured(self) -> bool:
+        return self.done >= self.first > 0
+
+    def estimate(self) -> str:
+        """One line: the measured rate and how long the whole pass takes at it."""
+        total_s = self.total / max(self.rate, 1e-9)
+        return (f"{self.rate:.2f} texts/s measured on the first {self.done}: the pass of {self.total} texts takes "
+                f"about {duration(total_s)} ({duration(self.eta_s)} left)")
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def second_moments(model, tokenizer, adapter: ArchitectureAdapter, layers, corpus: Corpus, n_samples: int,
@@ -161,6 +219,10 @@ def second_moments(model, tokenizer, adapter: ArchitectureAdapter, layers, corpu
         model_identity, model = model_identity or model.identity, model.model
     identity = model_identity or weights_sha256(model)  # a LoadedModel's identity is cached; this is not
     layers = sorted(set(int(x) for x in layers))
+    wanted, n_samples = n_samples, samples_for(corpus, n_samples)
+    if n_samples < wanted:
+        log.info("stats.corpus_short", corpus=corpus.identity, texts=n_samples, cov_samples=wanted,
+                    note="the key statistics use every text the corpus has")
     paths = {layer: cache_path(cache_dir, identity, layer, corpus.identity, n_samples) for layer in layers}
     out: dict[int, torch.Tensor] = {}
     for layer, path in paths.items():

@@ -78,7 +78,7 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
     is restored afterwards. Returns the JSON-ready report (see the module docstring)."""
     import torch
 
-    from kbsync.editing.covariance import cache_path, second_moments
+    from kbsync.editing.covariance import cache_path, samples_for, second_moments
     from kbsync.editing.memit import compute_delta
     from kbsync.editing.nullspace import PreservedKeys
 
@@ -97,7 +97,8 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
     pre, pre_s = metrics()
 
     timings: dict[str, Any] = {"targets_s": 0.0, "keys_s": 0.0, "solve_s": 0.0}
-    cached = all(cache_path(stats_dir, loaded.identity, layer, corpus.identity, hp.cov_samples).is_file()
+    n_samples = samples_for(corpus, hp.cov_samples)
+    cached = all(cache_path(stats_dir, loaded.identity, layer, corpus.identity, n_samples).is_file()
                  for layer in hp.layers)
     with phase("covariance", timings, loaded.device):
         moments = second_moments(loaded, tok, adapter, hp.layers, corpus, hp.cov_samples, stats_dir,

@@ -60,6 +60,21 @@ class Fact:
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
+    def to_json(self) -> str:
+        """The whole fact as JSON (from_json gives it back equal): for spilling a read to disk."""
+        return json.dumps([self.subject, self.relation, self.objects, self.subject_label, self.subject_aliases,
+                           self.object_labels, self.object_aliases, self.revision, self.target, self.stale,
+                           self.why], ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Fact:
+        (subject, relation, objects, label, aliases, object_labels, object_aliases, revision, target, stale,
+         why) = json.loads(text)
+        return cls(subject=subject, relation=relation, objects=tuple(objects), subject_label=label,
+                   subject_aliases=tuple(aliases), object_labels=object_labels,
+                   object_aliases={k: tuple(v) for k, v in object_aliases.items()}, revision=revision,
+                   target=target, stale=tuple(stale), why=why)
+
 
 @runtime_checkable
 class KnowledgeSource(Protocol):

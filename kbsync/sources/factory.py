@@ -19,11 +19,15 @@ def open_catalogue(settings: Settings) -> Catalogue:
 
 
 def open_source(
-    settings: Settings, catalogue: Catalogue | None = None, as_of: datetime | None = None
+    settings: Settings,
+    catalogue: Catalogue | None = None,
+    as_of: datetime | None = None,
+    scratch_dir: Path | None = None,
 ) -> QueryReader:
     """The source named by [kb] source; nothing is read or connected until its first read.
 
-    What is current is decided as of `as_of`, else [kb] as_of, else the moment of each read."""
+    What is current is decided as of `as_of`, else [kb] as_of, else the moment of each read.
+    `scratch_dir`: where large RDF files are stored on disk while read (default: the temp dir)."""
     kb = settings.kb
     catalogue = catalogue if catalogue is not None else open_catalogue(settings)
     options = ReadOptions(
@@ -45,7 +49,9 @@ def open_source(
     engine: Engine = getattr(
         kb, "rdf_engine", "auto"
     )  # a setting the config may add; auto otherwise
-    return RdfFileSource(kb.files, engine=engine, options=options, catalogue=catalogue)
+    return RdfFileSource(
+        kb.files, engine=engine, options=options, catalogue=catalogue, scratch_dir=scratch_dir
+    )
 
 
 def configured_as_of(settings: Settings) -> datetime | None:

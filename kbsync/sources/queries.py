@@ -63,7 +63,8 @@ def check_language(language: str) -> str:
     return language.lower()
 
 
-def subjects_query(where: str, cutoff: datetime | None, limit: int, offset: int) -> str:
+def subjects_query(where: str, cutoff: datetime | None, limit: int | None, offset: int) -> str:
+    """`limit` None: the whole listing in one query, unordered (a streamed in-process read)."""
     since = ""
     if (
         cutoff is not None
@@ -72,10 +73,8 @@ def subjects_query(where: str, cutoff: datetime | None, limit: int, offset: int)
             "\n  OPTIONAL { ?item schema:dateModified ?modified }"
             f"\n  FILTER(!BOUND(?modified) || ?modified >= {datetime_literal(cutoff)})"
         )
-    return (
-        f"{PREFIXES}SELECT DISTINCT ?item WHERE {{\n  {{ {where} }}{since}\n  FILTER(isIRI(?item))\n}}\n"
-        f"ORDER BY ?item\nLIMIT {limit}\nOFFSET {offset}\n"
-    )
+    page = "" if limit is None else f"ORDER BY ?item\nLIMIT {limit}\nOFFSET {offset}\n"
+    return f"{PREFIXES}SELECT DISTINCT ?item WHERE {{\n  {{ {where} }}{since}\n  FILTER(isIRI(?item))\n}}\n{page}"
 
 
 def truthy_query(items: Sequence[str], relations: Sequence[str]) -> str:

@@ -6,14 +6,18 @@ Formats by extension: .ttl Turtle, .nt N-Triples, .n3 N3, .rdf/.owl/.xml RDF/XML
 (``queries.py``) and so yield identical facts; ``engine="auto"`` picks Oxigraph from
 ``OXIGRAPH_ABOVE_BYTES`` of (uncompressed) input on, where it measured faster
 (docs/sources.md, benchmarks/rdf_readers.py). The files are parsed on the first read and
-again whenever one of them changes (size or mtime).
+again whenever one of them changes (size or mtime). From ``DISK_ABOVE_BYTES`` on, Oxigraph
+stores the graph on disk (a scratch directory) instead of in memory, so a Wikidata-sized
+dump is read in bounded memory; facts come out a page of subjects at a time either way.
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import struct
+import tempfile
 import xml.sax
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +29,7 @@ import pyoxigraph as ox
 import rdflib
 from rdflib.plugins.parsers.notation3 import BadSyntax
 
+from kbsync.durable import scratch_directory
 from kbsync.errors import SourceError
 from kbsync.sources.catalogue import Catalogue
 from kbsync.sources.reader import Backend, QueryReader, ReadOptions, Row, Term
@@ -33,6 +38,11 @@ Engine = Literal["auto", "rdflib", "oxigraph"]
 OXIGRAPH_ABOVE_BYTES = (
     0  # Oxigraph measured faster at every size (4.7 KB .. 20 MB): docs/sources.md
 )
+# From this much (uncompressed) input on, Oxigraph keeps the graph in an on-disk store in a
+# scratch directory, loaded in chunks of LOAD_CHUNK triples: memory stays bounded whatever the
+# KB's size (benchmarks/diff_scale.py). Smaller inputs are held in memory, which is faster.
+DISK_ABOVE_BYTES = 64 * 2**20
+LOAD_CHUNK = 100_000
 
 FORMATS = {  # extension -> (rdflib format, pyoxigraph format)
     ".ttl": ("turtle", ox.RdfFormat.TURTLE),
@@ -54,7 +64,10 @@ class RdfFileSource(QueryReader):
         engine: Engine = "auto",
         options: ReadOptions | None = None,
         catalogue: Catalogue | None = None,
+        scratch_dir: Path | None = None,
+        disk_above_bytes: int = DISK_ABOVE_BYTES,
     ):
+        """`scratch_dir`: where an on-disk store is made (default: the system's temp directory)."""
         super().__init__(options or ReadOptions(), catalogue)
         if engine not in ("auto", "rdflib", "oxigraph"):
             raise SourceError(f"RDF engine {engine!r} is not auto, rdflib or oxigraph")
@@ -62,18 +75,24 @@ class RdfFileSource(QueryReader):
             raise SourceError("no RDF files given; set [kb] files")
         self.paths = [resolve_path(p) for p in paths]
         self.engine = engine
+        self.scratch_dir = scratch_dir
+        self.disk_above_bytes = disk_above_bytes
         self._loaded: tuple[tuple, Backend] | None = None
 
     def backend(self) -> Backend:
         stamp = tuple(_stat(p) for p in self.paths)
         if self._loaded is None or self._loaded[0] != stamp:
             engine = self.engine
+            size = sum(uncompressed_size(p) for p in self.paths)
             if engine == "auto":
-                size = sum(uncompressed_size(p) for p in self.paths)
                 engine = "oxigraph" if size >= OXIGRAPH_ABOVE_BYTES else "rdflib"
-            backend = (
-                OxigraphBackend(self.paths) if engine == "oxigraph" else RdflibBackend(self.paths)
-            )
+            self._loaded = None  # the previous store (and its scratch directory) goes first
+            backend: Backend
+            if engine == "oxigraph":
+                backend = OxigraphBackend(self.paths, on_disk=size >= self.disk_above_bytes,
+                                          scratch_dir=self.scratch_dir)
+            else:
+                backend = RdflibBackend(self.paths)
             self._loaded = (stamp, backend)
         return self._loaded[1]
 
@@ -85,6 +104,9 @@ class RdflibBackend:
             fmt = rdf_format(path)[0]
             with _open(path) as f, _parse_errors(path, fmt):
                 self.graph.parse(source=f, format=fmt, publicID=path.resolve().as_uri())
+
+    def iter_select(self, query: str) -> Iterator[Row]:
+        return iter(self.select(query))  # rdflib holds the graph in memory anyway
 
     def select(self, query: str) -> list[Row]:
         try:
@@ -100,21 +122,37 @@ class RdflibBackend:
 
 
 class OxigraphBackend:
-    def __init__(self, paths: Sequence[Path]):
-        self.store = ox.Store()  # in memory
+    """The files in an Oxigraph store: in memory, or `on_disk` (RocksDB in a scratch directory,
+    removed with the backend), filled from a streamed parse in chunks so memory stays bounded."""
+
+    def __init__(self, paths: Sequence[Path], *, on_disk: bool = False, scratch_dir: Path | None = None):
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if not on_disk:
+            self.store = ox.Store()  # in memory
+            for path in paths:
+                fmt = rdf_format(path)[1]
+                with _open(path) as f, _parse_errors(path, fmt.name):
+                    self.store.load(input=f, format=fmt, base_iri=path.resolve().as_uri())
+            return
+        self._scratch = scratch_directory(scratch_dir, "kbsync-rdf-")
+        self.store = ox.Store(self._scratch.name)
         for path in paths:
             fmt = rdf_format(path)[1]
             with _open(path) as f, _parse_errors(path, fmt.name):
-                self.store.load(input=f, format=fmt, base_iri=path.resolve().as_uri())
+                quads = iter(ox.parse(f, fmt, base_iri=path.resolve().as_uri(), without_named_graphs=True))
+                while chunk := list(itertools.islice(quads, LOAD_CHUNK)):
+                    self.store.bulk_extend(chunk)
 
     def select(self, query: str) -> list[Row]:
+        return list(self.iter_select(query))
+
+    def iter_select(self, query: str) -> Iterator[Row]:
         try:
             solutions = self.store.query(query)
             assert isinstance(solutions, ox.QuerySolutions)
             names = [v.value for v in solutions.variables]
-            return [
-                {n: _oxigraph_term(t) for n in names if (t := s[n]) is not None} for s in solutions
-            ]
+            for s in solutions:
+                yield {n: _oxigraph_term(t) for n in names if (t := s[n]) is not None}
         except (SyntaxError, OSError, ValueError) as exc:
             raise SourceError(
                 f"in-process SPARQL query failed: {_first_line(exc)}; check [kb] subjects"

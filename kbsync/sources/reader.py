@@ -50,6 +50,9 @@ Row = dict[str, Term]  # variable name -> bound term (unbound variables are abse
 
 
 class Backend(Protocol):
+    """Answers SPARQL SELECT. An in-process backend also offers ``iter_select(query)``, an
+    iterator over the rows as the engine produces them (the subject listing uses it)."""
+
     def select(self, query: str) -> list[Row]: ...
 
 
@@ -101,18 +104,18 @@ class QueryReader(ABC):
         backend = self.backend()  # opening it (parsing files) fails before anything is yielded
         if not relations:
             return
-        items = self._subjects(backend, selection, relations, cutoff)
+        as_of = _utc(self.options.as_of) if self.options.as_of else datetime.now(UTC)
+        subjects_read = 0
+        for page in self._subject_pages(backend, selection, relations, cutoff):
+            subjects_read += len(page)
+            yield from self._page(backend, page, relations, as_of)
         log.info(
             "kb.read",
-            subjects=len(items),
+            subjects=subjects_read,
             relations=len(relations),
             mode=self.options.mode,
             since=None if cutoff is None else cutoff.isoformat(),
         )
-        as_of = _utc(self.options.as_of) if self.options.as_of else datetime.now(UTC)
-        size = self.options.page_size
-        for start in range(0, len(items), size):
-            yield from self._page(backend, items[start : start + size], relations, as_of)
 
     def read_all(
         self,
@@ -131,36 +134,52 @@ class QueryReader(ABC):
             self.catalogue[r]  # CatalogueError for an id the catalogue does not know
         return list(dict.fromkeys(relations))
 
-    def _subjects(
+    def _subject_pages(
         self,
         backend: Backend,
         selection: SubjectSelection,
         relations: list[str],
         cutoff: datetime | None,
-    ) -> list[str]:
-        if selection.ids is not None and cutoff is None:
-            return list(selection.ids)
-        if selection.ids is not None:  # only the listed ids modified since the cut-off
-            ids, size = list(selection.ids), self.options.page_size
-            pages = [
-                SubjectSelection(ids=tuple(ids[i : i + size])) for i in range(0, len(ids), size)
-            ]
-        else:
-            pages = [selection]
-        items: list[str] = []
-        for page in pages:
-            where = page.where(self.options.mode, relations)
-            limit, offset = self.options.list_page_size, 0
-            while True:
-                rows = backend.select(q.subjects_query(where, cutoff, limit, offset))
-                items.extend(r["item"].value for r in rows if "item" in r)
-                if len(rows) < limit:
-                    break
-                offset += limit
-        if selection.ids is not None:  # keep the caller's order
-            found = set(items)
-            return [i for i in selection.ids if i in found]
-        return list(dict.fromkeys(items))
+    ) -> Iterator[list[str]]:
+        """The subjects of the read, in pages of ``page_size``, as the listing comes in: a page
+        is read before the next page of the listing is asked for (nothing holds them all)."""
+        size = self.options.page_size
+        if selection.ids is not None:  # the caller's order; with a cut-off, only those modified since
+            ids = list(selection.ids)
+            for start in range(0, len(ids), size):
+                page = ids[start : start + size]
+                if cutoff is not None:
+                    where = SubjectSelection(ids=tuple(page)).where(self.options.mode, relations)
+                    found = set(self._listing(backend, where, cutoff))
+                    page = [i for i in page if i in found]
+                if page:
+                    yield page
+            return
+        page = []
+        for item in self._listing(backend, selection.where(self.options.mode, relations), cutoff):
+            page.append(item)
+            if len(page) == size:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    def _listing(self, backend: Backend, where: str, cutoff: datetime | None) -> Iterator[str]:
+        """Subject IRIs bound by `where`, each once: one streamed query where the backend streams
+        (in process), else LIMIT/OFFSET pages of ``list_page_size`` (an endpoint)."""
+        stream = getattr(backend, "iter_select", None)
+        if stream is not None:
+            for row in stream(q.subjects_query(where, cutoff, None, 0)):
+                if "item" in row:
+                    yield row["item"].value
+            return
+        limit, offset = self.options.list_page_size, 0
+        while True:
+            rows = backend.select(q.subjects_query(where, cutoff, limit, offset))
+            yield from (r["item"].value for r in rows if "item" in r)
+            if len(rows) < limit:
+                return
+            offset += limit
 
     def _page(
         self, backend: Backend, items: list[str], relations: list[str], as_of: datetime

@@ -1,6 +1,7 @@
 """The KB snapshot (`kb_facts`): what the last complete read said, to find what changed.
 
-`compare` classifies a new read against the stored snapshot; `settle` holds back changes
+`compare` classifies a chunk of a new read against the stored rows of its keys (a read is
+compared, and saved, a chunk at a time: nothing holds the whole snapshot); `settle` holds back changes
 that have not yet shown the same new state for `[kb] settle_s` seconds; `save` writes it
 all, and is only called after a complete read (a read that fails part-way leaves the
 snapshot as it was). A held change leaves the fact's stored state as it was and records
@@ -11,11 +12,14 @@ first time are not held: there is no earlier state to keep.
 
 from __future__ import annotations
 
+import heapq
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, insert, select, update
 from sqlalchemy.orm import Session
 
 from kbsync.sources.fact import Fact
@@ -39,25 +43,39 @@ class SnapshotDiff:
 
 
 def compare(session: Session, facts: Sequence[Fact]) -> SnapshotDiff:
-    rows = list(session.scalars(select(KbFact)))
-    stored = {(f.subject, f.relation): f.content_hash for f in rows}
+    """Classify `facts` (a chunk of a read) against the stored rows of those keys only."""
+    rows = _stored(session, facts, KbFact.content_hash, KbFact.last_probed, KbFact.settling_hash,
+                   KbFact.settling_since)
     diff = SnapshotDiff(
-        last_probed={(f.subject, f.relation): f.last_probed for f in rows},
+        last_probed={key: r.last_probed for key, r in rows.items()},
         settling={
-            (f.subject, f.relation): (f.settling_hash, _aware(f.settling_since))
-            for f in rows
-            if f.settling_hash and f.settling_since
+            key: (r.settling_hash, _aware(r.settling_since))
+            for key, r in rows.items()
+            if r.settling_hash and r.settling_since
         },
     )
     for fact in facts:
-        before = stored.get((fact.subject, fact.relation))
-        if before is None:
+        row = rows.get((fact.subject, fact.relation))
+        if row is None:
             diff.new.append(fact)
-        elif before != fact.content_hash():
+        elif row.content_hash != fact.content_hash():
             diff.changed.append(fact)
         else:
             diff.unchanged.append(fact)
     return diff
+
+
+def _stored(session: Session, facts: Sequence[Fact], *columns: Any) -> dict[tuple[str, str], Row[Any]]:
+    """(subject, relation) -> the requested columns of the stored rows of `facts`' keys."""
+    by_relation: dict[str, list[str]] = defaultdict(list)
+    for fact in facts:
+        by_relation[fact.relation].append(fact.subject)
+    out: dict[tuple[str, str], Row[Any]] = {}
+    for relation, subjects in by_relation.items():
+        query = select(KbFact.subject, KbFact.relation, *columns).where(
+            KbFact.relation == relation, KbFact.subject.in_(subjects))
+        out.update(((r.subject, r.relation), r) for r in session.execute(query))
+    return out
 
 
 def settle(diff: SnapshotDiff, now: datetime, settle_s: int) -> None:
@@ -78,9 +96,9 @@ def _settling_since(diff: SnapshotDiff, fact: Fact) -> datetime | None:
 
 def due_subjects(session: Session, last: datetime, now: datetime) -> list[str]:
     """Subjects whose current values change by time alone since `last` (an end or a start
-    passed): an incremental read by dateModified would not see them."""
-    rows = session.scalars(select(KbFact).where(KbFact.why.is_not(None)))
-    return sorted({r.subject for r in rows if r.why and due(r.why, last, now)})
+    passed): an incremental read by dateModified would not see them. Streamed over kb_facts."""
+    query = select(KbFact.subject, KbFact.why).where(KbFact.why.is_not(None)).execution_options(yield_per=5000)
+    return sorted({r.subject for r in session.execute(query) if r.why and due(r.why, last, now)})
 
 
 def settling_subjects(session: Session) -> list[str]:
@@ -90,57 +108,87 @@ def settling_subjects(session: Session) -> list[str]:
 
 
 def save(session: Session, facts: Sequence[Fact], probed: set[tuple[str, str]] | None = None,
-         held: Sequence[Fact] = (), clock: datetime | None = None) -> None:
-    """Upsert the read facts; `probed` marks the (subject, relation) pairs probed in this run;
-    `held` facts (still settling) keep their stored state and record the new one, seen since `clock`."""
-    now = utcnow()
+         held: Sequence[Fact] = (), clock: datetime | None = None, now: datetime | None = None) -> None:
+    """Upsert the read facts (a chunk of a read); `probed` marks the (subject, relation) pairs probed
+    in this run; `held` facts (still settling) keep their stored state and record the new one, seen
+    since `clock`. Bulk statements: inserts, updates of what differs, one last_seen for the rest."""
+    now = now or utcnow()
     clock = clock or now
     probed = probed or set()
     held_keys = {(f.subject, f.relation) for f in held}
-    rows = {(r.subject, r.relation): r for r in session.scalars(select(KbFact))}
+    rows = _stored(session, facts, KbFact.id, KbFact.content_hash, KbFact.revision, KbFact.why,
+                   KbFact.settling_hash)
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    seen: list[int] = []  # rows where only last_seen moves
     for fact in facts:
         key = (fact.subject, fact.relation)
         digest = fact.content_hash()
         row = rows.get(key)
         if row is not None and key in held_keys:
             if row.settling_hash != digest:
-                row.settling_hash, row.settling_since = digest, clock
-                row.settling_objects = {o: fact.object_labels.get(o, o) for o in fact.objects}
-            row.last_seen = now
+                updates.append({"id": row.id, "settling_hash": digest, "settling_since": clock, "last_seen": now,
+                                "settling_objects": {o: fact.object_labels.get(o, o) for o in fact.objects}})
+            else:
+                seen.append(row.id)
             continue
-        if row is None:
-            row = KbFact(subject=fact.subject, relation=fact.relation, first_seen=now, last_changed=now)
-            session.add(row)
-        elif row.content_hash != digest:
-            row.last_changed = now
-        row.subject_label = fact.subject_label
-        row.objects = list(fact.objects)
-        row.labels = {
-            "subject_aliases": list(fact.subject_aliases),
-            "object_labels": dict(fact.object_labels),
-            "object_aliases": {k: list(v) for k, v in fact.object_aliases.items()},
-        }
-        row.content_hash = digest
-        row.revision = fact.revision
-        row.why = {o: dict(w) for o, w in fact.why.items()} or None
-        row.settling_hash = row.settling_since = row.settling_objects = None
-        row.last_seen = now
+        why = {o: dict(w) for o, w in fact.why.items()} or None
+        values: dict[str, Any] = {}
+        if row is None or row.content_hash != digest:
+            values = {"subject_label": fact.subject_label, "objects": list(fact.objects),
+                      "labels": _labels(fact), "content_hash": digest, "last_changed": now}
+        if row is None or row.revision != fact.revision or row.why != why:
+            values |= {"revision": fact.revision, "why": why}
+        if row is not None and row.settling_hash is not None:
+            values |= {"settling_hash": None, "settling_since": None, "settling_objects": None}
         if key in probed:
-            row.last_probed = now
+            values["last_probed"] = now
+        if row is None:
+            inserts.append({"subject": fact.subject, "relation": fact.relation, "first_seen": now,
+                            "last_seen": now, **values})
+        elif values:
+            updates.append({"id": row.id, "last_seen": now, **values})
+        else:
+            seen.append(row.id)
+    if inserts:
+        session.execute(insert(KbFact), inserts)
+    if updates:
+        session.execute(update(KbFact), updates)
+    if seen:
+        session.execute(update(KbFact).where(KbFact.id.in_(seen)).values(last_seen=now)
+                        .execution_options(synchronize_session=False))
 
 
-def rotating_sample(diff: SnapshotDiff, size: int) -> list[Fact]:
-    """The `size` unchanged facts probed longest ago (never-probed first), so all get a turn."""
-    unchanged, last = diff.unchanged, diff.last_probed
-    if size <= 0 or not unchanged:
-        return []
-    oldest = datetime.min.replace(tzinfo=None)
+def _labels(fact: Fact) -> dict[str, Any]:
+    return {
+        "subject_aliases": list(fact.subject_aliases),
+        "object_labels": dict(fact.object_labels),
+        "object_aliases": {k: list(v) for k, v in fact.object_aliases.items()},
+    }
 
-    def key(f: Fact) -> tuple[datetime, str, str]:
-        when = last.get((f.subject, f.relation))
-        return ((when.replace(tzinfo=None) if when else oldest), f.subject, f.relation)
 
-    return sorted(unchanged, key=key)[:size]
+class RotatingSample:
+    """The `size` unchanged facts probed longest ago (never-probed first), so all get a turn;
+    fed one compared chunk at a time, holding only `size` keys."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._keys: list[tuple[datetime, str, str]] = []
+
+    def offer(self, diff: SnapshotDiff) -> None:
+        if self.size <= 0 or not diff.unchanged:
+            return
+        oldest = datetime.min
+
+        def key(f: Fact) -> tuple[datetime, str, str]:
+            when = diff.last_probed.get((f.subject, f.relation))
+            return ((when.replace(tzinfo=None) if when else oldest), f.subject, f.relation)
+
+        self._keys = heapq.nsmallest(self.size, self._keys + [key(f) for f in diff.unchanged])
+
+    def keys(self) -> list[tuple[str, str]]:
+        """(subject, relation) of the sample, longest unprobed first."""
+        return [(subject, relation) for _, subject, relation in self._keys]
 
 
 def _aware(moment: datetime | None) -> datetime:

@@ -7,28 +7,36 @@
     queue = every probed fact the model gets wrong (superseding older pending values); an
             answer naming an ended (stale) value is wrong even when it outscores nothing
 All of it is committed in one transaction: the snapshot, the probes, the queue, an event.
+Memory stays bounded by a chunk whatever the KB's size: the source streams, the read is spilled
+to a scratch file (staging.py), and each chunk is compared against the kb_facts rows of its own
+keys and written with bulk statements. --snapshot-only records the read without probing.
 A queued request's target_old is the most recently ended KB value when there is one
 (target_old_source "kb"), else the model's answer ("model").
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
-from kbsync.errors import TokenizationError
+from sqlalchemy.orm import Session
+
+from kbsync.errors import ConfigError, TokenizationError
 from kbsync.logs import get_logger
 from kbsync.model.loading import LoadedModel
 from kbsync.model.probe import ProbeItem, ProbeResult, answer_matches, probe
-from kbsync.sources.catalogue import Catalogue
-from kbsync.sources.fact import Fact, KnowledgeSource, read_all
+from kbsync.sources.catalogue import Catalogue, Relation
+from kbsync.sources.fact import Fact, KnowledgeSource
 from kbsync.store import snapshot
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
-from kbsync.store.models import EditRequestRow, Probe
+from kbsync.store.models import EditRequestRow, Probe, utcnow
 from kbsync.store.queue import enqueue_edit, withdraw_pending
 from kbsync.sync import damage
+from kbsync.sync.staging import CHANGED, NEW, Staging
 
 log = get_logger(__name__)
 
@@ -62,7 +70,9 @@ class DiffReport:
     damaged: int = 0  # facts right at their last probe, wrong now, blamed on a live batch: not queued
     skipped_too_long: int = 0  # facts with a label or alias over [kb] max_label_chars
     seconds_read: float = 0.0
+    seconds_compare: float = 0.0
     seconds_probe: float = 0.0
+    seconds_write: float = 0.0
     dry_run: bool = False
     rows: list[DiffRow] = field(default_factory=list)
 
@@ -148,6 +158,7 @@ def run_diff(
     full: bool = False,
     limit: int | None = None,
     dry_run: bool = False,
+    snapshot_only: bool = False,
     sample_unchanged: int = 0,
     max_new_tokens: int = 8,
     batch_size: int = 32,
@@ -160,11 +171,16 @@ def run_diff(
     clock: datetime | None = None,
     max_label_chars: int = 250,
     on_damage: str = "flag",
+    chunk_size: int = 1000,
+    work_dir: Path | None = None,
 ) -> DiffReport:
     """`clock`: the moment settling is counted at (the [kb] as_of of a replay; default now).
+    `snapshot_only`: record the read as the snapshot without probing or queueing anything (adopting
+    a KB the model is taken to agree with). `chunk_size`: facts compared, probed and written at a
+    time; the read itself is spilled to a scratch file under `work_dir` (staging.py).
     `on_damage` ([verify] on_damage): a damaged fact is flagged, not queued, unless "requeue"."""
-    import time
-
+    if snapshot_only and (dry_run or full):
+        raise ConfigError("--snapshot-only probes nothing: it cannot be combined with --dry-run or --full")
     report = DiffReport(dry_run=dry_run)
     clock = clock or datetime.now(UTC)
     rels = [catalogue[r] for r in relations]            # CatalogueError for an unknown id
@@ -176,130 +192,186 @@ def run_diff(
         since = datetime.fromisoformat(last) if last else None   # the source subtracts its overlap window
         last_clock = datetime.fromisoformat(last_as_of) if last_as_of else since
     started = datetime.now(UTC)
-    t0 = time.perf_counter()
-    facts = read_all(source, [r.id for r in rels], subjects=subjects or None, since=since)
-    if since is not None:  # subjects not modified since, whose current values may still change
+    with Staging(work_dir, chunk_size) as stage:
+        t0 = time.perf_counter()
+        _read_into(stage, source, [r.id for r in rels], subjects or None, since, max_label_chars, report)
+        if since is not None:  # subjects not modified since, whose current values may still change
+            with db.session() as s:
+                due = set(snapshot.settling_subjects(s)) | set(snapshot.due_subjects(s, last_clock or since, clock))
+            again = stage.missing_subjects(due)
+            if again:  # a settling change, or an end / start time that passed since the last read
+                _read_into(stage, source, [r.id for r in rels], again, None, max_label_chars, report)
+        total = stage.count()
+        # The watermark may only move over what this run read in full: not past a --limit cut, nor
+        # for a run limited to some subjects or relations (the facts it skipped would be skipped for good).
+        read_in_full = not (scope_limited or subjects) and (limit is None or total <= limit)
+        if limit is not None and total > limit:
+            stage.keep_first(limit)
+            total = limit
+        report.seconds_read = time.perf_counter() - t0
+        report.read = total
+
+        t0 = time.perf_counter()
+        _compare(db, stage, report, full=full, snapshot_only=snapshot_only, sample_unchanged=sample_unchanged,
+                 clock=clock, settle_s=settle_s)
+        report.seconds_compare = time.perf_counter() - t0
+        by_id = {r.id: r for r in rels}
+        model_key = ""  # nothing is queued without a probe
+        if not snapshot_only:
+            t0 = time.perf_counter()
+            model_key = _probe(stage, load_model, by_id, max_new_tokens, batch_size, progress)
+            report.seconds_probe = time.perf_counter() - t0
+            report.probed = stage.probe_count()
+
+        t0 = time.perf_counter()
         with db.session() as s:
-            seen = {f.subject for f in facts}
-            due = set(snapshot.settling_subjects(s)) | set(snapshot.due_subjects(s, last_clock or since, clock))
-            again = sorted(due - seen)
-        if again:  # a settling change, or an end / start time that passed since the last read
-            facts += read_all(source, [r.id for r in rels], subjects=again)
-    facts = [f for f in facts if not _skip_too_long(f, max_label_chars, report)]
-    facts = sorted(facts, key=lambda f: (f.relation, f.subject))
-    # The watermark may only move over what this run read in full: not past a --limit cut, nor
-    # for a run limited to some subjects or relations (the facts it skipped would be skipped for good).
-    read_in_full = not (scope_limited or subjects) and (limit is None or len(facts) <= limit)
-    if limit is not None:
-        facts = facts[:limit]
-    report.seconds_read = time.perf_counter() - t0
-    report.read = len(facts)
+            for chunk in stage.to_probe():
+                _queue(s, chunk, by_id, report, dry_run, run_id, model_key, on_damage)
+            if dry_run:
+                s.rollback()
+                return report
+            for chunk in stage.to_probe():
+                s.add_all(Probe(run_id=run_id, subject=fact.subject, relation=fact.relation,
+                                prompt=by_id[fact.relation].prompt_for(fact.subject_label), answer=result.answer,
+                                agrees=result.agrees, kb_logprob=finite(result.kb_logprob),
+                                answer_logprob=finite(result.answer_logprob), content_hash=fact.content_hash())
+                          for fact, _, result in chunk if result is not None)
+                s.flush()
+            now = utcnow()
+            for rows in stage.chunks():
+                snapshot.save(s, [f for f, _, _ in rows], {(f.subject, f.relation) for f, _, probed in rows if probed},
+                              held=[f for f, status, _ in rows if status == "held"], clock=clock, now=now)
+            if incremental_key and read_in_full:
+                snapshot.set_value(s, incremental_key, started.isoformat())
+                snapshot.set_value(s, incremental_key + ":as_of", clock.isoformat())  # what "current" meant
+            record_event(s, "diff", run_id=run_id, config_hash=config_hash, read=report.read, probed=report.probed,
+                         agree=report.agree, queued=report.queued, superseded=report.superseded,
+                         new=report.new, changed=report.changed, settling=report.settling,
+                         reverted=report.reverted, skipped_too_long=report.skipped_too_long,
+                         damaged=report.damaged, snapshot_only=snapshot_only)
+        report.seconds_write = time.perf_counter() - t0
+    log.info("diff_done", read=report.read, probed=report.probed, queued=report.queued,
+             settling=report.settling, snapshot_only=snapshot_only)
+    return report
+
+
+def _read_into(stage: Staging, source: KnowledgeSource, relations: list[str], subjects: Sequence[str] | None,
+               since: datetime | None, max_label_chars: int, report: DiffReport) -> None:
+    """Stream the source into the staging file (a failed read raises: nothing is written)."""
+    for fact in source.read(relations, subjects=subjects, since=since):
+        if not _skip_too_long(fact, max_label_chars, report):
+            stage.add(fact)
+
+
+def _compare(db: Database, stage: Staging, report: DiffReport, *, full: bool, snapshot_only: bool,
+             sample_unchanged: int, clock: datetime, settle_s: int) -> None:
+    """Classify the read a chunk at a time against kb_facts (those keys only); mark what to probe."""
+    sample = snapshot.RotatingSample(0 if full or snapshot_only else sample_unchanged)
     with db.session() as s:
-        diff = snapshot.compare(s, facts)
-    snapshot.settle(diff, clock, settle_s)
-    report.settling, report.reverted = len(diff.held), len(diff.reverted)
-    for fact in diff.held:
-        log.info("kb.settling", subject=fact.subject, relation=fact.relation, settle_s=settle_s,
-                 objects=list(fact.objects))
-    for fact in diff.reverted:
-        log.info("kb.settle_reverted", subject=fact.subject, relation=fact.relation)
-    sample = [] if full else snapshot.rotating_sample(diff, sample_unchanged)
-    report.new, report.changed, report.unchanged = len(diff.new), len(diff.changed), len(diff.unchanged)
-    status = {(f.subject, f.relation): "new" for f in diff.new}
-    status |= {(f.subject, f.relation): "changed" for f in diff.changed}
-    held = {(f.subject, f.relation) for f in diff.held}
-    to_probe = [f for f in facts if (f.subject, f.relation) not in held] if full else diff.to_probe + sample
+        for rows in stage.chunks():
+            diff = snapshot.compare(s, [f for f, _, _ in rows])
+            snapshot.settle(diff, clock, settle_s)
+            report.new += len(diff.new)
+            report.changed += len(diff.changed)
+            report.unchanged += len(diff.unchanged)
+            report.settling += len(diff.held)
+            report.reverted += len(diff.reverted)
+            for fact in diff.held:
+                log.info("kb.settling", subject=fact.subject, relation=fact.relation, settle_s=settle_s,
+                         objects=list(fact.objects))
+            for fact in diff.reverted:
+                log.info("kb.settle_reverted", subject=fact.subject, relation=fact.relation)
+            sample.offer(diff)
+
+            def rank(when: int) -> int | None:
+                return None if snapshot_only else NEW if full else when
+
+            stage.mark([(f, "new", rank(NEW)) for f in diff.new] + [(f, "changed", rank(CHANGED)) for f in diff.changed]
+                       + [(f, "unchanged", rank(NEW) if full else None) for f in diff.unchanged]
+                       + [(f, "held", None) for f in diff.held])
+    stage.mark_sample(sample.keys())
+
+
+def _probe(stage: Staging, load_model: Callable[[], LoadedModel], by_id: dict[str, Relation],
+           max_new_tokens: int, batch_size: int, progress: Callable[[int, int], None] | None) -> str:
+    """Probe what the stage marks; returns the model's identity (damage is blamed per model)."""
     loaded = load_model()          # after the read: a bad KB fails before a model is loaded
     model, tokenizer = loaded.model, loaded.tokenizer
-    check_labels(tokenizer, to_probe)
-    by_id = {r.id: r for r in rels}
-
-    t0 = time.perf_counter()
-    items = [ProbeItem(prompt=by_id[f.relation].prompt_for(f.subject_label), acceptable=answers_of(f)) for f in to_probe]
-    results = []
-    chunk = max(batch_size * 4, 1)   # probe in chunks so a progress bar can move
-    for start in range(0, len(items), chunk):
-        results += probe(model, tokenizer, items[start:start + chunk], max_new_tokens=max_new_tokens,
-                         batch_size=batch_size)
+    for chunk in stage.to_probe():  # every label before any probing
+        check_labels(tokenizer, [fact for fact, _, _ in chunk])
+    total, done = stage.probe_count(), 0
+    step = max(batch_size * 4, 1)   # probe in chunks so a progress bar can move
+    for chunk in stage.to_probe(step):
+        facts = [fact for fact, _, _ in chunk]
+        items = [ProbeItem(prompt=by_id[f.relation].prompt_for(f.subject_label), acceptable=answers_of(f))
+                 for f in facts]
+        stage.store_results(facts, probe(model, tokenizer, items, max_new_tokens=max_new_tokens,
+                                         batch_size=batch_size))
+        done += len(facts)
         if progress:
-            progress(min(start + chunk, len(items)), len(items))
-    report.seconds_probe = time.perf_counter() - t0
-    report.probed = len(to_probe)
+            progress(done, total)
+    return loaded.identity
 
-    with db.session() as s:
-        wrong = [(f.subject, f.relation, f.content_hash()) for f, r in zip(to_probe, results, strict=True)
-                 if not r.agrees or names_stale(f, r)]
-        blamed = damage.blame(s, loaded.identity, wrong)
-        for fact, result in zip(to_probe, results, strict=True):
-            relation = by_id[fact.relation]
-            obj, label = kb_answer(fact)
-            answer = result.answer  # the greedy answer's first clause (kbsync.model.probe)
-            row = DiffRow(fact.subject, fact.subject_label, fact.relation, label, answer,
-                          status.get((fact.subject, fact.relation), "unchanged"), "agrees")
-            report.rows.append(row)
-            stale_answer = names_stale(fact, result)
-            report.stale_answers += stale_answer
-            if result.agrees and not stale_answer:
-                report.agree += 1
-                if not dry_run:  # a request queued for an older KB value must not teach it now
-                    report.superseded += withdraw_pending(
-                        s, fact.subject, fact.relation, set(fact.objects),
-                        f"the KB now says {label!r} and the model agrees", run_id)
-                    damage.resolve(s, fact.subject, fact.relation)
-                continue
-            culprit = blamed.get((fact.subject, fact.relation))
-            harm = damage.Harm(fact.subject, fact.relation, fact.subject_label, relation.prompt_for(fact.subject_label),
-                               label, answer, "diff")
-            if culprit is not None:
-                row.damaged_by = culprit
-                report.damaged += 1
-                log.warning("damage_found", subject=fact.subject, relation=fact.relation, batch=culprit, answer=answer)
-            if culprit is not None and (dry_run or on_damage != "requeue"):
-                row.action = "damaged"   # not a KB disagreement: the batch is flagged, the operator decides
-                if not dry_run:
-                    damage.record(s, culprit, [harm], version_id=None, run_id=run_id)
-                continue
-            if dry_run:
-                row.action = "would_queue"
-                continue
-            ended = stale_target(fact)
-            request = EditRequestRow(
-                subject=fact.subject, relation=fact.relation, subject_label=fact.subject_label,
-                prompt=relation.prompt, target_new=label, target_new_id=obj,
-                target_old=ended or answer or result.answer.strip() or "(nothing)",
-                target_old_source="kb" if ended else "model",
-                acceptable=answers_of(fact), paraphrases=list(relation.paraphrases),
-                kb_revision=fact.revision, content_hash=fact.content_hash(),
-            )
-            why = f"model answered {answer!r}" + (" (an ended value)" if stale_answer else "")
-            outcome = enqueue_edit(s, request, f"{why}, KB says {label!r}", run_id)
-            row.action = {"unchanged": "already_queued"}.get(outcome.action, outcome.action)
-            row.request_id = outcome.request.id if outcome.request else None
-            report.queued += outcome.action in ("queued", "superseded")
-            if culprit is not None and outcome.request is not None:  # [verify] on_damage = "requeue"
-                s.flush()
-                damage.requeued(s, culprit, harm, outcome.request.id, run_id)
-            report.superseded += outcome.action == "superseded"
+
+def _queue(s: Session, chunk: list[tuple[Fact, str, ProbeResult | None]], by_id: dict[str, Relation],
+           report: DiffReport, dry_run: bool, run_id: str, model_key: str, on_damage: str) -> None:
+    """Queue the disagreements of one chunk of probed facts (superseding older pending values).
+    A fact the model had right and a live batch made wrong is damage of that batch: flagged against
+    it, not queued ([verify] on_damage = "requeue" queues it as a re-edit)."""
+    wrong = [(f.subject, f.relation, f.content_hash()) for f, _, r in chunk
+             if r is not None and (not r.agrees or names_stale(f, r))]
+    blamed = damage.blame(s, model_key, wrong)
+    for fact, status, result in chunk:
+        assert result is not None
+        relation = by_id[fact.relation]
+        obj, label = kb_answer(fact)
+        answer = result.answer  # the greedy answer's first clause (kbsync.model.probe)
+        row = DiffRow(fact.subject, fact.subject_label, fact.relation, label, answer,
+                      status, "agrees")
+        report.rows.append(row)
+        stale_answer = names_stale(fact, result)
+        report.stale_answers += stale_answer
+        if result.agrees and not stale_answer:
+            report.agree += 1
+            if not dry_run:  # a request queued for an older KB value must not teach it now
+                report.superseded += withdraw_pending(
+                    s, fact.subject, fact.relation, set(fact.objects),
+                    f"the KB now says {label!r} and the model agrees", run_id)
+                damage.resolve(s, fact.subject, fact.relation)
+            continue
+        culprit = blamed.get((fact.subject, fact.relation))
+        harm = damage.Harm(fact.subject, fact.relation, fact.subject_label, relation.prompt_for(fact.subject_label),
+                           label, answer, "diff")
+        if culprit is not None:
+            row.damaged_by = culprit
+            report.damaged += 1
+            log.warning("damage_found", subject=fact.subject, relation=fact.relation, batch=culprit, answer=answer)
+        if culprit is not None and (dry_run or on_damage != "requeue"):
+            row.action = "damaged"   # not a KB disagreement: the batch is flagged, the operator decides
+            if not dry_run:
+                damage.record(s, culprit, [harm], version_id=None, run_id=run_id)
+            continue
         if dry_run:
-            s.rollback()
-            return report
-        for fact, result in zip(to_probe, results, strict=True):
-            s.add(Probe(run_id=run_id, subject=fact.subject, relation=fact.relation,
-                        prompt=by_id[fact.relation].prompt_for(fact.subject_label), answer=result.answer,
-                        agrees=result.agrees, kb_logprob=finite(result.kb_logprob),
-                        answer_logprob=finite(result.answer_logprob),
-                        content_hash=fact.content_hash()))
-        snapshot.save(s, facts, {(f.subject, f.relation) for f in to_probe}, held=diff.held, clock=clock)
-        if incremental_key and read_in_full:
-            snapshot.set_value(s, incremental_key, started.isoformat())
-            snapshot.set_value(s, incremental_key + ":as_of", clock.isoformat())  # what "current" meant
-        record_event(s, "diff", run_id=run_id, config_hash=config_hash, read=report.read, probed=report.probed,
-                     agree=report.agree, queued=report.queued, superseded=report.superseded,
-                     new=report.new, changed=report.changed, settling=report.settling,
-                     reverted=report.reverted, skipped_too_long=report.skipped_too_long, damaged=report.damaged)
-    log.info("diff_done", read=report.read, probed=report.probed, queued=report.queued,
-             settling=report.settling)
-    return report
+            row.action = "would_queue"
+            continue
+        ended = stale_target(fact)
+        request = EditRequestRow(
+            subject=fact.subject, relation=fact.relation, subject_label=fact.subject_label,
+            prompt=relation.prompt, target_new=label, target_new_id=obj,
+            target_old=ended or answer or result.answer.strip() or "(nothing)",
+            target_old_source="kb" if ended else "model",
+            acceptable=answers_of(fact), paraphrases=list(relation.paraphrases),
+            kb_revision=fact.revision, content_hash=fact.content_hash(),
+        )
+        why = f"model answered {answer!r}" + (" (an ended value)" if stale_answer else "")
+        outcome = enqueue_edit(s, request, f"{why}, KB says {label!r}", run_id)
+        row.action = {"unchanged": "already_queued"}.get(outcome.action, outcome.action)
+        row.request_id = outcome.request.id if outcome.request else None
+        report.queued += outcome.action in ("queued", "superseded")
+        if culprit is not None and outcome.request is not None:  # [verify] on_damage = "requeue"
+            s.flush()
+            damage.requeued(s, culprit, harm, outcome.request.id, run_id)
+        report.superseded += outcome.action == "superseded"
 
 
 def _skip_too_long(fact: Fact, max_chars: int, report: DiffReport) -> bool:

@@ -37,6 +37,7 @@ def diff_from_settings(
     full: bool = False,
     limit: int | None = None,
     dry_run: bool = False,
+    snapshot_only: bool = False,
     progress: Callable[[int, int], None] | None = None,
     as_of: datetime | None = None,
 ) -> DiffReport:
@@ -46,13 +47,15 @@ def diff_from_settings(
     rels = list(relations) or list(settings.relations.enabled) or catalogue.ids()
     for r in rels:
         catalogue[r]  # an unknown id is a CatalogueError before anything is read
-    source = open_source(settings, catalogue, as_of=as_of)
+    scratch = state_dir / "scratch"  # the spilled read and large RDF stores: beside the state, not in RAM
+    source = open_source(settings, catalogue, as_of=as_of, scratch_dir=scratch)
     def load() -> LoadedModel:
         return loaded or current_model(settings, db, state_dir)
 
     return run_diff(
         db, source, catalogue, load,
         relations=rels, subjects=list(subjects) or None, full=full, limit=limit, dry_run=dry_run,
+        snapshot_only=snapshot_only, work_dir=scratch,
         sample_unchanged=settings.probe.sample_unchanged, max_new_tokens=settings.probe.max_new_tokens,
         batch_size=settings.probe.batch_size, incremental_key=incremental_key(settings),
         scope_limited=bool(relations),  # --relation; run_diff itself knows --subject and --limit

@@ -82,3 +82,55 @@ def test_a_stop_check_abandons_the_pass_and_caches_nothing(tiny_llama, tmp_path,
         second_moments(model, tok, adapter, [1, 2], JsonlCorpus(j), 6, tmp_path / "cov", model_identity="m1",
                        batch_size=2, check_stop=check_stop)
     assert len(calls) == 2 and not list((tmp_path / "cov").glob("*"))
+
+
+def test_a_corpus_shorter_than_cov_samples_uses_every_text_and_says_so(tiny_llama, tmp_path, corpus_texts):
+    from structlog.testing import capture_logs
+
+    from kbsync.editing.covariance import samples_for
+
+    model, tok, adapter = tiny_llama
+    p = tmp_path / "c.txt"
+    p.write_text("\n".join(corpus_texts))
+    corpus = TextFileCorpus(p)
+    assert samples_for(corpus, 1000) == len(corpus_texts) and samples_for(corpus, 2) == 2
+    with capture_logs() as logs:
+        short = second_moments(model, tok, adapter, [1], corpus, 1000, tmp_path)
+    assert [e["texts"] for e in logs if e["event"] == "stats.corpus_short"] == [len(corpus_texts)]
+    # cached under the number of texts used, and equal to asking for exactly that many
+    assert cache_path(tmp_path, "x", 1, "y", len(corpus_texts)).name.endswith(f"-n{len(corpus_texts)}.safetensors")
+    exact = second_moments(model, tok, adapter, [1], corpus, len(corpus_texts), tmp_path / "other")
+    assert torch.equal(short[1], exact[1])
+    assert len(list(tmp_path.glob(f"mom2-*-n{len(corpus_texts)}.safetensors"))) == 1
+
+
+def test_the_shipped_corpus_and_the_bundled_models_default():
+    """[editing] corpus = auto: the bundled model reads its shipped texts; cov_samples = 2000 asks for
+    more than the 512 shipped, so all 512 are used."""
+    from importlib import resources
+
+    from kbsync.editing.covariance import samples_for
+    from kbsync.editing.hparams import SMOLLM2_135M
+    from kbsync.editing.stats_cache import resolve_corpus
+
+    assert resolve_corpus("auto", "builtin:smollm2-135m") == "builtin:smollm2-samples"
+    assert resolve_corpus("auto", "/models/llama") == "model-samples"
+    assert resolve_corpus("model-samples", "builtin:smollm2-135m") == "model-samples"
+    shipped = TextFileCorpus(resources.files("kbsync").joinpath("data", "smollm2-samples.txt"))
+    assert SMOLLM2_135M.cov_samples == 2000 and samples_for(shipped, SMOLLM2_135M.cov_samples) == 512
+
+
+def test_pass_clock_measures_the_rate_then_estimates():
+    from kbsync.editing.covariance import PassClock, duration
+
+    now = [100.0]
+    clock = PassClock(2000, first=32, clock=lambda: now[0])
+    now[0] += 8.0
+    clock.update(16)
+    assert not clock.measured
+    now[0] += 8.0
+    clock.update(32)  # 32 texts in 16 s: 2 texts/s
+    assert clock.measured and clock.rate == 2.0 and clock.eta_s == 984.0
+    assert clock.estimate() == ("2.00 texts/s measured on the first 32: the pass of 2000 texts takes about "
+                                "17 min (16 min left)")
+    assert (duration(30), duration(600), duration(9000)) == ("30 s", "10 min", "2.5 h")

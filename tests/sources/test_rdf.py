@@ -4,6 +4,7 @@ import gzip
 import os
 import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import rdflib
@@ -203,3 +204,38 @@ def test_unknown_relation_is_a_catalogue_error():
         source.read_all(["P9999"])
     with pytest.raises(CatalogueError, match="'capital' is not a Wikidata property id"):
         source.read_all(["capital"])
+
+
+def test_on_disk_store_reads_the_same_facts_and_removes_its_scratch(tmp_path):
+    """Above DISK_ABOVE_BYTES the graph goes to an on-disk store, loaded in chunks: same facts."""
+    import kbsync.sources.rdf as rdf
+    from kbsync.sources.catalogue import load_catalogue
+
+    relations = load_catalogue().ids()
+    in_memory = by_key(RdfFileSource([KNOWN1000, RANKS], engine="oxigraph").read_all(relations))
+    scratch = tmp_path / "scratch"
+    source = RdfFileSource([KNOWN1000, RANKS], engine="oxigraph", scratch_dir=scratch, disk_above_bytes=0)
+    old_chunk, rdf.LOAD_CHUNK = rdf.LOAD_CHUNK, 1000  # several bulk loads into one store
+    try:
+        on_disk = by_key(source.read_all(relations))
+    finally:
+        rdf.LOAD_CHUNK = old_chunk
+    assert len(on_disk) > 1000 and on_disk == in_memory
+    assert [p.name[:11] for p in scratch.iterdir()] == ["kbsync-rdf-"]
+    del source
+    import gc
+
+    gc.collect()
+    assert list(scratch.iterdir()) == []
+
+
+def test_scratch_left_by_a_killed_process_is_removed(tmp_path):
+    from kbsync.durable import scratch_directory
+
+    dead = tmp_path / "kbsync-rdf-999999999-abc"  # no such pid
+    dead.mkdir()
+    (dead / "store").write_text("x")
+    alive = tmp_path / f"kbsync-rdf-{os.getppid()}-def"  # a running process's
+    alive.mkdir()
+    with scratch_directory(tmp_path, "kbsync-rdf-") as mine:
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, Path(mine).name])
