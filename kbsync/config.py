@@ -208,9 +208,10 @@ class GateSettings(Section):
         True, description="Check each batch's effect on the rest of the model (perplexity, known facts, "
         "retention of earlier edits) before its version becomes current.")
     corpus: str = Field(
-        "auto", description="Held-out text for perplexity: auto (texts of the [editing] corpus file beyond those "
-        "the key statistics read, else model-written text from another seed), model-samples, builtin:name or a "
-        ".txt/.jsonl path. Read once, stored with the base figures.")
+        "auto", description="Held-out text for perplexity: auto (builtin:NAME-heldout beside a builtin:NAME-samples "
+        "corpus, else texts of the [editing] corpus file beyond those the key statistics read, else model-written "
+        "text from another seed), model-samples, builtin:name or a .txt/.jsonl path. Read once, stored with the "
+        "base figures.")
     texts: int = Field(16, ge=1, description="Held-out texts the perplexity is measured on (a fixed set).")
     known_facts: int = Field(
         100, ge=0, description="Facts the model answered right (snapshot), sampled across relations once with a "

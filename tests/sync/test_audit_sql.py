@@ -14,7 +14,9 @@ from kbsync.store import snapshot
 from kbsync.store.models import EditRequestRow
 from kbsync.store.states import RequestState
 from kbsync.store.transitions import enqueue, move_request
+from kbsync.sync import damage
 from kbsync.sync.apply import apply_pending
+from kbsync.sync.damage import Harm
 from kbsync.sync.run import model_writer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -60,6 +62,9 @@ def test_audit_sql_runs_as_written(make_settings, db_url: str) -> None:
     settings.state.dir.mkdir(parents=True, exist_ok=True)
     report = apply_pending(model_writer(settings, db, settings.state.dir, run_id="r", worker="w"), batch_size=2)
     batch = report.batches[0].batch_id
+    with db.session() as s:  # a fact the batch broke (as apply or diff records it)
+        damage.record(s, batch, [Harm("Q38", "P36", "Italy", "The capital of Italy is", "Rome", "Oslo", "diff")],
+                      version_id=None, run_id="r")
     params = {"subject": "Q142", "relation": "P36", "batch": batch, "request": 1}
     queries = readme_queries()
     with db.engine.connect() as conn:
@@ -74,5 +79,9 @@ def test_audit_sql_runs_as_written(make_settings, db_url: str) -> None:
     assert as_json(why[0].why)["Q621"]["status"] == "ended"
     settling = results["changes the KB shows but that have not yet held for [kb] settle_s"]
     assert [as_json(r.settling_objects) for r in settling] == [{"Q456": "Lyon"}]
+    damaged = results["what batch N damaged: facts right before it, wrong after it, who found them, what became of them"]
+    assert [tuple(r) for r in damaged] == [("Italy", "P36", "Rome", "Oslo", "diff", "open")]
+    gate = results["the regression gate's figures: the base model, then each batch it judged"]
+    assert [r.scope for r in gate][:2] == ["base", "batch"] and gate[1].batch_id == batch and gate[0].perplexity > 0
     assert all(results[q] for q in queries)
     db.dispose()
