@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from kbsync.editing.delta import Delta
 from kbsync.errors import RollbackError
@@ -110,16 +111,7 @@ def undo(writer: ModelWriter, report: RollbackReport) -> RollbackReport:
             select(ModelVersion.id).where(ModelVersion.weights_sha256 == weights_after,
                                           ModelVersion.id != version.id)
             .order_by(ModelVersion.id.desc())).first()
-        batch = s.get(Batch, batch_id)
-        assert batch is not None
-        move_batch(s, batch, BatchState.ROLLED_BACK, report.why or f"rolled back by {writer.worker}")
-        undone = damage.close_batch(s, batch_id, writer.run_id)
-        for rid in report.requests:
-            row = s.get(EditRequestRow, rid)
-            assert row is not None
-            if row.state in (RequestState.APPLIED.value, RequestState.VERIFIED.value):
-                move_request(s, row, RequestState.ROLLED_BACK, f"batch {batch_id} rolled back",
-                             run_id=writer.run_id)
+        undone = _mark_rolled_back(s, writer, report, report.why or f"rolled back by {writer.worker}")
         report.no_longer_hold = record_rechecks(s, checks, owner, "rollback", version.id,
                                                 f"no longer holds after rollback of batch {batch_id}",
                                                 writer.run_id)
@@ -144,19 +136,25 @@ def _rollback_compacted(writer: ModelWriter, report: RollbackReport) -> Rollback
     report.remaining_batches = [b for b, _ in writer.context().store.active]
     report.no_longer_hold = result.no_longer_hold
     with writer.db.session() as s:
-        batch = s.get(Batch, report.batch_id)
-        assert batch is not None
-        move_batch(s, batch, BatchState.ROLLED_BACK, (report.why or f"rolled back by {writer.worker}")
-                   + f": recompacted without it (batch {result.batch_id})")
-        undone = damage.close_batch(s, report.batch_id, writer.run_id)
-        for rid in report.requests:
-            row = s.get(EditRequestRow, rid)
-            assert row is not None
-            if row.state in (RequestState.APPLIED.value, RequestState.VERIFIED.value):
-                move_request(s, row, RequestState.ROLLED_BACK, f"batch {report.batch_id} rolled back",
-                             run_id=writer.run_id)
+        undone = _mark_rolled_back(s, writer, report, (report.why or f"rolled back by {writer.worker}")
+                                   + f": recompacted without it (batch {result.batch_id})")
         record_event(s, "rollback", run_id=writer.run_id, config_hash=writer.config_hash, batch_id=report.batch_id,
                      weights_before=report.weights_before, weights_after=report.weights_after,
                      recompacted_by=result.batch_id, no_longer_hold=report.no_longer_hold,
                      damage_undone=undone, why=report.why)
     return report
+
+
+def _mark_rolled_back(s: Session, writer: ModelWriter, report: RollbackReport, why: str) -> int:
+    """The batch and its applied requests move to rolled_back; its open damage is closed (returned)."""
+    batch = s.get(Batch, report.batch_id)
+    assert batch is not None
+    move_batch(s, batch, BatchState.ROLLED_BACK, why)
+    undone = damage.close_batch(s, report.batch_id, writer.run_id)
+    for rid in report.requests:
+        row = s.get(EditRequestRow, rid)
+        assert row is not None
+        if row.state in (RequestState.APPLIED.value, RequestState.VERIFIED.value):
+            move_request(s, row, RequestState.ROLLED_BACK, f"batch {report.batch_id} rolled back",
+                         run_id=writer.run_id)
+    return undone
