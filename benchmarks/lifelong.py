@@ -87,14 +87,14 @@ def table(results: dict[str, dict]) -> str:
     for name, res in results.items():
         b = res["base"]
         lines.append(f"| {name} | 0 (base) | | | | | | | {f(b['perplexity'], 2)} | {f(b['known_acc'])} "
-                     f"({b['known_facts']} facts) | 1.000 | 0.000 | |")
+                     f"({b['known_facts']} facts) | 1.000 | 0.000 | | |")
         for r in res["checkpoints"]:
             w = r["weights"].values()
             lines.append(f"| {name} | {r['n_edits']} | {f(r['es'])} | {f(r['ps'])} | {f(r['ns'])} | "
                          f"{f(r['efficacy_acc'])} | {f(r['retention'])} | {f(r['edit_acc'])} | "
                          f"{f(r['perplexity'], 2)} | {f(r['known_acc'])} | {max(x['norm'] for x in w):.4f} | "
                          f"{max(x['delta'] for x in w):.4f} | {r['seconds_per_batch']:.1f} | "
-                         f"{r.get('cpu_s_per_batch', 0.0):.1f} |")
+                         f"{f(r.get('cpu_s_per_batch'), 1)} |")
     comp = [(n, r["compaction"]) for n, r in results.items() if r.get("compaction")]
     if comp:
         lines += ["", "| config | edits | retention, sequential log | retention, compacted | greedy acc, compacted "
