@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from kbsync.errors import ConfigError
+from kbsync.model.scoring import perplexity
 
 from .datasets import EvalCase
-from .metrics import measure, perplexity
+from .metrics import measure
 
 log = logging.getLogger(__name__)
 

@@ -135,25 +135,3 @@ def measure(model, tokenizer, cases: Sequence[EvalCase], *, gen_prompts: Sequenc
     parts = [es, ps, ns]
     score = harmonic_mean([v for v in parts if not math.isnan(v)])
     return Metrics(es, ps, ns, score, efficacy_acc, paraphrase_acc, ge, wins)
-
-
-def perplexity(model, tokenizer, texts: Sequence[str], *, max_tokens: int = 128, batch_size: int = 8) -> float:
-    """exp of the mean negative log-likelihood of every token after the first, over all texts
-    (each cut to max_tokens tokens): the same texts on two models compare their fluency."""
-    import torch
-
-    from kbsync.model.tokens import encode_batch
-
-    device = next(model.parameters()).device
-    nll, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(texts), batch_size):
-            enc = encode_batch(tokenizer, list(texts[i:i + batch_size]), padding_side="right")
-            ids = enc["input_ids"][:, :max_tokens].to(device)  # (B, T)
-            mask = enc["attention_mask"][:, :max_tokens].to(device)  # (B, T)
-            logp = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)  # (B, T-1, V)
-            tok = logp.gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1)
-            real = mask[:, 1:].bool()
-            nll -= float(tok[real].sum())
-            count += int(real.sum())
-    return math.exp(nll / count) if count else float("nan")

@@ -8,6 +8,7 @@ next token sits in the last column.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -148,3 +149,21 @@ def greedy_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
 
 def _as_list(value: int | list[int] | None) -> list[int]:
     return [] if value is None else [value] if isinstance(value, int) else list(value)
+
+
+def perplexity(model, tokenizer, texts: Sequence[str], *, max_tokens: int = 128, batch_size: int = 8) -> float:
+    """exp of the mean negative log-likelihood of every token after the first, over all texts
+    (each cut to max_tokens tokens): the same texts on two models compare their fluency."""
+    device = next(model.parameters()).device
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            enc = encode_batch(tokenizer, list(texts[i:i + batch_size]), padding_side="right")
+            ids = enc["input_ids"][:, :max_tokens].to(device)  # (B, T)
+            mask = enc["attention_mask"][:, :max_tokens].to(device)  # (B, T)
+            logp = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)  # (B, T-1, V)
+            tok = logp.gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1)
+            real = mask[:, 1:].bool()
+            nll -= float(tok[real].sum())
+            count += int(real.sum())
+    return math.exp(nll / count) if count else float("nan")

@@ -20,12 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from kbsync.config import GateSettings
 from kbsync.model.probe import ProbeItem, answer_matches, probe
-from kbsync.model.scoring import greedy_answers
-from kbsync.model.tokens import encode_batch
+from kbsync.model.scoring import greedy_answers, perplexity
 
 
 @dataclass(frozen=True)
@@ -79,27 +76,12 @@ class Figures:
                    row.n_retention)
 
 
-@torch.no_grad()
-def perplexity(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 8) -> float | None:  # type: ignore[no-untyped-def]
-    """exp of the mean next-token NLL over every real token of the texts (each cut at max_length)."""
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for start in range(0, len(texts), batch_size):
-        enc = encode_batch(tokenizer, texts[start:start + batch_size])
-        ids, mask = enc["input_ids"][:, :max_length].to(device), enc["attention_mask"][:, :max_length].to(device)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()  # (B, T-1, V)
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
-        real = mask[:, 1:].bool()
-        total += float(nll[real].sum())
-        count += int(real.sum())
-    return math.exp(total / count) if count else None
-
-
 def measure(model, tokenizer, texts: list[str], known: list[KnownFact], retained: list[Retained],  # type: ignore[no-untyped-def]
             max_new_tokens: int = 8) -> Figures:
     """The three figures of the model as it is now: known facts probed as `diff` probes them,
     earlier edits by their greedy answers."""
-    figures = Figures(perplexity(model, tokenizer, texts) if texts else None)
+    ppl = perplexity(model, tokenizer, texts) if texts else math.nan
+    figures = Figures(None if math.isnan(ppl) else ppl)
     results = probe(model, tokenizer, [ProbeItem(k.prompt, list(k.acceptable)) for k in known],
                     max_new_tokens=max_new_tokens) if known else []
     for k, result in zip(known, results, strict=True):

@@ -12,7 +12,7 @@ import torch
 from kbsync.errors import ConfigError
 from kbsync.evaluation.datasets import EvalCase
 from kbsync.evaluation.lifelong import KnownFact, load_known_facts, run_lifelong
-from kbsync.evaluation.metrics import perplexity
+from kbsync.model.scoring import perplexity
 
 
 @pytest.fixture(scope="module")
