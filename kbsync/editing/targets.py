@@ -104,11 +104,11 @@ class Targets:
 
 @dataclass
 class EditRows:
-    """One edit's rows and the positions its loss reads: (row, token index, label); label -1 is the KL row."""
+    """One edit's rows and the positions its loss reads: (row, token index, label); label -1 is the KL row.
+    Row 0 is the bare prompt (template "{}"), whose residual at the anchor is h_i."""
 
     rows: list[Row]
     reads: list[tuple[int, int, int]]
-    bare: int  # index in rows of the bare prompt
     n_rewrite: int  # rows whose targets enter nll_i
     target_len: int
 
@@ -131,7 +131,7 @@ def edit_rows(tokenizer, request: EditRequest, hp: EditHyperParams, templates: l
     kl = encode_row(tokenizer, hp.kl_prompt.format(request.subject), request.subject)
     reads.append((len(rows), len(kl.ids) - 1, -1))
     rows.append(kl)
-    return EditRows(rows, reads, bare=0, n_rewrite=len(contexts), target_len=len(tids))
+    return EditRows(rows, reads, n_rewrite=len(contexts), target_len=len(tids))
 
 
 def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter,
@@ -139,20 +139,21 @@ def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdap
                     timings: dict | None = None, check_stop: Callable[[], None] | None = None) -> Targets:
     """All edits' targets, chunk after chunk of at most hp.max_batch_tokens upper-block tokens."""
     per_edit = [edit_rows(tokenizer, req, hp, templates) for req in requests]
+    blocks = upper_blocks(model, adapter, hp.layers[-1], torch.bfloat16 if hp.target_dtype == "bfloat16" else None)
     parts: list[Targets] = []
     budget, start = hp.max_batch_tokens, 0
     while start < len(per_edit):
         end = chunk_end(per_edit, start, budget)
         try:
-            parts.append(optimise(model, tokenizer, adapter, per_edit[start:end], hp, check_stop))
+            parts.append(optimise(model, tokenizer, adapter, per_edit[start:end], hp, blocks, check_stop))
         except (RuntimeError, MemoryError, torch.OutOfMemoryError) as exc:
             if not (isinstance(exc, MemoryError) or is_out_of_memory(exc)):
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             if end - start == 1:
-                raise ModelError("out of memory optimising a single edit's target; lower [editing] "
-                                 "paraphrase_templates or use a device with more memory") from exc
+                raise ModelError("out of memory optimising a single edit's target; set [editing] target_dtype = "
+                                 "\"bfloat16\" or use a device with more memory") from exc
             budget = min(budget, sum(e.tokens for e in per_edit[start:end])) // 2
             log.warning("out of memory optimising %d edits' targets; halving the chunk to %d tokens and going on",
                         end - start, budget)
@@ -194,11 +195,12 @@ class RowGroup:
         self.stack.select(rows.nonzero().flatten())
 
 
-def group_rows(model, adapter: ArchitectureAdapter, layer: int, per_edit: list[EditRows],
-               pad_id: int, dtype: torch.dtype | None = None) -> tuple[list[RowGroup], torch.Tensor]:
+def group_rows(model, adapter: ArchitectureAdapter, layer: int, per_edit: list[EditRows], pad_id: int,
+               blocks: list[torch.nn.Module] | None = None) -> tuple[list[RowGroup], torch.Tensor]:
     """The row groups (lower blocks run once here) and h (n, d), the bare prompts' residual at L;
-    the groups' upper blocks run in `dtype` (default: the model's)."""
-    blocks = upper_blocks(model, adapter, layer, dtype)
+    the groups run `blocks` above L (default: the model's own; `upper_blocks` makes bf16 copies)."""
+    blocks = blocks if blocks is not None else upper_blocks(model, adapter, layer)
+    dtype = next(blocks[0].parameters()).dtype if blocks else None
     by_len: dict[int, list[tuple[int, int]]] = {}  # suffix length -> [(edit, row in edit)]
     for i, e in enumerate(per_edit):
         for r, row in enumerate(e.rows):
@@ -210,7 +212,7 @@ def group_rows(model, adapter: ArchitectureAdapter, layer: int, per_edit: list[E
         hidden = lower_hidden(model, adapter, layer, batch)  # (b, T, d) in the model's dtype
         reads = []
         for g, (i, r) in enumerate(members):
-            if r == per_edit[i].bare:
+            if r == 0:  # the bare prompt
                 bare[i] = hidden[g, batch.anchor].float()
             reads += [(g, int(batch.offsets[g]) + tok - batch.anchor, label, i)
                       for rr, tok, label in per_edit[i].reads if rr == r]
@@ -223,12 +225,12 @@ def group_rows(model, adapter: ArchitectureAdapter, layer: int, per_edit: list[E
 
 
 def optimise(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter, per_edit: list[EditRows],
-             hp: EditHyperParams, check_stop: Callable[[], None] | None = None) -> Targets:
-    """Adam on delta (n, d) for one chunk of edits (module docstring)."""
+             hp: EditHyperParams, blocks: list[torch.nn.Module] | None = None,
+             check_stop: Callable[[], None] | None = None) -> Targets:
+    """Adam on delta (n, d) for one chunk of edits (module docstring); `blocks` as in `group_rows`."""
     layer, n = hp.layers[-1], len(per_edit)
     device = next(model.parameters()).device
-    low = torch.bfloat16 if hp.target_dtype == "bfloat16" else None
-    groups, h = group_rows(model, adapter, layer, per_edit, pad_id_of(tokenizer), low)
+    groups, h = group_rows(model, adapter, layer, per_edit, pad_id_of(tokenizer), blocks)
     norm = adapter.module(model, adapter.final_norm)
     unembed = adapter.module(model, adapter.unembed)
     n_rows = torch.tensor([float(e.n_rewrite) for e in per_edit], device=device)  # (n,)

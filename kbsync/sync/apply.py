@@ -325,10 +325,7 @@ class ApplyWorker:
             batch = s.get(Batch, batch_id)
             assert batch is not None
             batch.version_after_id = version.id
-            batch.delta_path, batch.delta_sha256 = str(delta_path), delta_sha
-            batch.delta_bytes = delta_path.stat().st_size
-            batch.delta_shapes = {n: [list(u.shape), list(v.shape)] for n, (u, v) in delta.factors.items()} | {
-                n: [list(d.shape)] for n, d in delta.dense_updates.items()}
+            registry.record_delta(batch, delta, delta_path, delta_sha)
             batch.timings = {k: round(v, 3) for k, v in timings.items()} | {"total_s": round(time.perf_counter() - t0, 3)}
             batch.metrics = summary
             move_batch(s, batch, BatchState.APPLIED, "delta in the log, version written")

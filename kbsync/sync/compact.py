@@ -181,10 +181,7 @@ def _commit(writer: ModelWriter, report: CompactReport, merged: Delta, checks: l
         batch = s.get(Batch, report.batch_id)
         assert batch is not None
         batch.version_after_id = version.id
-        batch.delta_path, batch.delta_sha256 = str(delta_path), delta_sha
-        batch.delta_bytes = delta_path.stat().st_size
-        batch.delta_shapes = {n: [list(u.shape), list(v.shape)] for n, (u, v) in merged.factors.items()} | {
-            n: [list(d.shape)] for n, d in merged.dense_updates.items()}
+        registry.record_delta(batch, merged, delta_path, delta_sha)
         report.seconds = time.perf_counter() - t0
         batch.timings = {"total_s": round(report.seconds, 3)}
         batch.metrics = report.shares | {"efficacy_before": report.efficacy_before,

@@ -29,6 +29,7 @@ from kbsync.store.locks import held_lock
 from kbsync.store.models import Batch, ModelVersion
 
 if TYPE_CHECKING:
+    from kbsync.editing.delta import Delta
     from kbsync.versions.store import ModelStore
 
 WRITER_WHAT = "the model's writer lock (another `kbsync apply`, rollback, verify or daemon)"
@@ -147,3 +148,11 @@ def version_path(db: Database, model_key: str, version_id: int | None) -> Path:
         if not row.path or not Path(row.path).is_dir():
             raise VersionError(f"model version {row.id} was pruned from disk; export a kept version")
         return Path(row.path)
+
+
+def record_delta(batch: Batch, delta: Delta, path: Path, sha256: str) -> None:
+    """A batch's delta file on its row: where it is, its digest, size and factor shapes."""
+    batch.delta_path, batch.delta_sha256 = str(path), sha256
+    batch.delta_bytes = path.stat().st_size
+    batch.delta_shapes = {n: [list(u.shape), list(v.shape)] for n, (u, v) in delta.factors.items()} | {
+        n: [list(d.shape)] for n, d in delta.dense_updates.items()}
