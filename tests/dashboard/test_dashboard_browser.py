@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import func, select
 
 from kbsync.dashboard.app import create_app
@@ -110,6 +111,8 @@ def test_fact_search_by_label(browser, url: str) -> None:  # type: ignore[no-unt
     browser.find_element(By.ID, "q").send_keys("france")
     browser.find_element(By.ID, "relation").send_keys("P36")
     browser.find_element(By.CSS_SELECTOR, "form.search button").click()
+    # the click returns before the form's GET and its redirect have loaded: wait for them (5 s at most)
+    WebDriverWait(browser, 5).until(lambda b: b.current_url != url + "/facts")
     assert browser.current_url.endswith("/facts/Q142/P36")
     browser.get(url + "/facts?q=Atlantis")
     assert "No fact" in browser.find_element(By.TAG_NAME, "main").text
