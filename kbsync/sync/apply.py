@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -69,13 +68,20 @@ CRASH_POINTS = ("targets", "delta_written", "version_written", "before_commit")
 
 def crash_point(name: str) -> None:
     """Die here (SIGKILL, no clean-up) when KBSYNC_CRASH_AT names this point."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crashing_in(name: str, check_stop: Callable[[], None]) -> Callable[[], None]:
+    """`check_stop`, dying at its first call when KBSYNC_CRASH_AT names `name`: a kill mid-computation,
+    at a step compute_delta really reaches (a timer could fire after the batch committed)."""
     if os.environ.get(CRASH_ENV) != name:
-        return
-    if name == "targets":  # mid-computation: a timer kills the process while compute_delta runs
-        delay = float(os.environ.get("KBSYNC_CRASH_DELAY", "1.0"))
-        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
+        return check_stop
+
+    def check() -> None:
+        crash_point(name)
+        check_stop()
+    return check
 
 
 @dataclass
@@ -198,11 +204,10 @@ class ApplyWorker:
         try:
             if self.gate is not None:
                 self.gate.prepare()  # the base's and the current version's figures, before the edit
-            crash_point("targets")
             preserved = PreservedKeys.from_deltas([d for _, d in self.active]) if hp.algorithm == "alphaedit" else None
             delta = compute_delta(self.ctx.loaded, self.ctx.loaded.tokenizer, self.ctx.loaded.adapter, edits, hp,
                                   self.ctx.moments(), preserved=preserved, timings=timings,
-                                  check_stop=self.stop.check_in_batch)
+                                  check_stop=crashing_in("targets", self.stop.check_in_batch))
         except (EditError, TokenizationError) as exc:  # the requests themselves cannot be edited
             return [self.fail(batch_id, request_ids, str(exc), [], {}, t0)]
         except BaseException as exc:  # out of memory, interrupted, a bug: give the requests back

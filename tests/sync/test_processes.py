@@ -71,7 +71,6 @@ def apply(cfg: Path, crash_at: str | None = None) -> subprocess.CompletedProcess
     env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
     if crash_at:
         env["KBSYNC_CRASH_AT"] = crash_at
-        env["KBSYNC_CRASH_DELAY"] = "0.3"
     return subprocess.run(apply_cmd(cfg), env=env, capture_output=True, text=True, timeout=600)
 
 
