@@ -79,3 +79,19 @@ def test_kb_time_settings(tmp_path: Path) -> None:
     f.write_text('[kb]\nas_of = "last tuesday"\n')
     with pytest.raises(ConfigError, match=r"\[kb.as_of\].*ISO 8601"):
         load_settings(f, environ={})
+
+
+def test_editing_settings_reach_the_hyper_parameters() -> None:
+    """-1 keeps the family default; 0 paraphrase templates is a real choice (the edit without paraphrase rows)."""
+    from types import SimpleNamespace
+
+    from kbsync.sync.engine import hyper_parameters
+
+    smollm2 = SimpleNamespace(adapter=SimpleNamespace(family="llama", n_layers=30))
+    default = hyper_parameters(load_settings(environ={}), smollm2)  # type: ignore[arg-type]
+    assert (default.n_prefixes, default.paraphrase_templates) == (5, 2)
+    env = {"KBSYNC_EDITING__PARAPHRASE_TEMPLATES": "0", "KBSYNC_EDITING__N_PREFIXES": "3"}
+    chosen = hyper_parameters(load_settings(environ=env), smollm2)  # type: ignore[arg-type]
+    assert (chosen.n_prefixes, chosen.paraphrase_templates) == (3, 0)
+    with pytest.raises(ConfigError, match="paraphrase_templates"):
+        load_settings(environ={"KBSYNC_EDITING__PARAPHRASE_TEMPLATES": "-2"})

@@ -38,6 +38,7 @@ class EditHyperParams:
     max_batch_tokens: int = 2048  # upper-block tokens per target-optimisation chunk: bounds its memory (~1 MB each, SmolLM2)
     target_dtype: str = "float32"  # matrix products of the upper blocks during target optimisation
     paraphrase_templates: int = 2  # context templates (from the first) each paraphrase is optimised in; 0: none
+    merge_same_subject: bool = True  # edits of one subject in a batch share one delta (MEMIT-Merge; targets.py)
     # 2-3) spread over layers: dW = R K^T (cov_lambda C + K K^T)^-1, C mean-normalised E[k k^T]
     cov_lambda: float = 15000.0  # MEMIT's mom2_update_weight
     cov_samples: int = 100000  # texts in the second-moment corpus

@@ -20,6 +20,12 @@ per-token probability exp(-nll_i) reaches early_stop_prob: ENCORE's early stoppi
 each step ||delta_i|| is clamped to clamp_factor * ||h_i||. ROME computes the KL at the subject's
 last token of "{subject} is a"; kbsync reads it where the next token is predicted (the last token).
 
+Edits of one subject (hp.merge_same_subject). MEMIT writes each edit into the subject's key; two
+edits of one subject in a batch ask two different values of (nearly) the same key, and the solve
+splits the difference, so both may fail (MEMIT-Merge, 2025, reports about 50 % efficacy). So their
+rows are optimised with one shared delta_s, on the mean of their losses, until every one of them is
+done: z_i = h_i + delta_s, one value that says all the subject's new facts.
+
 Cost and memory. Rows are grouped by the length of their part from the subject's last token on,
 so a group's rows need no padding after the anchor (padding there cost half the work on
 CounterFact). The upper blocks' matrix products may run in bfloat16 (`target_dtype`; the residual
@@ -111,6 +117,7 @@ class EditRows:
     reads: list[tuple[int, int, int]]
     n_rewrite: int  # rows whose targets enter nll_i
     target_len: int
+    subject: str = ""  # edits of one subject share one delta (hp.merge_same_subject)
 
     @property
     def tokens(self) -> int:
@@ -131,29 +138,35 @@ def edit_rows(tokenizer, request: EditRequest, hp: EditHyperParams, templates: l
     kl = encode_row(tokenizer, hp.kl_prompt.format(request.subject), request.subject)
     reads.append((len(rows), len(kl.ids) - 1, -1))
     rows.append(kl)
-    return EditRows(rows, reads, n_rewrite=len(contexts), target_len=len(tids))
+    return EditRows(rows, reads, n_rewrite=len(contexts), target_len=len(tids), subject=request.subject)
 
 
 def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter,
                     requests: list[EditRequest], hp: EditHyperParams, templates: list[str],
                     timings: dict | None = None, check_stop: Callable[[], None] | None = None) -> Targets:
-    """All edits' targets, chunk after chunk of at most hp.max_batch_tokens upper-block tokens."""
+    """All edits' targets, chunk after chunk of at most hp.max_batch_tokens upper-block tokens
+    (an edit's subject group is never split: its edits share one delta)."""
     per_edit = [edit_rows(tokenizer, req, hp, templates) for req in requests]
+    owners = delta_owners(per_edit, hp.merge_same_subject)
+    order = sorted(range(len(per_edit)), key=lambda i: owners[i])  # stable: a subject's edits side by side
+    per_edit = [per_edit[i] for i in order]
+    owners = [owners[i] for i in order]
     blocks = upper_blocks(model, adapter, hp.layers[-1], torch.bfloat16 if hp.target_dtype == "bfloat16" else None)
     parts: list[Targets] = []
     budget, start = hp.max_batch_tokens, 0
     while start < len(per_edit):
-        end = chunk_end(per_edit, start, budget)
+        end = chunk_end(per_edit, start, budget, owners)
         try:
-            parts.append(optimise(model, tokenizer, adapter, per_edit[start:end], hp, blocks, check_stop))
+            parts.append(optimise(model, tokenizer, adapter, per_edit[start:end], hp, blocks, check_stop,
+                                  owners[start:end]))
         except (RuntimeError, MemoryError, torch.OutOfMemoryError) as exc:
             if not (isinstance(exc, MemoryError) or is_out_of_memory(exc)):
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            if end - start == 1:
-                raise ModelError("out of memory optimising a single edit's target; set [editing] target_dtype = "
-                                 "\"bfloat16\" or use a device with more memory") from exc
+            if owners[start] == owners[end - 1]:
+                raise ModelError("out of memory optimising a single edit's target (or one subject's); set [editing] "
+                                 "target_dtype = \"bfloat16\" or use a device with more memory") from exc
             budget = min(budget, sum(e.tokens for e in per_edit[start:end])) // 2
             log.warning("out of memory optimising %d edits' targets; halving the chunk to %d tokens and going on",
                         end - start, budget)
@@ -162,13 +175,28 @@ def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdap
     if timings is not None:
         timings["target_chunks"] = timings.get("target_chunks", 0) + len(parts)
         timings["target_steps"] = timings.get("target_steps", 0) + int(sum(int(p.steps.sum()) + len(p.steps) for p in parts))
-    return Targets(*(torch.cat([getattr(p, f) for p in parts]) for f in ("z", "h", "loss", "steps")))
+    back = torch.tensor(order).argsort()  # request order again
+    joined = (torch.cat([getattr(p, f) for p in parts]) for f in ("z", "h", "loss", "steps"))
+    return Targets(*(t[back.to(t.device)] for t in joined))
 
 
-def chunk_end(per_edit: list[EditRows], start: int, budget: int) -> int:
-    """End of the chunk from `start`: as many edits as fit in `budget` tokens, at least one."""
+def delta_owners(per_edit: list[EditRows], merge: bool) -> list[int]:
+    """The delta each edit is optimised in: with `merge`, one per subject (first-seen order), so that
+    edits of one subject in a batch push its key towards one value instead of fighting over it
+    (MEMIT-Merge, 2025); else one per edit."""
+    if not merge:
+        return list(range(len(per_edit)))
+    first: dict[str, int] = {}
+    return [first.setdefault(e.subject, len(first)) for e in per_edit]
+
+
+def chunk_end(per_edit: list[EditRows], start: int, budget: int, owners: list[int] | None = None) -> int:
+    """End of the chunk from `start`: as many edits as fit in `budget` tokens, at least one, and never
+    a part of the edits that share a delta (`owners`, adjacent)."""
+    owners = owners if owners is not None else list(range(len(per_edit)))
     end, used = start, 0
-    while end < len(per_edit) and (end == start or used + per_edit[end].tokens <= budget):
+    while end < len(per_edit) and (end == start or used + per_edit[end].tokens <= budget
+                                   or owners[end] == owners[end - 1]):
         used += per_edit[end].tokens
         end += 1
     return end
@@ -226,8 +254,10 @@ def group_rows(model, adapter: ArchitectureAdapter, layer: int, per_edit: list[E
 
 def optimise(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter, per_edit: list[EditRows],
              hp: EditHyperParams, blocks: list[torch.nn.Module] | None = None,
-             check_stop: Callable[[], None] | None = None) -> Targets:
-    """Adam on delta (n, d) for one chunk of edits (module docstring); `blocks` as in `group_rows`."""
+             check_stop: Callable[[], None] | None = None, owners: list[int] | None = None) -> Targets:
+    """Adam on delta (m, d) for one chunk of edits (module docstring); `blocks` as in `group_rows`.
+    `owners[i]`: the delta of edit i (default: its own); edits sharing one are optimised on all their rows
+    together (mean of their losses) and stop together, when every one of them is done."""
     layer, n = hp.layers[-1], len(per_edit)
     device = next(model.parameters()).device
     groups, h = group_rows(model, adapter, layer, per_edit, pad_id_of(tokenizer), blocks)
@@ -235,14 +265,18 @@ def optimise(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter, pe
     unembed = adapter.module(model, adapter.unembed)
     n_rows = torch.tensor([float(e.n_rewrite) for e in per_edit], device=device)  # (n,)
     tgt_len = torch.tensor([float(e.target_len) for e in per_edit], device=device)  # (n,)
+    owner = torch.tensor(owners if owners is not None else range(n), device=device)  # (n,) edit -> delta
+    owner = torch.unique(owner, return_inverse=True)[1]  # 0..m-1
+    m = int(owner.max()) + 1
+    shared = torch.zeros(m, device=device).index_add_(0, owner, torch.ones(n, device=device))  # (m,) edits per delta
 
-    delta = torch.zeros_like(h, requires_grad=True)  # (n, d)
+    delta = torch.zeros(m, h.shape[1], device=device, requires_grad=True)  # (m, d)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
-    h_norm = h.norm(dim=1)  # (n,)
-    active = torch.ones(n, dtype=torch.bool, device=device)
-    final = torch.zeros_like(h)
-    last_loss = torch.full((n,), float("nan"), device=device)
-    steps = torch.zeros(n, dtype=torch.long, device=device)
+    h_norm = torch.zeros(m, device=device).index_add_(0, owner, h.norm(dim=1)) / shared  # (m,) mean ||h_i||
+    active = torch.ones(m, dtype=torch.bool, device=device)
+    final = torch.zeros_like(delta)
+    last_loss = torch.full((m,), float("nan"), device=device)
+    steps = torch.zeros(m, dtype=torch.long, device=device)
     kl_init = torch.zeros(0, device=device)  # (n, V) unedited log-probs after "{subject} is a", read at step 0
 
     for it in range(hp.v_steps):
@@ -254,7 +288,7 @@ def optimise(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter, pe
             if len(g.row_edit) == 0:
                 continue
             x = g.stack.suffix.float().clone()  # (b, Q, d)
-            x[:, 0] = x[:, 0] + delta[g.row_edit]
+            x[:, 0] = x[:, 0] + delta[owner[g.row_edit]]
             out = g.stack.forward(x.to(g.stack.suffix.dtype))  # (b, Q, d)
             outs.append(out[g.reads[:, 0], g.reads[:, 1]].float())
             reads.append(g.reads)
@@ -262,27 +296,31 @@ def optimise(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter, pe
         logp = torch.log_softmax(unembed(norm(torch.cat(outs))).float(), dim=-1)  # (P, V)
         label, edit = read[:, 2], read[:, 3]
         is_kl = label < 0
-        # 2) loss_i = nll_i + kl_factor * kl_i + weight_decay * ||delta_i||^2 / ||h_i||^2
+        live = active[owner]  # (n,) edits still optimised
+        # 2) loss_s = mean over s's edits i of (nll_i + kl_factor * kl_i) + weight_decay * ||delta_s||^2 / ||h||^2
         tok_lp = logp[~is_kl].gather(1, label[~is_kl, None])[:, 0]  # (P_nll,)
         nll = torch.zeros(n, device=device).index_add_(0, edit[~is_kl], -tok_lp) / (tgt_len * n_rows)  # (n,)
         kl_lp = torch.zeros(n, logp.shape[1], device=device).index_copy(0, edit[is_kl], logp[is_kl])  # (n, V)
         if it == 0:
             kl_init = kl_lp.detach().clone()
-        kl = (kl_lp.exp() * (kl_lp - kl_init)).sum(-1) * active  # (n,)
-        wd = hp.weight_decay * delta.norm(dim=1) ** 2 / h_norm**2  # (n,)
-        loss = nll + hp.kl_factor * kl + wd  # (n,) zero-padded for frozen edits
+        kl = (kl_lp.exp() * (kl_lp - kl_init)).sum(-1) * live  # (n,)
+        per_edit_loss = torch.zeros(m, device=device).index_add_(0, owner, nll + hp.kl_factor * kl) / shared
+        wd = hp.weight_decay * delta.norm(dim=1) ** 2 / h_norm**2  # (m,)
+        loss = per_edit_loss + wd  # (m,) zero-padded for frozen deltas
         last_loss[active] = loss.detach()[active]
         steps[active] = it
         if log.isEnabledFor(logging.DEBUG):
             wrong = torch.zeros(n, device=device).index_add_(
                 0, edit[~is_kl], (logp[~is_kl].argmax(-1) != label[~is_kl]).float())
             log.debug("targets step %d: %d active, mean loss %.3f, nll %.3f, greedy-right on every row %.2f",
-                      it, int(active.sum()), float(loss.detach()[active].mean()), float(nll.detach()[active].mean()),
-                      float((wrong[active] == 0).float().mean()))
-        # 3) freeze edits that are done; their rows leave the groups
+                      it, int(active.sum()), float(loss.detach()[active].mean()), float(nll.detach()[live].mean()),
+                      float((wrong[live] == 0).float().mean()))
+        # 3) freeze deltas that are done; their rows leave the groups
         done = active & (loss.detach() < hp.early_stop_loss)
-        if hp.early_stop_prob > 0:  # ENCORE's early stop: the target is likely enough, stop pushing
-            done |= active & (torch.exp(-nll.detach()) >= hp.early_stop_prob)
+        if hp.early_stop_prob > 0:  # ENCORE's early stop: every target of the delta is likely enough, stop pushing
+            least = torch.full((m,), float("inf"), device=device).scatter_reduce(
+                0, owner, torch.exp(-nll.detach()), "amin")  # (m,)
+            done |= active & (least >= hp.early_stop_prob)
         if it == hp.v_steps - 1:
             done = active.clone()
         final[done] = delta.detach()[done]
@@ -291,12 +329,12 @@ def optimise(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter, pe
         opt.zero_grad()
         loss[active & ~done].sum().backward()
         opt.step()
-        with torch.no_grad():  # undo Adam's momentum on frozen edits, then clamp to the ball
+        with torch.no_grad():  # undo Adam's momentum on frozen deltas, then clamp to the ball
             delta[~active | done] = final[~active | done]
             scale = (hp.clamp_factor * h_norm / delta.norm(dim=1).clamp(min=1e-12)).clamp(max=1.0)
             delta.mul_(scale[:, None])
         if done.any():
             active &= ~done
             for g in groups:
-                g.keep(active)
-    return Targets(z=h + final, h=h, loss=last_loss.cpu(), steps=steps.cpu())
+                g.keep(active[owner])
+    return Targets(z=h + final[owner], h=h, loss=last_loss[owner].cpu(), steps=steps[owner].cpu())

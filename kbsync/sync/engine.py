@@ -45,7 +45,7 @@ def hyper_parameters(settings: Settings, loaded: LoadedModel) -> EditHyperParams
     adapter = loaded.adapter
     hp = defaults_for(adapter.family, adapter.n_layers)
     e = settings.editing
-    changes: dict[str, object] = {"algorithm": e.algorithm}
+    changes: dict[str, object] = {"algorithm": e.algorithm, "merge_same_subject": e.merge_same_subject}
     if e.layers:
         bad = [x for x in e.layers if not 0 <= x < adapter.n_layers]
         if bad:
@@ -60,6 +60,9 @@ def hyper_parameters(settings: Settings, loaded: LoadedModel) -> EditHyperParams
         changes["target_dtype"] = e.target_dtype
     if e.norm_anchor:
         changes["norm_anchor"] = True
+    for key in ("n_prefixes", "paraphrase_templates"):  # -1: the family default; 0 is a real choice
+        if getattr(e, key) >= 0:
+            changes[key] = getattr(e, key)
     return replace(hp, **changes)  # type: ignore[arg-type]
 
 

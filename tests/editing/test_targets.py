@@ -167,3 +167,27 @@ def test_out_of_memory_halves_the_chunk_and_goes_on(tiny_llama, caplog):
         handle.remove()
     assert "halving the chunk" in caplog.text and timings["target_chunks"] >= 2
     torch.testing.assert_close(halved.z, one.z, rtol=1e-4, atol=1e-4)
+
+
+def test_edits_of_one_subject_share_one_delta_and_one_chunk(tiny_llama):
+    """MEMIT-Merge: two edits of France are optimised as one delta (z_i - h_i equal), never split over
+    chunks, independent of the other edits; with merge_same_subject off each has its own delta."""
+    model, tok, adapter = tiny_llama
+    hp = _hp(early_stop_loss=0.5)
+    tpl = context_templates(model, tok, hp)
+    france = [EditRequest("The capital of {} is", "France", "Tokyo"),
+              EditRequest("{} is a country in", "France", "Asia")]
+    reqs = [france[0], REQS[0], france[1]]  # not adjacent in the request order
+    timings: dict = {}
+    merged = compute_targets(model, tok, adapter, reqs, hp.replace(max_batch_tokens=1), tpl, timings)
+    assert timings["target_chunks"] == 2  # {France, France}, {Toko Yasuda}
+    moved = merged.z - merged.h
+    torch.testing.assert_close(moved[0], moved[2])
+    assert moved[0].norm() > 0 and int(merged.steps[0]) == int(merged.steps[2])
+    pair = compute_targets(model, tok, adapter, france, hp, tpl)
+    torch.testing.assert_close(pair.z, merged.z[[0, 2]], rtol=1e-4, atol=1e-4)
+    alone = compute_targets(model, tok, adapter, [REQS[0]], hp, tpl)
+    torch.testing.assert_close(alone.z[0], merged.z[1], rtol=1e-4, atol=1e-4)
+    separate = compute_targets(model, tok, adapter, reqs, hp.replace(merge_same_subject=False), tpl)
+    assert ((separate.z - separate.h)[0] - (separate.z - separate.h)[2]).norm() > 1e-3
+    torch.testing.assert_close(separate.h, merged.h)
