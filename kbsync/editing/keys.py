@@ -1,5 +1,17 @@
 """Keys k_i (input of W_l at the subject's last token, averaged over the context templates) and
-the current residual h_i at the last edited layer (bare prompt), read in one forward pass."""
+the current residual h_i at the last edited layer L (bare prompt).
+
+compute_keys reads them in one forward pass of the model as it is. LayerKeys reads them over
+MEMIT's layer loop, where K at l_i is read after l_0..l_{i-1} have been edited. Only edits below
+block j change block j's input, so
+
+    pass 0 runs blocks 0..L; pass i runs blocks l_{i-1}..L from the input of block l_{i-1} that
+    pass i-1 kept; the residual after every edit runs block L alone,
+
+and every row stops at the subject's last token (column A, `Aligned.through_anchor`). With
+layers 4..8 that is 24 block runs instead of 54, on shorter rows. The keys of pass i are also
+the keys at l_i on the fully edited model (every later edit is above l_i).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +22,9 @@ from kbsync.model.hooks import TraceDict
 from kbsync.model.tokens import pad_id_of
 
 from .request import EditRequest
-from .rows import align
+from .rows import Aligned, align
 from .targets import context_row
+from .upper import run_blocks
 
 
 @torch.no_grad()
@@ -40,3 +53,56 @@ def compute_keys(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter
         out = out[0] if isinstance(out, tuple) else out
         hs.append(out[::n_ctx, a].float())  # (b / n_ctx, d) bare-prompt rows
     return {layer: torch.cat(k).T.contiguous() for layer, k in keys.items()}, torch.cat(hs)
+
+
+class LayerKeys:
+    """K at each edited layer in increasing order, and h at L, on the model as edited so far."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter,
+                 requests: list[EditRequest], templates: list[str], layers: list[int],
+                 batch_rows: int = 256) -> None:
+        self.model, self.adapter, self.n_ctx = model, adapter, len(templates)
+        self.z_layer, self.start = layers[-1], layers[0]
+        rows = [context_row(tokenizer, tpl, req) for req in requests for tpl in templates]  # edit-major
+        step = max(self.n_ctx, batch_rows // self.n_ctx * self.n_ctx)  # whole edits per chunk
+        self.batches: list[Aligned] = [align(rows[s:s + step], pad_id_of(tokenizer)).through_anchor()
+                                       for s in range(0, len(rows), step)]
+        device = next(model.parameters()).device
+        first = adapter.block.format(self.start)
+        self.inputs: list[torch.Tensor] = []  # per chunk: the input of block `start`, (b, A+1, d)
+        for batch in self.batches:
+            with torch.no_grad(), TraceDict(model, [first], retain_input=True, retain_output=False,
+                                            stop=True) as td:
+                model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                      position_ids=batch.position_ids.to(device), use_cache=False)
+            self.inputs.append(td[first].input.detach())
+        self.keys: dict[int, torch.Tensor] = {}  # layer -> (d_in, n), as read
+
+    def _blocks(self, first: int, last: int) -> list[torch.nn.Module]:
+        return [self.adapter.module(self.model, self.adapter.block, j) for j in range(first, last + 1)]
+
+    @torch.no_grad()
+    def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K at `layer` (d_in, n), h (n, d)); `layer` must not be below the last one read."""
+        if layer < self.start:
+            raise ValueError(f"keys at layer {layer} after layer {self.start}: read layers in increasing order")
+        name = self.adapter.mlp_out_name(layer)
+        keys, hs = [], []
+        for c, batch in enumerate(self.batches):
+            x = run_blocks(self.model, self.adapter, self._blocks(self.start, layer - 1), self.inputs[c], batch)
+            with TraceDict(self.model, [name], retain_input=True, retain_output=False) as td:
+                out = run_blocks(self.model, self.adapter, self._blocks(layer, self.z_layer), x, batch)
+            k = td[name].input[:, batch.anchor].float()  # (b, d_in)
+            keys.append(k.reshape(-1, self.n_ctx, k.shape[-1]).mean(1))  # (b / n_ctx, d_in)
+            hs.append(out[::self.n_ctx, batch.anchor].float())  # (b / n_ctx, d) bare-prompt rows
+            self.inputs[c] = x
+        self.start = layer
+        self.keys[layer] = torch.cat(keys).T.contiguous()
+        return self.keys[layer], torch.cat(hs)
+
+    @torch.no_grad()
+    def residual(self) -> torch.Tensor:
+        """h (n, d) at L on the model as it is now (after the last read layer's edit)."""
+        blocks = self._blocks(self.start, self.z_layer)
+        return torch.cat([run_blocks(self.model, self.adapter, blocks, x, batch)[::self.n_ctx, batch.anchor].float()
+                          for x, batch in zip(self.inputs, self.batches, strict=True)])

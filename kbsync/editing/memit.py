@@ -3,7 +3,7 @@
     1) z_i = h_i + delta_i at the last edited layer L              (targets.py, all edits at once)
        NAS (norm_anchor): z_i <- z_i * ||h_i|| / ||z_i||            (anchor_norms below)
     for i, l in enumerate(layers):
-        2) K = keys at l, h = current residual at L               (keys.py, on the model edited so far)
+        2) K = keys at l, h = current residual at L               (keys.py LayerKeys, on the model edited so far)
         3) R = (z - h) / (len(layers) - i)                         (d, n)
         4) dW_l = R K^T (lam C_l + K K^T)^-1                      (solve.py; AlphaEdit: null-space form)
         5) apply dW_l temporarily
@@ -38,7 +38,7 @@ from kbsync.model.adapters import ArchitectureAdapter
 
 from .delta import AppliedDelta, Delta
 from .hparams import EditHyperParams
-from .keys import compute_keys
+from .keys import LayerKeys
 from .nullspace import PreservedKeys, nullspace_projection
 from .request import EditRequest
 from .solve import alphaedit_factors, memit_factors
@@ -88,7 +88,6 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
     t_all = time.perf_counter()
     applied: list[AppliedDelta] = []
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    z_layer = hp.layers[-1]
     device = next(model.parameters()).device
     try:
         with _frozen(model):
@@ -97,14 +96,14 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
                 targets = compute_targets(model, tokenizer, adapter, requests, hp, templates, timings, check_stop)
             if hp.norm_anchor:
                 targets.z = anchor_norms(targets.z, targets.h)
+            with phase("keys", timings, device):
+                reader = LayerKeys(model, tokenizer, adapter, requests, templates, list(hp.layers), hp.batch_rows)
             for i, layer in enumerate(hp.layers):
                 if check_stop is not None:
                     check_stop()
                 with phase("keys", timings, device):
-                    keys, cur = compute_keys(model, tokenizer, adapter, requests, templates, [layer], z_layer,
-                                             hp.batch_rows)
+                    k, cur = reader.read(layer)  # (d_in, n), (n, d)
                 with phase("solve", timings, device):
-                    k = keys[layer]  # (d_in, n)
                     resid = (targets.z - cur).T / (len(hp.layers) - i)  # (d, n)
                     cov = second_moments[layer].to(k.device)
                     if hp.algorithm == "alphaedit":
@@ -116,10 +115,10 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
                     name = adapter.weight_name(layer)
                     factors[name] = (u.float(), v.float())  # (d_out, n), (d_in, n)
                     applied.append(Delta.from_factors({name: factors[name]}).apply(model, adapter))
-            # keys of this batch on the edited model: what AlphaEdit preserves from later batches
+            # keys of this batch on the edited model (what AlphaEdit preserves from later batches) are
+            # the keys read above: each layer's edit comes after its read and is above the layers before
             with phase("keys", timings, device):
-                final_keys, final_h = compute_keys(model, tokenizer, adapter, requests, templates,
-                                                   list(hp.layers), z_layer, hp.batch_rows)
+                final_keys, final_h = reader.keys, reader.residual()
     except torch.OutOfMemoryError as exc:
         raise ModelError(f"out of memory computing {len(requests)} edits; lower the batch size") from exc
     finally:

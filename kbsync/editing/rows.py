@@ -40,6 +40,12 @@ class Aligned:
     def column(self, row: int, token: int) -> int:
         return int(self.offsets[row]) + token
 
+    def through_anchor(self) -> Aligned:
+        """Columns 0..A only: by causality nothing up to the subject's last token sees the rest."""
+        end = self.anchor + 1
+        return Aligned(self.input_ids[:, :end], self.attention_mask[:, :end], self.position_ids[:, :end],
+                       self.offsets, self.anchor)
+
 
 def align(rows: list[Row], pad_id: int) -> Aligned:
     a = max(r.anchor for r in rows)

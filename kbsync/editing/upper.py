@@ -83,12 +83,14 @@ def upper_blocks(model: torch.nn.Module, adapter: ArchitectureAdapter, layer: in
 
 class UpperStack:
     def __init__(self, model: torch.nn.Module, adapter: ArchitectureAdapter, layer: int,
-                 hidden: torch.Tensor, batch: Aligned, blocks: list[torch.nn.Module] | None = None) -> None:
-        """`blocks`: the blocks above `layer` to run (default: the model's own; see `upper_blocks`)."""
+                 hidden: torch.Tensor, batch: Aligned, blocks: list[torch.nn.Module] | None = None,
+                 frozen: int | None = None) -> None:
+        """`blocks`: the blocks above `layer` to run (default: the model's own; see `upper_blocks`);
+        `frozen`: the columns run once and kept as the prefix (default: 0..A-1, A = batch.anchor)."""
         self.blocks = blocks if blocks is not None else upper_blocks(model, adapter, layer)
         base = model.get_submodule(adapter.block.rsplit(".", 2)[0])
         self.rotary = getattr(base, "rotary_emb", None)
-        self.anchor = batch.anchor
+        self.anchor = batch.anchor if frozen is None else frozen
         device = hidden.device
         self.real = batch.attention_mask.bool().to(device)  # (B, T)
         self.pos = batch.position_ids.to(device)  # (B, T)
@@ -135,3 +137,11 @@ class UpperStack:
     def forward(self, suffix: torch.Tensor) -> torch.Tensor:
         """Hidden states after the last block for columns A..T-1, given block L+1's inputs there."""
         return self._run(suffix, self.anchor)
+
+
+def run_blocks(model: torch.nn.Module, adapter: ArchitectureAdapter, blocks: list[torch.nn.Module],
+               hidden: torch.Tensor, batch: Aligned) -> torch.Tensor:
+    """`hidden` (B, T, d), the input of blocks[0] at every column of `batch`, through `blocks`."""
+    if not blocks:
+        return hidden
+    return UpperStack(model, adapter, -1, hidden, batch, blocks, frozen=0).forward(hidden)
