@@ -183,7 +183,8 @@ class ApplyWorker:
             limit = batch_size if max_edits is None else min(batch_size, max_edits - done)
             with self.db.session() as s:
                 reap(s, run_id=self.run_id, max_attempts=self.settings.editing.max_attempts)
-                rows = claim(s, limit, self.worker, self.settings.editing.lease_s, self.run_id)
+                rows = claim(s, limit, self.worker, self.settings.editing.lease_s, self.run_id,
+                             subjects_together=self.settings.editing.merge_same_subject)
                 if not rows:
                     break
                 ids = [r.id for r in rows]
