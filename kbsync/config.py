@@ -155,10 +155,10 @@ class EditingSettings(Section):
         "auto", description="Precision of the upper blocks' matrix products while optimising targets; auto: the family default.")
     n_prefixes: int = Field(
         -1, ge=-1, description="Model-written context prefixes each prompt is optimised in, beside the bare prompt "
-        "(-1: the family default, 5).")
+        "(-1: the family default: 3 for SmolLM2-135M, else 5).")
     paraphrase_templates: int = Field(
         -1, ge=-1, description="Context templates (from the bare prompt on) each paraphrase of a request is optimised "
-        "in, so the edit also holds when the question is asked in other words (-1: the family default, 2; 0: none).")
+        "in, so the edit also holds when the question is asked in other words (-1: the family default: 1 for SmolLM2-135M, else 2; 0: none).")
     merge_same_subject: bool = Field(
         True, description="Edits of one subject in a batch share one target delta, optimised on all their rows, so "
         "that they do not pull the subject's key apart (MEMIT-Merge); false: one delta per edit.")

@@ -89,9 +89,9 @@ def test_editing_settings_reach_the_hyper_parameters() -> None:
 
     smollm2 = SimpleNamespace(adapter=SimpleNamespace(family="llama", n_layers=30))
     default = hyper_parameters(load_settings(environ={}), smollm2)  # type: ignore[arg-type]
-    assert (default.n_prefixes, default.paraphrase_templates) == (5, 2)
-    env = {"KBSYNC_EDITING__PARAPHRASE_TEMPLATES": "0", "KBSYNC_EDITING__N_PREFIXES": "3"}
+    assert (default.n_prefixes, default.paraphrase_templates) == (3, 1)
+    env = {"KBSYNC_EDITING__PARAPHRASE_TEMPLATES": "0", "KBSYNC_EDITING__N_PREFIXES": "5"}
     chosen = hyper_parameters(load_settings(environ=env), smollm2)  # type: ignore[arg-type]
-    assert (chosen.n_prefixes, chosen.paraphrase_templates) == (3, 0)
+    assert (chosen.n_prefixes, chosen.paraphrase_templates) == (5, 0)
     with pytest.raises(ConfigError, match="paraphrase_templates"):
         load_settings(environ={"KBSYNC_EDITING__PARAPHRASE_TEMPLATES": "-2"})
