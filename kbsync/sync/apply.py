@@ -52,6 +52,7 @@ from kbsync.sync.checks import (
     run_checks,
     save_checks,
     shares,
+    split_in_halves,
 )
 from kbsync.sync.damage import Harm, neighbour_harm
 from kbsync.sync.neighbours import key_similarity
@@ -231,7 +232,8 @@ class ApplyWorker:
         ok, reason = judge(summary, self.settings.verify)
         if not ok:
             applied.revert()
-            parts = retry_parts(checks, request_ids, self.settings.verify, halves=self.settings.editing.retry_smaller)
+            parts = retry_parts(checks, request_ids, self.settings.verify, halves=self.settings.editing.retry_smaller,
+                                subjects=self.merged_subjects(edits))
             if parts:  # hard edits alone and the rest without them (else halves): one hard edit fails alone
                 return self.retry_in_parts(batch_id, request_ids, parts, reason, checks, summary, t0)
             per_edit = failing_requests(checks)
@@ -249,7 +251,7 @@ class ApplyWorker:
             raise
         if verdict is not None and not verdict.ok:
             applied.revert()
-            return self.fail_gate(batch_id, request_ids, verdict, checks, summary, t0)
+            return self.fail_gate(batch_id, request_ids, verdict, checks, summary, t0, self.merged_subjects(edits))
         if harms and self.settings.verify.on_damage == "rollback":
             applied.revert()
             why = (f"damage: {len(harms)} fact(s) answered right before the batch are wrong after it "
@@ -264,6 +266,10 @@ class ApplyWorker:
             applied.revert()
             self.fail(batch_id, request_ids, f"not applied: {type(exc).__name__}: {exc}", [], {}, t0, requeue=True)
             raise
+
+    def merged_subjects(self, edits: list[EditRequest]) -> list[str] | None:
+        """Each edit's subject when the editor merges a subject's edits (retries keep them together)."""
+        return [e.subject for e in edits] if self.ctx.hparams.merge_same_subject else None
 
     def start_batch(self, request_ids: list[int]) -> tuple[int, list[EditRequest], list[EditUnderTest]]:
         """The batch row for claimed requests, their edits, and what each is checked on."""
@@ -302,14 +308,13 @@ class ApplyWorker:
         return outcomes
 
     def fail_gate(self, batch_id: int, request_ids: list[int], verdict: Verdict, checks: list[Check],
-                  summary: dict[str, float], t0: float) -> list[BatchOutcome]:
+                  summary: dict[str, float], t0: float, subjects: list[str] | None = None) -> list[BatchOutcome]:
         """The regression gate refused the batch: keep its figures, then fail it (or retry in halves)."""
         assert self.gate is not None
         with self.db.session() as s:
             self.gate.save(s, batch_id, verdict, None)
         if self.settings.editing.retry_smaller and len(request_ids) > 1:
-            half = len(request_ids) // 2
-            return self.retry_in_parts(batch_id, request_ids, [request_ids[:half], request_ids[half:]],
+            return self.retry_in_parts(batch_id, request_ids, split_in_halves(request_ids, subjects),
                                        verdict.reason, checks, summary, t0)
         return [self.fail(batch_id, request_ids, verdict.reason, checks, summary, t0)]
 

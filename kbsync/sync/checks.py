@@ -225,19 +225,39 @@ def hard_edits(checks: list[Check], thresholds: VerifySettings) -> dict[int, str
 
 
 def retry_parts(checks: list[Check], request_ids: list[int], thresholds: VerifySettings,
-                halves: bool) -> list[list[int]]:
+                halves: bool, subjects: list[str] | None = None) -> list[list[int]]:
     """How to retry a failed batch: [the rest, [hard edit], ...] when some (not all) edits fail their
     own checks, so the rest is solved once more without them and each hard edit alone; else two
-    halves when `halves`; else [] (fail the batch)."""
+    halves when `halves`; else [] (fail the batch). With `subjects` (request_ids[i]'s subject; the
+    editor merges a subject's edits) a hard edit goes with its subject's other edits, and halves
+    split between subjects, so that no part edits a subject another part edits too."""
     if len(request_ids) < 2:
         return []
+    owner = subjects if subjects is not None else [str(r) for r in request_ids]
     hard = hard_edits(checks, thresholds)
-    if hard and len(hard) < len(request_ids):
-        return [[r for r in request_ids if r not in hard]] + [[r] for r in request_ids if r in hard]
+    hard_owners = list(dict.fromkeys(o for r, o in zip(request_ids, owner, strict=True) if r in hard))
+    if hard and len(hard_owners) < len(set(owner)):
+        parts = [[r for r, o in zip(request_ids, owner, strict=True) if o not in hard_owners]]
+        return parts + [[r for r, o in zip(request_ids, owner, strict=True) if o == h] for h in hard_owners]
     if halves:
-        half = len(request_ids) // 2
-        return [request_ids[:half], request_ids[half:]]
+        return split_in_halves(request_ids, subjects)
     return []
+
+
+def split_in_halves(request_ids: list[int], subjects: list[str] | None = None) -> list[list[int]]:
+    """Two parts of about half each; with `subjects`, a subject's requests stay in one part (one
+    subject alone is split)."""
+    half = len(request_ids) // 2
+    if subjects is None or len(set(subjects)) < 2:
+        return [request_ids[:half], request_ids[half:]]
+    groups: dict[str, list[int]] = {}
+    for r, o in zip(request_ids, subjects, strict=True):
+        groups.setdefault(o, []).append(r)
+    first: list[int] = []
+    rest = list(groups.values())
+    while rest and (not first or len(first) + len(rest[0]) <= half):
+        first += rest.pop(0)
+    return [first, [r for g in rest for r in g]]
 
 
 # --- what each edit is checked on, and where checks are kept ------------------------------

@@ -22,6 +22,7 @@ from kbsync.sync.checks import (
     pick_rival,
     retry_parts,
     shares,
+    split_in_halves,
 )
 
 STRICT = VerifySettings(min_efficacy_acc=0.9, min_paraphrase_acc=0.2, min_efficacy=0.9, min_paraphrase=0.5,
@@ -167,3 +168,18 @@ def test_a_filler_answer_gets_the_relations_kb_objects_as_rival_candidates(sessi
     tests = edits_under_test(session, [filler, entity], 0)
     assert tests[0].candidates == ["Paris", "Tokyo"] and tests[0].target_old_source == "model"
     assert tests[1].target_old == "Lima"
+
+
+def test_retries_keep_a_subjects_edits_together() -> None:
+    """The editor merges a subject's edits into one target; a retry that split them would edit the
+    subject twice, each part undoing the other (the regression gate then saw retention fall)."""
+    subjects = ["A", "B", "B", "C", "D", "D"]
+    checks = [check(i, "efficacy_acc", i != 2) for i in range(6)]
+    assert retry_parts(checks, list(range(6)), STRICT, halves=True, subjects=subjects) == [[0, 3, 4, 5], [1, 2]]
+    every = [check(i, "efficacy", False) for i in range(6)]
+    assert retry_parts(every, list(range(6)), STRICT, halves=True, subjects=subjects) == [[0, 1, 2], [3, 4, 5]]
+    assert split_in_halves([0, 1, 2, 3], ["A", "A", "A", "B"]) == [[0, 1, 2], [3]]
+    assert split_in_halves([0, 1, 2], ["A", "A", "A"]) == [[0], [1, 2]]
+    # every subject hard: halves between subjects
+    both = [check(i, "efficacy_acc", False) for i in range(4)]
+    assert retry_parts(both, [0, 1, 2, 3], STRICT, halves=True, subjects=["A", "A", "B", "B"]) == [[0, 1], [2, 3]]
