@@ -24,7 +24,15 @@ from kbsync.model.tokens import pad_id_of
 from .request import EditRequest
 from .rows import Aligned, align
 from .targets import context_row
-from .upper import run_blocks
+from .upper import forward_aligned, lower_hidden, run_blocks
+
+
+def key_batches(tokenizer, requests: list[EditRequest], templates: list[str], batch_rows: int) -> list[Aligned]:
+    """Each edit's rows, one per template (edit-major), aligned in chunks of whole edits."""
+    n_ctx = len(templates)
+    rows = [context_row(tokenizer, tpl, req) for req in requests for tpl in templates]
+    step = max(n_ctx, batch_rows // n_ctx * n_ctx)
+    return [align(rows[s:s + step], pad_id_of(tokenizer)) for s in range(0, len(rows), step)]
 
 
 @torch.no_grad()
@@ -33,19 +41,14 @@ def compute_keys(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter
                  z_layer: int, batch_rows: int = 256) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
     """Returns ({layer: K (d_in, n)}, h (n, d)) on the model as it is now."""
     n_ctx = len(templates)
-    rows = [context_row(tokenizer, tpl, req) for req in requests for tpl in templates]  # edit-major
     names = [adapter.mlp_out_name(layer) for layer in layers]
     block = adapter.block.format(z_layer)
-    device = next(model.parameters()).device
     keys: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     hs: list[torch.Tensor] = []
-    step = max(n_ctx, batch_rows // n_ctx * n_ctx)  # whole edits per chunk
-    for s in range(0, len(rows), step):
-        batch = align(rows[s:s + step], pad_id_of(tokenizer))
+    for batch in key_batches(tokenizer, requests, templates, batch_rows):
         a = batch.anchor
         with TraceDict(model, [*names, block], retain_input=True, stop=True) as td:
-            model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                  position_ids=batch.position_ids.to(device), use_cache=False)
+            forward_aligned(model, batch)
         for layer, name in zip(layers, names, strict=True):
             k = td[name].input[:, a].float()  # (b, d_in)
             keys[layer].append(k.reshape(-1, n_ctx, k.shape[-1]).mean(1))  # (b / n_ctx, d_in)
@@ -63,19 +66,9 @@ class LayerKeys:
                  batch_rows: int = 256) -> None:
         self.model, self.adapter, self.n_ctx = model, adapter, len(templates)
         self.z_layer, self.start = layers[-1], layers[0]
-        rows = [context_row(tokenizer, tpl, req) for req in requests for tpl in templates]  # edit-major
-        step = max(self.n_ctx, batch_rows // self.n_ctx * self.n_ctx)  # whole edits per chunk
-        self.batches: list[Aligned] = [align(rows[s:s + step], pad_id_of(tokenizer)).through_anchor()
-                                       for s in range(0, len(rows), step)]
-        device = next(model.parameters()).device
-        first = adapter.block.format(self.start)
-        self.inputs: list[torch.Tensor] = []  # per chunk: the input of block `start`, (b, A+1, d)
-        for batch in self.batches:
-            with torch.no_grad(), TraceDict(model, [first], retain_input=True, retain_output=False,
-                                            stop=True) as td:
-                model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                      position_ids=batch.position_ids.to(device), use_cache=False)
-            self.inputs.append(td[first].input.detach())
+        self.batches = [b.through_anchor() for b in key_batches(tokenizer, requests, templates, batch_rows)]
+        # per chunk: the input of block `start`, (b, A+1, d)
+        self.inputs = [lower_hidden(model, adapter, self.start, b, at_input=True) for b in self.batches]
         self.keys: dict[int, torch.Tensor] = {}  # layer -> (d_in, n), as read
 
     def _blocks(self, first: int, last: int) -> list[torch.nn.Module]:

@@ -59,16 +59,23 @@ class FrozenPrefix:
         return 0 if k is None else k.shape[-2]
 
 
-def lower_hidden(model: torch.nn.Module, adapter: ArchitectureAdapter, layer: int,
-                 batch: Aligned) -> torch.Tensor:
-    """Residual stream at the output of block ``layer`` for every column: (B, T, d)."""
+def forward_aligned(model: torch.nn.Module, batch: Aligned) -> None:
+    """The model's own forward pass over an aligned batch (for the hooks traced around it)."""
+    device = next(model.parameters()).device
+    model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+          position_ids=batch.position_ids.to(device), use_cache=False)
+
+
+def lower_hidden(model: torch.nn.Module, adapter: ArchitectureAdapter, layer: int, batch: Aligned,
+                 at_input: bool = False) -> torch.Tensor:
+    """Residual stream at the output of block ``layer`` (with `at_input`: at its input) for every
+    column: (B, T, d)."""
     from kbsync.model.hooks import Trace
 
-    device = next(model.parameters()).device
-    with torch.no_grad(), Trace(model, adapter.block.format(layer), stop=True) as t:
-        model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-              position_ids=batch.position_ids.to(device), use_cache=False)
-    out = t.output
+    with torch.no_grad(), Trace(model, adapter.block.format(layer), retain_input=at_input,
+                                retain_output=not at_input, stop=True) as t:
+        forward_aligned(model, batch)
+    out = t.input if at_input else t.output
     return (out[0] if isinstance(out, tuple) else out).detach()
 
 
