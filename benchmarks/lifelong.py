@@ -104,6 +104,26 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(paths: list[Path], out: Path) -> int:
+    """Several runs' lifelong.json (one config each, run side by side) -> one JSON, table and plot."""
+    results: dict[str, dict] = {}
+    commands = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        commands.append(data["command"])
+        results.update({n: r for n, r in data["results"].items() if r.get("base") is not None})
+    if not results:
+        print(f"error: no finished configuration in {', '.join(map(str, paths))}; merge after a run ends",
+              file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lifelong.json").write_text(json.dumps({"commands": commands, "results": results}, indent=1) + "\n")
+    plot(results, out / "lifelong.png")
+    (out / "summary.md").write_text(table(results))
+    print(table(results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 batches of 5, two configs, small probes (CPU)")
@@ -123,8 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compact", action="store_true",
                         help="after the last batch, re-solve every edit from the base as one delta (kbsync compact) "
                              "and compare its retention with the sequential log's")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (one config per process, several processes side by side)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="only merge lifelong.json files of earlier runs into --out (table and plot)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "lifelong")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     if args.quick:
         args.batches, args.batch_size, args.every = 3, 5, 1
         args.known, args.heldout = 60, 4
@@ -142,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     from kbsync.evaluation.run import relation_phrasings
     from kbsync.sync.engine import corpus_for, hyper_parameters, load_configured_model
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     settings = load_settings(args.config)
     settings = settings.model_copy(update={"model": settings.model.model_copy(update={"device": args.device})})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -164,13 +194,23 @@ def main(argv: list[str] | None = None) -> int:
         hp = base_hp.replace(**CONFIGS[name])  # type: ignore[arg-type]
         t0 = time.perf_counter()
 
+        def partial(name: str = name) -> dict:
+            return results.setdefault(name, {"base": None, "checkpoints": [], "config": dict(CONFIGS[name]),
+                                             "partial": True})
+
+        def base_measured(row: dict, name: str = name) -> None:
+            partial(name)["base"] = row
+
         def progress(row: dict, name: str = name) -> None:
             print(f"# {name}: {row['n_edits']} edits, retention {row['retention']}, known {row['known_acc']}, "
                   f"ppl {row['perplexity']}, {row['seconds_per_batch']:.1f} s/batch", file=sys.stderr, flush=True)
+            partial(name)["checkpoints"].append(row)  # written now: a long run that is cut short keeps its curve
+            out_json.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1) + "\n")
 
         res = run_lifelong(loaded, hp, moments, cases, batch_size=args.batch_size, n_batches=args.batches,
                            every=args.every, known=known, heldout=heldout,
-                           paraphrases=relation_phrasings(args.data), on_checkpoint=progress, compact=args.compact)
+                           paraphrases=relation_phrasings(args.data), on_checkpoint=progress, on_base=base_measured,
+                           compact=args.compact)
         res["config"].update(name=name, corpus=corpus.identity, model=loaded.spec,
                              wall_s=round(time.perf_counter() - t0, 1))
         results[name] = res

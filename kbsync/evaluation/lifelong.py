@@ -103,6 +103,7 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
                  every: int = 1, known: Sequence[KnownFact] = (), heldout: Sequence[str] = (),
                  paraphrases: Callable[[EvalCase], tuple[str, ...]] | None = None,
                  on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                 on_base: Callable[[dict[str, Any]], None] | None = None,
                  compact: bool = False) -> dict[str, Any]:
     """Edit `n_batches` batches of `cases` one after another into `loaded.model`, measuring (see the
     module docstring); the model is restored afterwards. `moments` are the C_l of hp.layers."""
@@ -128,6 +129,8 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
     base_row = {"batch": 0, "n_edits": 0, "perplexity": round(perplexity(model, tok, heldout), 4) if heldout else None,
                 "known_acc": 1.0 if facts else None, "known_facts": len(facts), "known_pool": len(pool),
                 "weights": weight_norms(params, base), "measure_s": round(time.perf_counter() - t0, 3)}
+    if on_base is not None:
+        on_base(base_row)
     checkpoints: list[dict[str, Any]] = []
     preserved = PreservedKeys() if hp.algorithm == "alphaedit" else None
     batch_s: list[float] = []
