@@ -234,8 +234,12 @@ class GateSettings(Section):
         0.05, ge=0, le=1, description="Largest fall of known-fact accuracy from the previous version.")
     max_known_drop_base: float = Field(
         0.1, ge=0, le=1, description="Largest fall of known-fact accuracy from the base model.")
+    max_retention_drop: float = Field(
+        0.05, ge=0, le=1, description="Largest fall of retention (sampled earlier edits whose greedy answer still "
+        "names their target) from the previous version, on the same edits.")
     min_retention: float = Field(
-        0.9, ge=0, le=1, description="Share of sampled earlier edits whose greedy answer must still name their target.")
+        0.9, ge=0, le=1, description="Floor on that retention: below it a batch that loses any of the edits the "
+        "previous version still held is refused (one that loses none passes; `kbsync compact` restores them).")
 
 
 DEFAULT_STEPS: tuple[Literal["diff", "apply"], ...] = ("diff", "apply")

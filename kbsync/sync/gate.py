@@ -9,8 +9,11 @@ Three figures of a model state, on sets fixed once (with the base model's figure
 A candidate (the model with a batch applied) passes when its perplexity rose at most
 [gate] max_perplexity_rise over the previous version and max_perplexity_rise_base over the base,
 its known-fact accuracy fell at most max_known_drop / max_known_drop_base (on the same facts,
-leaving out facts that edits changed on purpose), and its retention is at least min_retention.
-A figure that was not measured (no known facts yet, no earlier edits) gates nothing.
+leaving out facts that edits changed on purpose), its retention fell at most max_retention_drop
+from the previous version's on the same earlier edits, and its retention is at least min_retention
+unless the batch lost none of them: the floor refuses a batch that loses edits below it, not
+every batch after the log lost some (re-solving the log from the base, `kbsync compact`, is the
+way back above it). A figure that was not measured (no known facts yet, no earlier edits) gates nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 from kbsync.config import GateSettings
 from kbsync.model.probe import ProbeItem, answer_matches, probe
 from kbsync.model.scoring import greedy_answers, perplexity
+
+EPS = 1e-9  # a drop of exactly the bound (1.00 -> 0.95 with 0.05) is within it, whatever the float rounding
 
 
 @dataclass(frozen=True)
@@ -61,19 +66,24 @@ class Figures:
     answers: dict[str, str] = field(default_factory=dict)       # known fact key -> greedy answer (wrong ones)
     retention: float | None = None
     n_retention: int = 0
+    retained_ok: dict[str, bool] = field(default_factory=dict)  # earlier edit (request id) -> still named
 
     def known_acc(self, keys: Iterable[str] | None = None) -> float | None:
         picked = [self.known_ok[k] for k in (self.known_ok if keys is None else keys) if k in self.known_ok]
         return sum(picked) / len(picked) if picked else None
 
+    def retention_on(self, request_ids: Iterable[str]) -> float | None:
+        picked = [self.retained_ok[r] for r in request_ids if r in self.retained_ok]
+        return sum(picked) / len(picked) if picked else None
+
     def details(self) -> dict[str, Any]:
-        return {"known_ok": self.known_ok, "answers": self.answers}
+        return {"known_ok": self.known_ok, "answers": self.answers, "retained_ok": self.retained_ok}
 
     @classmethod
     def from_row(cls, row: Any) -> Figures:
         d = row.details or {}
         return cls(row.perplexity, dict(d.get("known_ok", {})), dict(d.get("answers", {})), row.retention,
-                   row.n_retention)
+                   row.n_retention, dict(d.get("retained_ok", {})))
 
 
 def measure(model, tokenizer, texts: list[str], known: list[KnownFact], retained: list[Retained],  # type: ignore[no-untyped-def]
@@ -90,8 +100,9 @@ def measure(model, tokenizer, texts: list[str], known: list[KnownFact], retained
             figures.answers[k.key] = result.answer
     answers = greedy_answers(model, tokenizer, [r.prompt for r in retained], max_new_tokens=max_new_tokens) \
         if retained else []
-    kept = [answer_matches(a, list(r.acceptable)) is not None for r, a in zip(retained, answers, strict=True)]
-    figures.retention, figures.n_retention = (sum(kept) / len(kept), len(kept)) if kept else (None, 0)
+    figures.retained_ok = {str(r.request_id): answer_matches(a, list(r.acceptable)) is not None
+                           for r, a in zip(retained, answers, strict=True)}
+    figures.retention, figures.n_retention = figures.retention_on(figures.retained_ok), len(retained)
     return figures
 
 
@@ -115,13 +126,22 @@ def judge(candidate: Figures, previous: Figures, base: Figures, edited: set[str]
         common = [k for k in keys if k in ref_fig.known_ok]
         now, ref = candidate.known_acc(common), ref_fig.known_acc(common)
         if now is not None and ref is not None:
-            (broken if ref - now > limit else shown).append(
+            (broken if ref - now > limit + EPS else shown).append(
                 f"known-fact accuracy {now:.2f} vs {ref:.2f} of the {name} on {len(common)} facts "
                 f"(max drop {limit:.2f})")
     if candidate.retention is not None:
-        (broken if candidate.retention < bounds.min_retention else shown).append(
-            f"retention {candidate.retention:.2f} of {candidate.n_retention} earlier edits "
-            f"(min {bounds.min_retention:.2f})")
+        common = [r for r in candidate.retained_ok if r in previous.retained_ok]
+        now, ref = candidate.retention_on(common), previous.retention_on(common)
+        lost = sum(previous.retained_ok[r] and not candidate.retained_ok[r] for r in common)
+        if now is not None and ref is not None:
+            (broken if ref - now > bounds.max_retention_drop + EPS else shown).append(
+                f"retention {now:.2f} vs {ref:.2f} of the previous on {len(common)} earlier edits "
+                f"(max drop {bounds.max_retention_drop:.2f})")
+        if candidate.retention < bounds.min_retention and (ref is None or lost):
+            broken.append(f"retention {candidate.retention:.2f} of {candidate.n_retention} earlier edits "
+                          f"(min {bounds.min_retention:.2f}; `kbsync compact` re-solves them from the base)")
+        elif ref is None:
+            shown.append(f"retention {candidate.retention:.2f} of {candidate.n_retention} earlier edits")
     if broken:
         return False, "regression gate: " + "; ".join(broken)
     return True, "gate passed: " + ("; ".join(shown) if shown else "nothing measured") + \

@@ -176,7 +176,7 @@ class RegressionGate:
                 .order_by(GateFigures.id.desc())).first()
             self.previous = self.base if version is None else Figures.from_row(stored) if stored else None
         if self.previous is None:  # a version from before the gate, or a rollback: measure it as it is
-            self.previous = self._measure()
+            self.previous = self._measure(self._retained())
             with db.session() as s:
                 self._row(s, "version", self.previous, version_id=self.writer.version_id, passed=True,
                           reason="measured before the next batch")
@@ -205,14 +205,18 @@ class RegressionGate:
         assert self.base is not None and self.previous is not None, "prepare() first"
         active = [b for b, _ in self.ctx.store.active]
         with self.writer.db.session() as s:
-            retained = retention_sample(s, active, self.bounds.retention_sample)
             edited = edited_keys(s, active, request_ids)
-        figures = self._measure(retained)
+        figures = self._measure(self._retained())
         ok, reason = judge(figures, self.previous, self.base, edited, self.bounds)
         by_key = {k.key: k for k in self.known}
         harms = [Harm(by_key[k].subject, by_key[k].relation, "", by_key[k].prompt, by_key[k].acceptable[0],
                       figures.answers.get(k, ""), "gate") for k in newly_wrong(figures, self.previous, edited)]
         return Verdict(ok, reason, figures, harms, edited)
+
+    def _retained(self) -> list[Retained]:
+        """The retention sample among the verified edits of the batches the model holds now."""
+        with self.writer.db.session() as s:
+            return retention_sample(s, [b for b, _ in self.ctx.store.active], self.bounds.retention_sample)
 
     def save(self, s: Session, batch_id: int, verdict: Verdict, version_id: int | None) -> None:
         self._row(s, "batch", verdict.figures, batch_id=batch_id, version_id=version_id, passed=verdict.ok,

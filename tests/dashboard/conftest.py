@@ -52,7 +52,8 @@ def settings_for(model_dir: Path, root: Path, url: str, **sections: dict) -> Set
                    "min_efficacy": 0.0, "min_paraphrase": 0.0, "min_specificity": 0.0, "neighbours": 0},
         # a random model's perplexity doubles with λ = 1: the gate runs and records, bounds wide open
         "gate": {"texts": 4, "max_perplexity_rise": 1e6, "max_perplexity_rise_base": 1e6, "max_known_drop": 1.0,
-                 "max_known_drop_base": 1.0, "min_retention": 0.0},
+                 "max_known_drop_base": 1.0, "min_retention": 0.0,
+                 "max_retention_drop": 1.0},
         "dashboard": {"token": TOKEN, "page_size": 20},
     }
     for name, values in sections.items():

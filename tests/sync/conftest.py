@@ -47,7 +47,8 @@ def tiny_settings_for(model_dir: Path, state_dir: Path, db_url: str, **sections:
         "verify": {"min_efficacy_acc": 0.0, "min_paraphrase_acc": 0.0, "min_efficacy": 0.0, "min_paraphrase": 0.0, "min_specificity": 0.0, "neighbours": 0},
         # a random model's perplexity doubles with λ = 1: the gate runs and records, bounds wide open
         "gate": {"texts": 4, "max_perplexity_rise": 1e6, "max_perplexity_rise_base": 1e6, "max_known_drop": 1.0,
-                 "max_known_drop_base": 1.0, "min_retention": 0.0},
+                 "max_known_drop_base": 1.0, "min_retention": 0.0,
+                 "max_retention_drop": 1.0},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from kbsync.config import GateSettings
 from kbsync.model.loading import load_model
 from kbsync.store import db as store_db
 from kbsync.store.models import EditRequestRow, GateFigures, KbFact, ModelVersion, Probe
@@ -15,6 +16,7 @@ from kbsync.store.status import status
 from kbsync.store.transitions import enqueue
 from kbsync.sync.apply import apply_pending
 from kbsync.sync.checks import edits_under_test
+from kbsync.sync.gate import Figures, judge
 from kbsync.sync.neighbours import KeySimilarity
 from kbsync.sync.run import model_writer
 from kbsync.versions import registry
@@ -126,3 +128,36 @@ def test_a_damaging_batch_is_refused_by_the_gate_and_the_current_version_stays(m
 
 def first_key(s) -> str:  # type: ignore[no-untyped-def]
     return s.scalars(select(ModelVersion.model_key)).first()
+
+
+def held(*flags: bool) -> dict[str, bool]:
+    return {str(i): f for i, f in enumerate(flags)}
+
+
+def test_retention_is_judged_against_the_previous_version_so_a_floor_does_not_lock_the_log() -> None:
+    """The lifelong cascade: once earlier batches lost a few edits, an absolute floor refused every
+    later batch. Now a batch is refused when it loses edits the previous version still held (more
+    than max_retention_drop, or any below min_retention), not for what earlier batches did."""
+    bounds = GateSettings(min_retention=0.9, max_retention_drop=0.05)
+    base = Figures(10.0)
+
+    def judged(previous: dict[str, bool], now: dict[str, bool]) -> tuple[bool, str]:
+        before = Figures(10.0, retained_ok=previous, retention=sum(previous.values()) / len(previous),
+                         n_retention=len(previous))
+        after = Figures(10.0, retained_ok=now, retention=sum(now.values()) / len(now), n_retention=len(now))
+        return judge(after, before, base, set(), bounds)
+
+    below = held(*[True] * 8, False, False)                       # 0.80: two edits lost by earlier batches
+    assert judged(below, below) == (True, "gate passed: perplexity 10.00 is +0.0% over the previous 10.00 (max +5%); "
+                                    "perplexity 10.00 is +0.0% over the base 10.00 (max +20%); retention 0.80 vs "
+                                    "0.80 of the previous on 10 earlier edits (max drop 0.05)")
+    ok, reason = judged(below, held(*[True] * 7, False, False, False))  # loses one more below the floor
+    assert not ok and "retention 0.70 of 10 earlier edits (min 0.90; `kbsync compact`" in reason
+    ok, reason = judged(held(*[True] * 20), held(*[True] * 18, False, False))  # above the floor, drop 0.10 > 0.05
+    assert not ok and reason == ("regression gate: retention 0.90 vs 1.00 of the previous on 20 earlier edits "
+                                 "(max drop 0.05)")
+    assert judged(held(*[True] * 20), held(*[True] * 19, False))[0]          # drop 0.05: within the bound
+    # figures of a previous version without per-edit results (ref unknown): the floor holds as it is
+    ok, reason = judge(Figures(10.0, retention=0.8, n_retention=10, retained_ok=held(*[True] * 8, False, False)),
+                       Figures(10.0), base, set(), bounds)
+    assert not ok and "retention 0.80 of 10 earlier edits (min 0.90" in reason

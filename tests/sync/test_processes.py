@@ -59,6 +59,7 @@ max_perplexity_rise_base = 1e6
 max_known_drop = 1.0
 max_known_drop_base = 1.0
 min_retention = 0.0
+max_retention_drop = 1.0
 """)
     return cfg
 
