@@ -50,11 +50,14 @@ def test_run_lifelong_records_every_checkpoint_and_restores_the_model(loaded, tm
                              model_identity="tiny")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     known = [KnownFact("The capital of France is", "France", "Paris"), KnownFact("Toko Yasuda lives in", "Toko", "Tokyo")]
-    rows = []
+    rows: list[dict] = []
+    bases: list[dict] = []
     res = run_lifelong(loaded, hp, moments, _cases(6), batch_size=2, n_batches=3, every=2, known=known,
-                       heldout=["The Eiffel Tower is located in Paris."], on_checkpoint=rows.append, compact=True)
+                       heldout=["The Eiffel Tower is located in Paris."], on_checkpoint=rows.append,
+                       on_base=bases.append, compact=True)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # restored bit for bit
     assert [r["batch"] for r in res["checkpoints"]] == [2, 3] and rows == res["checkpoints"]
+    assert bases == [res["base"]]  # reported before the first batch: a run cut short keeps it
     assert len(res["batch_s"]) == 3 and res["base"]["perplexity"] > 1
     assert res["base"]["known_pool"] == 1  # France is edited: its known fact is left out
     last = res["checkpoints"][-1]
@@ -72,6 +75,14 @@ def test_run_lifelong_records_every_checkpoint_and_restores_the_model(loaded, tm
     assert text.count("| tiny |") == 4 and "retention, compacted" in text
     bench.plot({"tiny": res}, tmp_path / "lifelong.png")
     assert (tmp_path / "lifelong.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # runs side by side, one config each, merged into one table and plot; a run without a base is left out
+    for name, result in (("a", res), ("b", res), ("cut", {"base": None, "checkpoints": [], "partial": True})):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"command": name, "results": {name: result}}))
+    assert bench.merge([tmp_path / f"{n}.json" for n in ("a", "b", "cut")], tmp_path / "merged") == 0
+    merged = json.loads((tmp_path / "merged" / "lifelong.json").read_text())
+    assert list(merged["results"]) == ["a", "b"] and merged["commands"] == ["a", "b", "cut"]
+    assert (tmp_path / "merged" / "summary.md").read_text().count("| a |") == 4
+    assert bench.merge([tmp_path / "cut.json"], tmp_path / "none") == 2
     with pytest.raises(ConfigError, match="need 8 cases"):
         run_lifelong(loaded, hp, moments, _cases(6), batch_size=4, n_batches=2)
 
