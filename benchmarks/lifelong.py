@@ -38,6 +38,8 @@ CONFIGS: dict[str, dict[str, object]] = {
     # (layers 8-4); stricter thresholds keep fewer directions for edits and protect more
     "alphaedit+nas@1e-2": {"algorithm": "alphaedit", "norm_anchor": True, "nullspace_threshold": 1e-2},
     "alphaedit+nas@5e-3": {"algorithm": "alphaedit", "norm_anchor": True, "nullspace_threshold": 5e-3},
+    # λ = 1000 was chosen for one batch's ES (docs/layer-choice.md); a larger λ holds updates back
+    "memit@lambda5000": {"algorithm": "memit", "cov_lambda": 5000.0},
 }
 QUICK_CONFIGS = ("memit", "memit+nas")
 
