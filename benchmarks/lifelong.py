@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# model, key statistics and held-out text in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
     results: dict[str, dict] = {}
     out_json = args.out / "lifelong.json"
+
+    def save() -> None:
+        out_json.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1) + "\n")
     for name in names:
         hp = base_hp.replace(**CONFIGS[name])  # type: ignore[arg-type]
         t0 = time.perf_counter()
@@ -213,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         def progress(row: dict, name: str = name) -> None:
             print(f"# {name}: {row['n_edits']} edits, retention {row['retention']}, known {row['known_acc']}, "
                   f"ppl {row['perplexity']}, {row['seconds_per_batch']:.1f} s/batch", file=sys.stderr, flush=True)
-            partial(name)["checkpoints"].append(row)  # written now: a long run that is cut short keeps its curve
-            out_json.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1) + "\n")
+            partial(name)["checkpoints"].append(row)
+            save()  # now: a long run that is cut short keeps its curve
 
         res = run_lifelong(loaded, hp, moments, cases, batch_size=args.batch_size, n_batches=args.batches,
                            every=args.every, known=known, heldout=heldout,
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         res["config"].update(name=name, corpus=corpus.identity, model=loaded.spec,
                              wall_s=round(time.perf_counter() - t0, 1))
         results[name] = res
-        out_json.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1) + "\n")
+        save()
     plot(results, args.out / "lifelong.png")
     (args.out / "summary.md").write_text(table(results))
     print(table(results))

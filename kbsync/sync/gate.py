@@ -30,6 +30,12 @@ from kbsync.model.scoring import greedy_answers, perplexity
 EPS = 1e-9  # a drop of exactly the bound (1.00 -> 0.95 with 0.05) is within it, whatever the float rounding
 
 
+def share(flags: dict[str, bool], keys: Iterable[str]) -> float | None:
+    """Share of True among flags[k] for the keys that flags holds (None when it holds none)."""
+    picked = [flags[k] for k in keys if k in flags]
+    return sum(picked) / len(picked) if picked else None
+
+
 @dataclass(frozen=True)
 class KnownFact:
     subject: str
@@ -69,12 +75,10 @@ class Figures:
     retained_ok: dict[str, bool] = field(default_factory=dict)  # earlier edit (request id) -> still named
 
     def known_acc(self, keys: Iterable[str] | None = None) -> float | None:
-        picked = [self.known_ok[k] for k in (self.known_ok if keys is None else keys) if k in self.known_ok]
-        return sum(picked) / len(picked) if picked else None
+        return share(self.known_ok, self.known_ok if keys is None else keys)
 
     def retention_on(self, request_ids: Iterable[str]) -> float | None:
-        picked = [self.retained_ok[r] for r in request_ids if r in self.retained_ok]
-        return sum(picked) / len(picked) if picked else None
+        return share(self.retained_ok, request_ids)
 
     def details(self) -> dict[str, Any]:
         return {"known_ok": self.known_ok, "answers": self.answers, "retained_ok": self.retained_ok}
