@@ -40,7 +40,15 @@ CONFIGS: dict[str, dict[str, object]] = {
     "alphaedit+nas@5e-3": {"algorithm": "alphaedit", "norm_anchor": True, "nullspace_threshold": 5e-3},
     # λ = 1000 was chosen for one batch's ES (docs/layer-choice.md); a larger λ holds updates back
     "memit@lambda5000": {"algorithm": "memit", "cov_lambda": 5000.0},
+    # MEMIT keeping every earlier batch's keys in its solve (edit_memory = mu)
+    "memit+memory": {"algorithm": "memit", "edit_memory": 1.0},
+    "memit+memory10": {"algorithm": "memit", "edit_memory": 10.0},
+    # "protect": keys of other facts the base model answers right (known_1000 after the --known probed
+    # ones, --protect of them) kept in the solve with this weight, read again before every batch
+    "memit+protect": {"algorithm": "memit", "protect": 10.0},
+    "memit+memory+protect": {"algorithm": "memit", "edit_memory": 1.0, "protect": 10.0},
 }
+BENCH_KEYS = ("protect",)  # config keys the benchmark handles; the rest are [editing] hyper-parameters
 QUICK_CONFIGS = ("memit", "memit+nas")
 
 
@@ -141,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=50, help="k edits per batch")
     parser.add_argument("--every", type=int, default=5, help="a checkpoint every m batches (and after the last)")
     parser.add_argument("--known", type=int, default=300, help="known_1000 facts probed (those the base knows count)")
+    parser.add_argument("--protect", type=int, default=300,
+                        help="known_1000 facts after the probed ones whose keys a 'protect' config keeps")
     parser.add_argument("--heldout", type=int, default=16, help="held-out texts for perplexity")
     parser.add_argument("--data", type=Path, default=DATA / "counterfact-train.json")
     parser.add_argument("--known-file", type=Path, default=DATA / "known_1000.json")
@@ -186,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     _, all_cases = load_cases(args.data)
     cases, _ = select(all_cases, 0, args.batches * args.batch_size)
-    known = load_known_facts(args.known_file, args.known)
+    every_known = load_known_facts(args.known_file)
+    known, protect = every_known[:args.known], every_known[args.known:args.known + args.protect]
     t0 = time.perf_counter()
     loaded = load_configured_model(settings, args.state_dir)
     base_hp = hyper_parameters(settings, loaded)
@@ -203,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         out_json.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1) + "\n")
     for name in names:
-        hp = base_hp.replace(**CONFIGS[name])  # type: ignore[arg-type]
+        overrides = {k: v for k, v in CONFIGS[name].items() if k not in BENCH_KEYS}
+        hp = base_hp.replace(**overrides)  # type: ignore[arg-type]
+        protect_weight = float(CONFIGS[name].get("protect", 0.0))  # type: ignore[arg-type]
         t0 = time.perf_counter()
 
         def partial(name: str = name) -> dict:
@@ -220,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             save()  # now: a long run that is cut short keeps its curve
 
         res = run_lifelong(loaded, hp, moments, cases, batch_size=args.batch_size, n_batches=args.batches,
-                           every=args.every, known=known, heldout=heldout,
+                           every=args.every, known=known, heldout=heldout, protect=protect,
+                           protect_weight=protect_weight,
                            paraphrases=relation_phrasings(args.data), on_checkpoint=progress, on_base=base_measured,
                            compact=args.compact)
         res["config"].update(name=name, corpus=corpus.identity, model=loaded.spec,

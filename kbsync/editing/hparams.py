@@ -43,6 +43,7 @@ class EditHyperParams:
     cov_lambda: float = 15000.0  # MEMIT's mom2_update_weight
     cov_samples: int = 100000  # texts in the second-moment corpus
     norm_constraint: float = 0.0  # ENCORE: alpha of + alpha ||dW||_F^2 in the objective (solve.py; 0: off)
+    edit_memory: float = 0.0  # MEMIT: weight mu of earlier batches' keys, (lam C + mu K_p K_p^T + K K^T)^-1 (0: off)
     # 5) AlphaEdit: P = null space of C (eigenvalues < threshold); dW = R K^T P (S P + l2 I)^-1
     nullspace_threshold: float = 2e-2
     alphaedit_l2: float = 10.0  # "L2" in the public AlphaEdit configs (the paper writes I)
@@ -62,10 +63,18 @@ class EditHyperParams:
             raise ConfigError(f"max_batch_tokens must be positive, got {self.max_batch_tokens!r}")
         if not 0.0 <= self.early_stop_prob < 1.0:
             raise ConfigError(f"early_stop_prob must be in [0, 1) (0: off), got {self.early_stop_prob!r}")
+        if self.edit_memory < 0:
+            raise ConfigError(f"edit_memory must be >= 0 (0: off), got {self.edit_memory!r}")
         if self.norm_constraint < 0:
             raise ConfigError(f"norm_constraint must be >= 0 (0: off), got {self.norm_constraint!r}")
         if "{}" not in self.kl_prompt:
             raise ConfigError(f"kl_prompt {self.kl_prompt!r} needs a '{{}}' for the subject, e.g. '{{}} is a'")
+
+    @property
+    def preserved_weight(self) -> float:
+        """Weight of earlier batches' keys K_p K_p^T in the solve (0: not kept): AlphaEdit's S always holds
+        them (weight 1); MEMIT only with edit_memory."""
+        return 1.0 if self.algorithm == "alphaedit" else self.edit_memory
 
     def replace(self, **changes: Any) -> EditHyperParams:
         if "layers" in changes:

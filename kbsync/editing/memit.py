@@ -5,7 +5,8 @@
     for i, l in enumerate(layers):
         2) K = keys at l, h = current residual at L               (keys.py LayerKeys, on the model edited so far)
         3) R = (z - h) / (len(layers) - i)                         (d, n)
-        4) dW_l = R K^T (lam C_l + K K^T)^-1                      (solve.py; AlphaEdit: null-space form)
+        4) dW_l = R K^T (lam C_l + K K^T)^-1                      (solve.py; AlphaEdit: null-space form;
+                                                                   edit_memory: + mu K_p K_p^T, earlier batches)
         5) apply dW_l temporarily
     restore every weight bit for bit; return the factors.
 
@@ -106,12 +107,12 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
                 with phase("solve", timings, device):
                     resid = (targets.z - cur).T / (len(hp.layers) - i)  # (d, n)
                     cov = second_moments[layer].to(k.device)
+                    kp = preserved.get(layer) if preserved is not None else None
                     if hp.algorithm == "alphaedit":
                         proj = nullspace_projection(cov, hp.nullspace_threshold)  # (d_in, d_in)
-                        kp = preserved.get(layer) if preserved is not None else None
                         u, v = alphaedit_factors(resid, k, proj, kp, hp.alphaedit_l2, hp.norm_constraint)
                     else:
-                        u, v = memit_factors(resid, k, cov, hp.cov_lambda, hp.norm_constraint)
+                        u, v = memit_factors(resid, k, cov, hp.cov_lambda, hp.norm_constraint, kp)
                     name = adapter.weight_name(layer)
                     factors[name] = (u.float(), v.float())  # (d_out, n), (d_in, n)
                     applied.append(Delta.from_factors({name: factors[name]}).apply(model, adapter))

@@ -4,8 +4,9 @@ P = U0 U0^T where U0 are the eigenvectors of C (the mean-normalised second momen
 of knowledge to keep) whose eigenvalues are below ``threshold``: for any key k0 of that
 knowledge, P k0 is (nearly) zero, so an update of the form dW = X P leaves W k0 unchanged.
 
-``PreservedKeys`` accumulates K K^T of every applied batch per layer (AlphaEdit's ``cache_c``),
-so each new batch is also kept from overwriting the earlier ones. It is saved as safetensors
+``PreservedKeys`` accumulates w K K^T of every applied batch per layer (AlphaEdit's ``cache_c``,
+w = 1; MEMIT's ``edit_memory``, w = mu), so each new batch is also kept from overwriting the
+earlier ones. It is saved as safetensors
 by the model store beside the delta log.
 """
 
@@ -29,26 +30,35 @@ def nullspace_projection(cov: torch.Tensor, threshold: float) -> torch.Tensor:
 
 @dataclass
 class PreservedKeys:
-    kkt: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> sum of K K^T (d_in, d_in) f64
+    kkt: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> sum of w K K^T (d_in, d_in) f64
     n_keys: dict[int, int] = field(default_factory=dict)  # layer -> number of keys summed
 
-    def add(self, layer: int, keys: torch.Tensor) -> None:
+    def add(self, layer: int, keys: torch.Tensor, weight: float = 1.0) -> None:
         k = keys.double()  # (d_in, n)
+        kkt = weight * (k @ k.T)
         prev = self.kkt.get(layer)
-        self.kkt[layer] = k @ k.T if prev is None else prev + k @ k.T
+        self.kkt[layer] = kkt if prev is None else prev + kkt
         self.n_keys[layer] = self.n_keys.get(layer, 0) + k.shape[1]
 
-    def add_delta(self, delta) -> None:
+    def add_delta(self, delta, weight: float = 1.0) -> None:
         """Record a verified batch: the keys its Delta carries (layer -> (d_in, n))."""
         for layer, k in sorted(delta.keys.items()):
-            self.add(layer, k)
+            self.add(layer, k, weight)
 
     @classmethod
-    def from_deltas(cls, deltas) -> PreservedKeys:
+    def from_deltas(cls, deltas, weight: float = 1.0) -> PreservedKeys:
         """Rebuild from the active delta log (exact after a rollback)."""
         out = cls()
         for d in deltas:
-            out.add_delta(d)
+            out.add_delta(d, weight)
+        return out
+
+    def plus(self, other: PreservedKeys) -> PreservedKeys:
+        """The sum of both (neither is changed)."""
+        out = PreservedKeys(dict(self.kkt), dict(self.n_keys))
+        for layer, kkt in other.kkt.items():
+            out.kkt[layer] = kkt if layer not in out.kkt else out.kkt[layer] + kkt
+            out.n_keys[layer] = out.n_keys.get(layer, 0) + other.n_keys.get(layer, 0)
         return out
 
     def get(self, layer: int) -> torch.Tensor | None:

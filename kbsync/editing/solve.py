@@ -10,6 +10,10 @@ and S = K K^T + K_p K_p^T (this batch's keys and every earlier batch's):
        = U V^T   with U = R,  V = P (S P + l2 I)^-1 K
 so dW k = 0 for every k with P k = 0 (the preserved keys).
 
+MEMIT with edit memory (edit_memory = mu > 0) keeps every earlier batch's keys K_p as AlphaEdit's S
+does, as a third term of the same least squares, min ||dW K - R||^2 + lam ||dW C^1/2||^2 + mu ||dW K_p||^2:
+    dW = R K^T (lam C + mu K_p K_p^T + K K^T)^-1
+
 ENCORE's norm constraint (Gupta et al. 2025) adds alpha ||dW||_F^2 to the objective, which adds
 alpha I to the matrix that is inverted (alpha = norm_constraint, 0: off):
     MEMIT      dW = R K^T (lam C + K K^T + alpha I)^-1
@@ -23,10 +27,13 @@ import torch
 from kbsync.errors import EditError
 
 
-def memit_factors(resid: torch.Tensor, keys: torch.Tensor, cov: torch.Tensor,
-                  lam: float, alpha: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def memit_factors(resid: torch.Tensor, keys: torch.Tensor, cov: torch.Tensor, lam: float, alpha: float = 0.0,
+                  preserved_kkt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`preserved_kkt`: mu K_p K_p^T, already weighted (PreservedKeys)."""
     k = keys.double()  # (d_in, n)
     a = lam * cov.double() + k @ k.T  # (d_in, d_in) SPD
+    if preserved_kkt is not None:
+        a = a + preserved_kkt.double()
     if alpha:
         a = a + alpha * torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
     v = torch.cholesky_solve(k, spd_cholesky(a))  # (d_in, n)

@@ -4,7 +4,9 @@
        base model answers right are kept: base accuracy 1.0 by construction), weight norms
     for b in 1..N:
         1) delta_b = compute_delta(model edited by batches < b); apply it     (seconds per batch)
-           AlphaEdit: the keys of every earlier batch are preserved (PreservedKeys)
+           AlphaEdit (and MEMIT's edit_memory): the keys of every earlier batch are preserved
+           protect: the keys of other facts the base model knows, read on the model as it is,
+           are preserved too, weighted by protect_weight (disjoint from the known facts measured)
         2) every `every` batches (and after the last) a checkpoint:
            ES / PS / NS / efficacy_acc / paraphrase_acc of batch b        (metrics.measure)
            retention      share of all earlier batches' edits with P(new) > P(old) on their prompt
@@ -99,8 +101,23 @@ def _share(flags: Sequence[bool]) -> float | None:
     return round(sum(flags) / len(flags), 4) if flags else None
 
 
+def protected_keys(loaded, facts: Sequence[KnownFact], layers: Sequence[int], weight: float):
+    """weight * K K^T of the facts' subject keys (bare prompt) at each layer, on the model as it is."""
+    from kbsync.editing.keys import compute_keys
+    from kbsync.editing.nullspace import PreservedKeys
+    from kbsync.editing.request import EditRequest
+
+    requests = [EditRequest(f.prompt, f.subject, f.answer) for f in facts]
+    keys, _ = compute_keys(loaded.model, loaded.tokenizer, loaded.adapter, requests, ["{}"], list(layers), layers[-1])
+    out = PreservedKeys()
+    for layer, k in keys.items():
+        out.add(layer, k, weight)
+    return out
+
+
 def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_size: int, n_batches: int,
                  every: int = 1, known: Sequence[KnownFact] = (), heldout: Sequence[str] = (),
+                 protect: Sequence[KnownFact] = (), protect_weight: float = 0.0,
                  paraphrases: Callable[[EvalCase], tuple[str, ...]] | None = None,
                  on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
                  on_base: Callable[[dict[str, Any]], None] | None = None,
@@ -126,13 +143,17 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
     t0 = time.perf_counter()
     right = answered_right(model, tok, pool)
     facts = [f for f, ok in zip(pool, right, strict=True) if ok]  # what the base model knows
+    measured = {f.subject for f in known}  # a protected key must not be a measured fact's subject
+    guard = [f for f in protect if f.subject not in edited_subjects and f.subject not in measured]
+    guard = [f for f, ok in zip(guard, answered_right(model, tok, guard), strict=True) if ok] if protect_weight else []
     base_row = {"batch": 0, "n_edits": 0, "perplexity": round(perplexity(model, tok, heldout), 4) if heldout else None,
                 "known_acc": 1.0 if facts else None, "known_facts": len(facts), "known_pool": len(pool),
+                "protected_facts": len(guard),
                 "weights": weight_norms(params, base), "measure_s": round(time.perf_counter() - t0, 3)}
     if on_base is not None:
         on_base(base_row)
     checkpoints: list[dict[str, Any]] = []
-    preserved = PreservedKeys() if hp.algorithm == "alphaedit" else None
+    preserved = PreservedKeys() if hp.preserved_weight else None
     batch_s: list[float] = []
     cpu_s: list[float] = []  # CPU seconds of this process (all threads): comparable across machine loads
     done: list[EvalCase] = []
@@ -142,10 +163,14 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
             batch = list(cases[b * batch_size:(b + 1) * batch_size])
             requests = [c.request(len(done) + i, paraphrases(c) if paraphrases else ()) for i, c in enumerate(batch)]
             t0, c0 = time.perf_counter(), time.process_time()
-            delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved)
+            kept = preserved
+            if guard:
+                extra = protected_keys(loaded, guard, hp.layers, protect_weight)
+                kept = extra if preserved is None else preserved.plus(extra)
+            delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=kept)
             delta.apply(model, adapter)
             if preserved is not None:
-                preserved.add_delta(delta)
+                preserved.add_delta(delta, hp.preserved_weight)
             batch_s.append(time.perf_counter() - t0)
             cpu_s.append(time.process_time() - c0)
             earlier, done = list(done), done + batch
@@ -181,7 +206,8 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
             "batch_s": [round(s, 3) for s in batch_s], "cpu_s": [round(s, 3) for s in cpu_s],
             "config": {"algorithm": hp.algorithm, "layers": list(hp.layers), "lambda": hp.cov_lambda,
                        "norm_anchor": hp.norm_anchor, "early_stop_prob": hp.early_stop_prob,
-                       "norm_constraint": hp.norm_constraint, "batch_size": batch_size, "n_batches": n_batches,
+                       "norm_constraint": hp.norm_constraint, "edit_memory": hp.edit_memory,
+                       "protect_weight": protect_weight, "batch_size": batch_size, "n_batches": n_batches,
                        "every": every, "v_steps": hp.v_steps, "cov_samples": hp.cov_samples,
                        "heldout_texts": len(heldout), "device": str(loaded.device)}}
 
@@ -205,7 +231,7 @@ def _compact(loaded, hp, moments: dict, cases: Sequence[EvalCase], base: dict, c
     chunks: list[Delta] = []
     for i in range(0, len(cases), chunk):
         requests = [c.request(i + j, paraphrases(c) if paraphrases else ()) for j, c in enumerate(cases[i:i + chunk])]
-        preserved = PreservedKeys.from_deltas(chunks) if hp.algorithm == "alphaedit" else None
+        preserved = PreservedKeys.from_deltas(chunks, hp.preserved_weight) if hp.preserved_weight else None
         delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved)
         delta.apply(model, adapter)
         chunks.append(delta)

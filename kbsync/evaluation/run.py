@@ -109,7 +109,7 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
     names = sorted({adapter.weight_name(layer) for layer in hp.layers})
     original = {n: params[n].detach().to("cpu", copy=True) for n in names}  # restored in 5)
     batches = [cases[i:i + batch_size] for i in range(0, len(cases), batch_size)]
-    preserved = PreservedKeys() if hp.algorithm == "alphaedit" else None
+    preserved = PreservedKeys() if hp.preserved_weight else None
     batch_s: list[float] = []
     phrasings = relation_phrasings(dataset)
     try:
@@ -122,7 +122,7 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
             delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved, timings=timings)
             delta.apply(model, adapter)  # kept; `original` undoes every batch at once
             if preserved is not None:
-                preserved.add_delta(delta)
+                preserved.add_delta(delta, hp.preserved_weight)
             if cuda:
                 torch.cuda.synchronize(loaded.device)
             batch_s.append(time.perf_counter() - t0)

@@ -206,7 +206,8 @@ class ApplyWorker:
         try:
             if self.gate is not None:
                 self.gate.prepare()  # the base's and the current version's figures, before the edit
-            preserved = PreservedKeys.from_deltas([d for _, d in self.active]) if hp.algorithm == "alphaedit" else None
+            w = hp.preserved_weight  # earlier batches' keys in the solve (AlphaEdit; MEMIT's edit_memory)
+            preserved = PreservedKeys.from_deltas([d for _, d in self.active], w) if w else None
             delta = compute_delta(self.ctx.loaded, self.ctx.loaded.tokenizer, self.ctx.loaded.adapter, edits, hp,
                                   self.ctx.moments(), preserved=preserved, timings=timings,
                                   check_stop=crashing_in("targets", self.stop.check_in_batch))

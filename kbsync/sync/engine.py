@@ -53,7 +53,7 @@ def hyper_parameters(settings: Settings, loaded: LoadedModel) -> EditHyperParams
                               f"use indices 0..{adapter.n_layers - 1}")
         changes["layers"] = tuple(e.layers)
     for key in ("v_steps", "v_lr", "cov_lambda", "cov_samples", "max_batch_tokens", "early_stop_prob",
-                "norm_constraint"):
+                "norm_constraint", "edit_memory"):
         if getattr(e, key):
             changes[key] = getattr(e, key)
     if e.target_dtype != "auto":

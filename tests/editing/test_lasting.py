@@ -95,3 +95,5 @@ def test_bad_lasting_options_are_config_errors():
         EditHyperParams(early_stop_prob=1.5)
     with pytest.raises(ConfigError, match="norm_constraint"):
         EditHyperParams(norm_constraint=-1.0)
+    with pytest.raises(ConfigError, match="edit_memory"):
+        EditHyperParams(edit_memory=-1.0)

@@ -44,3 +44,33 @@ def test_preserved_keys_round_trip(tmp_path):
     pk.save(tmp_path / "pk.safetensors")
     back = PreservedKeys.load(tmp_path / "pk.safetensors")
     assert torch.equal(back.kkt[4], pk.kkt[4]) and back.n_keys == {4: 5}
+
+
+def test_memit_edit_memory_keeps_earlier_keys_as_their_weight_grows():
+    g = torch.Generator().manual_seed(2)
+    d_in, d_out, n = 24, 16, 4
+    k = torch.randn(d_in, n, generator=g, dtype=torch.float64)
+    r = torch.randn(d_out, n, generator=g, dtype=torch.float64)
+    kp = torch.randn(d_in, 6, generator=g, dtype=torch.float64)  # an earlier batch's keys
+    c = torch.eye(d_in, dtype=torch.float64)
+    moved = []
+    for mu in (0.0, 1.0, 1e4):
+        earlier = PreservedKeys()
+        earlier.add(5, kp, weight=mu)
+        u, v = memit_factors(r, k, c, lam=0.1, preserved_kkt=earlier.get(5) if mu else None)
+        moved.append(float((u @ v.T @ kp).norm()))
+        assert (u @ v.T @ k).norm() > 0.1 * r.norm()  # the new keys still move
+    assert moved[0] > moved[1] > 100 * moved[2]
+
+
+def test_preserved_keys_are_weighted_and_summed():
+    a, b = torch.randn(8, 3), torch.randn(8, 2)
+    pa, pb = PreservedKeys(), PreservedKeys()
+    pa.add(4, a, weight=2.0)
+    pb.add(4, b)
+    pb.add(5, b)
+    both = pa.plus(pb)
+    a64, b64 = a.double(), b.double()
+    torch.testing.assert_close(both.kkt[4], 2 * a64 @ a64.T + b64 @ b64.T)
+    torch.testing.assert_close(both.kkt[5], b64 @ b64.T)
+    assert both.n_keys == {4: 5, 5: 2} and pa.n_keys == {4: 3}  # neither operand changed

@@ -37,7 +37,8 @@ def test_perplexity_is_exp_of_the_mean_token_nll(loaded) -> None:
     assert perplexity(model, tok, [text, text]) == pytest.approx(math.exp(float(nll)), rel=1e-4)
 
 
-@pytest.mark.parametrize("options", [{"algorithm": "memit"}, {"algorithm": "alphaedit", "norm_anchor": True}])
+@pytest.mark.parametrize("options", [{"algorithm": "memit"}, {"algorithm": "alphaedit", "norm_anchor": True},
+                                     {"algorithm": "memit", "edit_memory": 1.0}])
 def test_run_lifelong_records_every_checkpoint_and_restores_the_model(loaded, tmp_path: Path, options) -> None:
     from kbsync.editing.covariance import TextFileCorpus, second_moments
     from kbsync.editing.hparams import EditHyperParams
@@ -107,3 +108,18 @@ def test_load_known_facts_reads_rome_records_and_names_a_bad_file(tmp_path: Path
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ConfigError, match="known_1000"):
         load_known_facts(tmp_path / "bad.json")
+
+
+def test_protected_keys_are_the_weighted_subject_keys(loaded) -> None:
+    from kbsync.editing.keys import compute_keys
+    from kbsync.editing.request import EditRequest
+    from kbsync.evaluation.lifelong import protected_keys
+
+    facts = [KnownFact("The capital of France is", "France", "Paris"), KnownFact("Toko Yasuda lives in", "Toko", "Tokyo")]
+    kept = protected_keys(loaded, facts, (1, 2), weight=3.0)
+    keys, _ = compute_keys(loaded.model, loaded.tokenizer, loaded.adapter,
+                           [EditRequest(f.prompt, f.subject, f.answer) for f in facts], ["{}"], [1, 2], 2)
+    for layer in (1, 2):
+        k = keys[layer].double()
+        torch.testing.assert_close(kept.kkt[layer], 3.0 * k @ k.T)
+    assert kept.n_keys == {1: 2, 2: 2}
