@@ -168,3 +168,35 @@ def test_one_hard_edit_fails_alone_and_the_rest_is_applied(make_settings, sqlite
         assert per_batch == {(1, hard_id), (1, easy_id), (2, easy_id), (3, hard_id)}
         failed = s.get(EditRequestRow, hard_id)
         assert failed is not None and failed.state == "failed" and "P(new)=" in (failed.state_reason or "")
+
+
+@pytest.mark.parametrize("memory", [0.0, 5.0])
+def test_edit_memory_hands_the_earlier_batches_keys_to_the_solve(make_settings, monkeypatch, memory: float) -> None:
+    import torch
+
+    import kbsync.sync.apply as apply_module
+
+    seen, made = [], []
+    real = apply_module.compute_delta
+
+    def spy(*args, preserved=None, **kwargs):
+        seen.append(preserved)
+        made.append(real(*args, preserved=preserved, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(apply_module, "compute_delta", spy)
+    settings = make_settings(editing={"edit_memory": memory})
+    store_db.upgrade(settings.database_url)
+    database = store_db.open_database(settings.database_url)
+    seed(database)
+    report = apply_pending(make_writer(settings, database), batch_size=2)
+    database.dispose()
+    assert [b.state for b in report.batches] == ["verified", "verified"]
+    if not memory:  # plain MEMIT keeps nothing
+        assert seen == [None, None]
+        return
+    assert seen[0] is not None and seen[0].kkt == {}  # nothing earlier before the first batch
+    assert seen[1].n_keys == {1: 2, 2: 2}  # the first batch's two edits, at both layers
+    for layer in (1, 2):
+        k = made[0].keys[layer].double()
+        torch.testing.assert_close(seen[1].kkt[layer], memory * k @ k.T)
