@@ -27,8 +27,8 @@ DATA = ROOT.parent / "shared" / "data"
 
 # name -> [editing] overrides; the default daemon configuration is picked from these curves
 CONFIGS: dict[str, dict[str, object]] = {
-    "memit": {"algorithm": "memit"},
-    "memit+nas": {"algorithm": "memit", "norm_anchor": True},
+    "memit": {"algorithm": "memit", "edit_memory": 0.0},  # plain MEMIT: each batch solved on its own
+    "memit+nas": {"algorithm": "memit", "edit_memory": 0.0, "norm_anchor": True},
     "alphaedit": {"algorithm": "alphaedit"},
     "alphaedit+nas": {"algorithm": "alphaedit", "norm_anchor": True},
     "alphaedit+nas+encore": {"algorithm": "alphaedit", "norm_anchor": True, "early_stop_prob": 0.9,
@@ -39,13 +39,13 @@ CONFIGS: dict[str, dict[str, object]] = {
     "alphaedit+nas@1e-2": {"algorithm": "alphaedit", "norm_anchor": True, "nullspace_threshold": 1e-2},
     "alphaedit+nas@5e-3": {"algorithm": "alphaedit", "norm_anchor": True, "nullspace_threshold": 5e-3},
     # λ = 1000 was chosen for one batch's ES (docs/layer-choice.md); a larger λ holds updates back
-    "memit@lambda5000": {"algorithm": "memit", "cov_lambda": 5000.0},
+    "memit@lambda5000": {"algorithm": "memit", "edit_memory": 0.0, "cov_lambda": 5000.0},
     # MEMIT keeping every earlier batch's keys in its solve (edit_memory = mu)
     "memit+memory": {"algorithm": "memit", "edit_memory": 1.0},
     "memit+memory+nas": {"algorithm": "memit", "edit_memory": 1.0, "norm_anchor": True},
     # "protect": keys of other facts the base model answers right (known_1000 after the --known probed
     # ones, --protect of them) kept in the solve with this weight, read again before every batch
-    "memit+protect": {"algorithm": "memit", "protect": 10.0},
+    "memit+protect": {"algorithm": "memit", "edit_memory": 0.0, "protect": 10.0},
     "memit+memory+protect": {"algorithm": "memit", "edit_memory": 1.0, "protect": 10.0},
 }
 BENCH_KEYS = ("protect",)  # config keys the benchmark handles; the rest are [editing] hyper-parameters

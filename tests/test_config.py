@@ -90,12 +90,14 @@ def test_editing_settings_reach_the_hyper_parameters() -> None:
     smollm2 = SimpleNamespace(adapter=SimpleNamespace(family="llama", n_layers=30))
     default = hyper_parameters(load_settings(environ={}), smollm2)  # type: ignore[arg-type]
     assert (default.n_prefixes, default.paraphrase_templates) == (3, 1)
-    assert default.edit_memory == 0.0 and default.preserved_weight == 0.0
+    assert default.edit_memory == 1.0 and default.preserved_weight == 1.0  # MEMIT keeps earlier batches' keys
     env = {"KBSYNC_EDITING__PARAPHRASE_TEMPLATES": "0", "KBSYNC_EDITING__N_PREFIXES": "5",
            "KBSYNC_EDITING__EDIT_MEMORY": "2.5"}
     chosen = hyper_parameters(load_settings(environ=env), smollm2)  # type: ignore[arg-type]
     assert (chosen.n_prefixes, chosen.paraphrase_templates) == (5, 0)
-    assert chosen.edit_memory == 2.5 and chosen.preserved_weight == 2.5  # MEMIT keeps earlier batches' keys
-    assert chosen.replace(algorithm="alphaedit").preserved_weight == 1.0  # AlphaEdit always does
+    assert chosen.edit_memory == 2.5 and chosen.preserved_weight == 2.5
+    plain = hyper_parameters(load_settings(environ={"KBSYNC_EDITING__EDIT_MEMORY": "0"}), smollm2)  # type: ignore[arg-type]
+    assert plain.preserved_weight == 0.0  # plain MEMIT: each batch solved on its own
+    assert plain.replace(algorithm="alphaedit").preserved_weight == 1.0  # AlphaEdit always keeps them
     with pytest.raises(ConfigError, match="paraphrase_templates"):
         load_settings(environ={"KBSYNC_EDITING__PARAPHRASE_TEMPLATES": "-2"})

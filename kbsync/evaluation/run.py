@@ -4,7 +4,7 @@ costs, and the model's edited weights restored bit for bit at the end.
     1) pre  = measure(unedited model)
     2) C_l  = second_moments(...)                 covariance_s (cached under the state dir)
     3) for each batch: delta = compute_delta(model edited so far); apply it
-                       (AlphaEdit, sequential: PreservedKeys.add_delta after each batch)
+                       (sequential, AlphaEdit or MEMIT with edit_memory: PreservedKeys.add_delta after each batch)
     4) post = measure(edited model); retention = share of earlier batches' edits still winning
     5) restore the original weights
 
@@ -172,6 +172,7 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
             "norm_anchor": hp.norm_anchor,
             "early_stop_prob": hp.early_stop_prob,
             "norm_constraint": hp.norm_constraint,
+            "edit_memory": hp.edit_memory,
             "cov_samples": hp.cov_samples,
             "corpus": corpus.identity,
             "model": loaded.spec,

@@ -59,7 +59,9 @@ def _efficacy_wins(db, version_id: int) -> dict[int, bool]:
 
 
 def test_compaction_holds_every_edit_is_one_event_and_rolls_back_bit_for_bit(make_settings, database) -> None:
-    settings = make_settings(editing={"v_steps": 40, "v_lr": 1.0})
+    # plain MEMIT: on the tiny random model the four "The capital of X" keys are nearly parallel, and
+    # edit memory (which keeps each chained chunk's keys) makes the later chunk settle for a compromise
+    settings = make_settings(editing={"v_steps": 40, "v_lr": 1.0, "edit_memory": 0.0})
     seed(database)
     report = apply_pending(make_writer(settings, database), batch_size=1)  # a log of four batches
     assert [b.state for b in report.batches] == ["verified"] * 4
