@@ -122,12 +122,13 @@ def table(results: dict[str, dict]) -> str:
 
 
 def merge(paths: list[Path], out: Path) -> int:
-    """Several runs' lifelong.json (one config each, run side by side) -> one JSON, table and plot."""
+    """Several runs' lifelong.json (one config each, run side by side, or an earlier merge) -> one JSON,
+    table and plot; a configuration in a later file replaces the same one in an earlier file."""
     results: dict[str, dict] = {}
-    commands = []
+    commands: list[str] = []
     for path in paths:
         data = json.loads(path.read_text())
-        commands.append(data["command"])
+        commands += data["commands"] if "commands" in data else [data["command"]]
         results.update({n: r for n, r in data["results"].items() if r.get("base") is not None})
     if not results:
         print(f"error: no finished configuration in {', '.join(map(str, paths))}; merge after a run ends",

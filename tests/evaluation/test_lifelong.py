@@ -84,6 +84,10 @@ def test_run_lifelong_records_every_checkpoint_and_restores_the_model(loaded, tm
     assert list(merged["results"]) == ["a", "b"] and merged["commands"] == ["a", "b", "cut"]
     assert (tmp_path / "merged" / "summary.md").read_text().count("| a |") == 4
     assert bench.merge([tmp_path / "cut.json"], tmp_path / "none") == 2
+    (tmp_path / "c.json").write_text(json.dumps({"command": "c", "results": {"c": res}}))  # onto an earlier merge
+    assert bench.merge([tmp_path / "merged" / "lifelong.json", tmp_path / "c.json"], tmp_path / "more") == 0
+    more = json.loads((tmp_path / "more" / "lifelong.json").read_text())
+    assert list(more["results"]) == ["a", "b", "c"] and more["commands"] == ["a", "b", "cut", "c"]
     with pytest.raises(ConfigError, match="need 8 cases"):
         run_lifelong(loaded, hp, moments, _cases(6), batch_size=4, n_batches=2)
 
