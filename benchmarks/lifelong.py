@@ -43,6 +43,7 @@ CONFIGS: dict[str, dict[str, object]] = {
     # MEMIT keeping every earlier batch's keys in its solve (edit_memory = mu)
     "memit+memory": {"algorithm": "memit", "edit_memory": 1.0},
     "memit+memory+nas": {"algorithm": "memit", "edit_memory": 1.0, "norm_anchor": True},
+    "memit+memory@lambda5000": {"algorithm": "memit", "edit_memory": 1.0, "cov_lambda": 5000.0},
     # "protect": keys of other facts the base model answers right (known_1000 after the --known probed
     # ones, --protect of them) kept in the solve with this weight, read again before every batch
     "memit+protect": {"algorithm": "memit", "edit_memory": 0.0, "protect": 10.0},
