@@ -44,6 +44,8 @@ CONFIGS: dict[str, dict[str, object]] = {
     "memit+memory": {"algorithm": "memit", "edit_memory": 1.0},
     "memit+memory+nas": {"algorithm": "memit", "edit_memory": 1.0, "norm_anchor": True},
     "memit+memory@lambda5000": {"algorithm": "memit", "edit_memory": 1.0, "cov_lambda": 5000.0},
+    "memit+memory0.3": {"algorithm": "memit", "edit_memory": 0.3},
+    "memit+memory3": {"algorithm": "memit", "edit_memory": 3.0},
     # "protect": keys of other facts the base model answers right (known_1000 after the --known probed
     # ones, --protect of them) kept in the solve with this weight, read again before every batch
     "memit+protect": {"algorithm": "memit", "edit_memory": 0.0, "protect": 10.0},

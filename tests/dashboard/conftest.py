@@ -46,8 +46,10 @@ def settings_for(model_dir: Path, root: Path, url: str, **sections: dict) -> Set
         "kb": {"source": "rdf", "mode": "truthy", "files": [str(root / "kb.ttl")]},  # wdt: triples only
         "relations": {"enabled": ["P36"]},
         "probe": {"max_new_tokens": 3, "sample_unchanged": 0},
+        # plain MEMIT (edit_memory 0): the pages' tests count what this fixed flow leaves in each state,
+        # and on a random model which edits still hold after rolling back batch 1 depends on the solve
         "editing": {"layers": [1, 2], "cov_lambda": 1.0, "cov_samples": 32, "corpus": str(model_dir / "corpus.txt"),
-                    "v_steps": 25, "batch_size": 2, "retry_smaller": False},
+                    "v_steps": 25, "batch_size": 2, "retry_smaller": False, "edit_memory": 0.0},
         "verify": {"min_efficacy_acc": 0.0, "min_paraphrase_acc": 0.0,  # a random model says noise
                    "min_efficacy": 0.0, "min_paraphrase": 0.0, "min_specificity": 0.0, "neighbours": 0},
         # a random model's perplexity doubles with λ = 1: the gate runs and records, bounds wide open
