@@ -75,7 +75,8 @@ def plot(results: dict[str, dict], path: Path) -> None:
               ("known_acc", "known-fact accuracy"), ("perplexity", "held-out perplexity"),
               ("weight_norm", "max ||W||/||W0|| of edited layers"), ("seconds_per_batch", "seconds per batch")]
     fig, axes = plt.subplots(2, 4, figsize=(18, 8))
-    colors = plt.get_cmap("tab20").colors  # one colour per configuration (the default cycle repeats after 10)
+    tab20 = plt.get_cmap("tab20").colors  # pairs (dark, light): the ten dark ones first, then the light ones
+    colors = tab20[0::2] + tab20[1::2]  # one per configuration (the default cycle repeats after 10)
     for ax, (key, title) in zip(axes.flat, panels, strict=True):
         for i, (name, res) in enumerate(results.items()):
             rows = [res["base"] | {"weight_norm": 1.0}] + res["checkpoints"]
@@ -85,7 +86,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
                 if value is not None:
                     xs.append(r["n_edits"])
                     ys.append(value)
-            ax.plot(xs, ys, marker="o", label=name, color=colors[(2 * i) % 20 + (2 * i) // 20 % 2])
+            ax.plot(xs, ys, marker="o", label=name, color=colors[i % len(colors)])
         if key == "perplexity":
             ax.set_yscale("log")  # a collapse goes from ~10 to ~10^5
         ax.set_title(title, fontsize=10)

@@ -53,6 +53,12 @@ class PreservedKeys:
             out.add_delta(d, weight)
         return out
 
+    @classmethod
+    def kept_by(cls, hp, deltas) -> PreservedKeys | None:
+        """What the solve of `hp` keeps of these earlier batches: their keys at hp.preserved_weight
+        (AlphaEdit 1, MEMIT edit_memory), or None when it keeps none (plain MEMIT)."""
+        return cls.from_deltas(deltas, hp.preserved_weight) if hp.preserved_weight else None
+
     def plus(self, other: PreservedKeys) -> PreservedKeys:
         """The sum of both (neither is changed)."""
         out = PreservedKeys(dict(self.kkt), dict(self.n_keys))

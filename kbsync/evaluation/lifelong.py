@@ -153,7 +153,7 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
     if on_base is not None:
         on_base(base_row)
     checkpoints: list[dict[str, Any]] = []
-    preserved = PreservedKeys() if hp.preserved_weight else None
+    preserved = PreservedKeys.kept_by(hp, [])
     batch_s: list[float] = []
     cpu_s: list[float] = []  # CPU seconds of this process (all threads): comparable across machine loads
     done: list[EvalCase] = []
@@ -231,7 +231,7 @@ def _compact(loaded, hp, moments: dict, cases: Sequence[EvalCase], base: dict, c
     chunks: list[Delta] = []
     for i in range(0, len(cases), chunk):
         requests = [c.request(i + j, paraphrases(c) if paraphrases else ()) for j, c in enumerate(cases[i:i + chunk])]
-        preserved = PreservedKeys.from_deltas(chunks, hp.preserved_weight) if hp.preserved_weight else None
+        preserved = PreservedKeys.kept_by(hp, chunks)
         delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved)
         delta.apply(model, adapter)
         chunks.append(delta)

@@ -109,7 +109,7 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
     names = sorted({adapter.weight_name(layer) for layer in hp.layers})
     original = {n: params[n].detach().to("cpu", copy=True) for n in names}  # restored in 5)
     batches = [cases[i:i + batch_size] for i in range(0, len(cases), batch_size)]
-    preserved = PreservedKeys() if hp.preserved_weight else None
+    preserved = PreservedKeys.kept_by(hp, [])
     batch_s: list[float] = []
     phrasings = relation_phrasings(dataset)
     try:

@@ -206,8 +206,7 @@ class ApplyWorker:
         try:
             if self.gate is not None:
                 self.gate.prepare()  # the base's and the current version's figures, before the edit
-            w = hp.preserved_weight  # earlier batches' keys in the solve (AlphaEdit; MEMIT's edit_memory)
-            preserved = PreservedKeys.from_deltas([d for _, d in self.active], w) if w else None
+            preserved = PreservedKeys.kept_by(hp, [d for _, d in self.active])  # AlphaEdit; MEMIT's edit_memory
             delta = compute_delta(self.ctx.loaded, self.ctx.loaded.tokenizer, self.ctx.loaded.adapter, edits, hp,
                                   self.ctx.moments(), preserved=preserved, timings=timings,
                                   check_stop=crashing_in("targets", self.stop.check_in_batch))

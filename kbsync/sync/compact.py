@@ -127,7 +127,7 @@ def compact_open(writer: ModelWriter, *, batch_size: int | None = None,
         applied = []
         for i in range(0, len(edits), size):
             writer.stop.check_in_batch()
-            preserved = PreservedKeys.from_deltas(chunks, hp.preserved_weight) if hp.preserved_weight else None
+            preserved = PreservedKeys.kept_by(hp, chunks)
             chunk = compute_delta(ctx.loaded, tok, adapter, edits[i:i + size], hp, ctx.moments(),
                                   preserved=preserved, check_stop=writer.stop.check_in_batch)
             applied.append(chunk.apply(model, adapter))  # the next chunk is solved on top of this one

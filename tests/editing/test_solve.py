@@ -74,3 +74,17 @@ def test_preserved_keys_are_weighted_and_summed():
     torch.testing.assert_close(both.kkt[4], 2 * a64 @ a64.T + b64 @ b64.T)
     torch.testing.assert_close(both.kkt[5], b64 @ b64.T)
     assert both.n_keys == {4: 5, 5: 2} and pa.n_keys == {4: 3}  # neither operand changed
+
+
+def test_the_solve_keeps_earlier_batches_by_algorithm_and_edit_memory():
+    from types import SimpleNamespace
+
+    from kbsync.editing.hparams import EditHyperParams
+
+    k = torch.randn(8, 3)
+    deltas = [SimpleNamespace(keys={4: k})]
+    assert PreservedKeys.kept_by(EditHyperParams(algorithm="memit"), deltas) is None  # plain MEMIT
+    memory = PreservedKeys.kept_by(EditHyperParams(algorithm="memit", edit_memory=2.0), deltas)
+    alpha = PreservedKeys.kept_by(EditHyperParams(algorithm="alphaedit", edit_memory=2.0), deltas)
+    assert memory is not None and alpha is not None
+    torch.testing.assert_close(memory.kkt[4], 2 * alpha.kkt[4])  # AlphaEdit keeps them at weight 1
