@@ -44,6 +44,12 @@ CONFIGS: dict[str, dict[str, object]] = {
     "memit+memory": {"algorithm": "memit", "edit_memory": 1.0},
     "memit+memory+nas": {"algorithm": "memit", "edit_memory": 1.0, "norm_anchor": True},
     "memit+memory@lambda5000": {"algorithm": "memit", "edit_memory": 1.0, "cov_lambda": 5000.0},
+    # more edited layers: each carries a smaller share of every residual (ΔW_l ∝ R / (layers left))
+    "memit+memory@layers3-10": {"algorithm": "memit", "edit_memory": 1.0, "layers": [3, 4, 5, 6, 7, 8, 9, 10]},
+    "memit+memory@layers2-12": {"algorithm": "memit", "edit_memory": 1.0, "layers": list(range(2, 13))},
+    # ENCORE's α‖ΔW‖² on top of edit memory: holds ΔW back where C's variance is small, where it is largest
+    "memit+memory+norm10": {"algorithm": "memit", "edit_memory": 1.0, "norm_constraint": 10.0},
+    "memit+memory+norm100": {"algorithm": "memit", "edit_memory": 1.0, "norm_constraint": 100.0},
     "memit+memory0.3": {"algorithm": "memit", "edit_memory": 0.3},
     "memit+memory3": {"algorithm": "memit", "edit_memory": 3.0},
     # "protect": keys of other facts the base model answers right (known_1000 after the --known probed
@@ -210,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cov_samples:
         base_hp = base_hp.replace(cov_samples=args.cov_samples)
     corpus = corpus_for(args.corpus or settings.editing.corpus, loaded)
-    moments = second_moments(loaded, loaded.tokenizer, loaded.adapter, base_hp.layers, corpus, base_hp.cov_samples,
+    layers = sorted({*base_hp.layers, *(x for n in names for x in CONFIGS[n].get("layers", ()))})  # type: ignore[union-attr]
+    moments = second_moments(loaded, loaded.tokenizer, loaded.adapter, layers, corpus, base_hp.cov_samples,
                              args.state_dir / "cache" / "stats", model_identity=loaded.identity)
     heldout = heldout_texts(loaded, args.heldout)
     print(f"# model, key statistics and held-out text in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
