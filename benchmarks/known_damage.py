@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     from kbsync.editing.memit import compute_delta
     from kbsync.editing.nullspace import PreservedKeys
     from kbsync.evaluation.datasets import load_cases, select
-    from kbsync.evaluation.lifelong import answered_right, load_known_facts
+    from kbsync.evaluation.lifelong import answered_right, greedy_known, load_known_facts
     from kbsync.evaluation.run import relation_phrasings
-    from kbsync.model.scoring import greedy_answers, perplexity
+    from kbsync.model.scoring import perplexity
     from kbsync.sync.engine import corpus_for, hyper_parameters, load_configured_model
 
     if args.threads:
@@ -68,17 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     edited_subjects = {c.subject for c in cases}
     pool = [f for f in load_known_facts(DATA / "known_1000.json")[:args.known] if f.subject not in edited_subjects]
     facts = [f for f, ok in zip(pool, answered_right(model, tok, pool), strict=True) if ok]
-    base_answers = greedy_answers(model, tok, [f.prompt for f in facts], 8)
+    last: dict[str, list] = {}  # the latest probe's greedy answers and which of them are right
 
     def probe(label: str) -> dict:
-        right = answered_right(model, tok, facts)
-        row = {"model": label, "known_right": sum(right), "known_acc": round(sum(right) / len(facts), 4),
+        last["answers"], last["right"] = greedy_known(model, tok, facts)
+        n_right = sum(last["right"])
+        row = {"model": label, "known_right": n_right, "known_acc": round(n_right / len(facts), 4),
                "perplexity": round(perplexity(model, tok, heldout), 3)}
-        print(f"{label:<40} known {row['known_right']}/{len(facts)} ({row['known_acc']:.3f})  "
+        print(f"{label:<40} known {n_right}/{len(facts)} ({row['known_acc']:.3f})  "
               f"perplexity {row['perplexity']:.2f}", flush=True)
         return row
 
     rows = [probe("base")]
+    base_answers = last["answers"]
     params = dict(model.named_parameters(remove_duplicate=False))
     names = [adapter.weight_name(layer) for layer in hp.layers]
     w0 = {n: params[n].detach().clone() for n in names}
@@ -93,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             preserved.add_delta(delta, hp.preserved_weight)
     rows.append(probe(f"edited ({len(cases)} edits)"))
     targets = sorted({c.target_new for c in cases})
-    answers = greedy_answers(model, tok, [f.prompt for f in facts], 8)
-    right = answered_right(model, tok, facts)
+    answers, right = last["answers"], last["right"]
     lost = [{"prompt": f.prompt, "answer": f.answer, "base": a0, "edited": a,
              "names_edit_target": [t for t in targets if t.lower() in a.lower()]}
             for f, a0, a, ok in zip(facts, base_answers, answers, right, strict=True) if not ok]

@@ -62,11 +62,17 @@ def load_known_facts(path: str | Path, limit: int | None = None) -> list[KnownFa
 
 
 def answered_right(model, tokenizer, facts: Sequence[KnownFact], answer_tokens: int = 8) -> list[bool]:
+    return greedy_known(model, tokenizer, facts, answer_tokens)[1]
+
+
+def greedy_known(model, tokenizer, facts: Sequence[KnownFact],
+                 answer_tokens: int = 8) -> tuple[list[str], list[bool]]:
+    """Each fact's greedy answer and whether it names the fact's answer."""
     from kbsync.model.probe import answer_matches
     from kbsync.model.scoring import greedy_answers
 
     answers = greedy_answers(model, tokenizer, [f.prompt for f in facts], answer_tokens) if facts else []
-    return [answer_matches(a, [f.answer]) is not None for a, f in zip(answers, facts, strict=True)]
+    return answers, [answer_matches(a, [f.answer]) is not None for a, f in zip(answers, facts, strict=True)]
 
 
 def edit_wins(model, tokenizer, cases: Sequence[EvalCase]) -> list[bool]:
