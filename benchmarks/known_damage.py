@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from kbsync.config import load_settings
     from kbsync.editing.covariance import second_moments
-    from kbsync.editing.memit import compute_delta
-    from kbsync.editing.nullspace import PreservedKeys
+    from kbsync.editing.sequence import EditSequence
     from kbsync.evaluation.datasets import load_cases, select
     from kbsync.evaluation.lifelong import answered_right, greedy_known, load_known_facts
     from kbsync.evaluation.run import relation_phrasings
@@ -85,14 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [adapter.weight_name(layer) for layer in hp.layers]
     w0 = {n: params[n].detach().clone() for n in names}
     paraphrases = relation_phrasings(DATA / "counterfact-train.json")
-    preserved = PreservedKeys.kept_by(hp, [])
+    sequence = EditSequence(loaded, hp, moments)
     for b in range(args.batches):
         batch = cases[b * args.batch_size:(b + 1) * args.batch_size]
-        requests = [c.request(b * args.batch_size + i, paraphrases(c)) for i, c in enumerate(batch)]
-        delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved)
-        delta.apply(model, adapter)
-        if preserved is not None:
-            preserved.add_delta(delta, hp.preserved_weight)
+        sequence.edit([c.request(b * args.batch_size + i, paraphrases(c)) for i, c in enumerate(batch)])
     rows.append(probe(f"edited ({len(cases)} edits)"))
     targets = sorted({c.target_new for c in cases})
     answers, right = last["answers"], last["right"]

@@ -132,8 +132,7 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
     module docstring); the model is restored afterwards. `moments` are the C_l of hp.layers."""
     import torch
 
-    from kbsync.editing.memit import compute_delta
-    from kbsync.editing.nullspace import PreservedKeys
+    from kbsync.editing.sequence import EditSequence
 
     if every < 1 or batch_size < 1 or n_batches < 1:
         raise ConfigError("batch size, number of batches and checkpoint interval must all be at least 1")
@@ -159,7 +158,7 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
     if on_base is not None:
         on_base(base_row)
     checkpoints: list[dict[str, Any]] = []
-    preserved = PreservedKeys.kept_by(hp, [])
+    sequence = EditSequence(loaded, hp, moments)
     batch_s: list[float] = []
     cpu_s: list[float] = []  # CPU seconds of this process (all threads): comparable across machine loads
     done: list[EvalCase] = []
@@ -169,14 +168,8 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
             batch = list(cases[b * batch_size:(b + 1) * batch_size])
             requests = [c.request(len(done) + i, paraphrases(c) if paraphrases else ()) for i, c in enumerate(batch)]
             t0, c0 = time.perf_counter(), time.process_time()
-            kept = preserved
-            if guard:
-                extra = protected_keys(loaded, guard, hp.layers, protect_weight)
-                kept = extra if preserved is None else preserved.plus(extra)
-            delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=kept)
-            delta.apply(model, adapter)
-            if preserved is not None:
-                preserved.add_delta(delta, hp.preserved_weight)
+            extra = protected_keys(loaded, guard, hp.layers, protect_weight) if guard else None
+            delta = sequence.edit(requests, also_keep=extra)
             batch_s.append(time.perf_counter() - t0)
             cpu_s.append(time.process_time() - c0)
             earlier, done = list(done), done + batch
@@ -225,8 +218,7 @@ def _compact(loaded, hp, moments: dict, cases: Sequence[EvalCase], base: dict, c
     import torch
 
     from kbsync.editing.delta import Delta
-    from kbsync.editing.memit import compute_delta
-    from kbsync.editing.nullspace import PreservedKeys
+    from kbsync.editing.sequence import EditSequence
 
     model, tok, adapter = loaded.model, loaded.tokenizer, loaded.adapter
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -234,13 +226,11 @@ def _compact(loaded, hp, moments: dict, cases: Sequence[EvalCase], base: dict, c
     with torch.no_grad():
         for n, t in base.items():
             params[n].copy_(t)
+    sequence = EditSequence(loaded, hp, moments)
     chunks: list[Delta] = []
     for i in range(0, len(cases), chunk):
         requests = [c.request(i + j, paraphrases(c) if paraphrases else ()) for j, c in enumerate(cases[i:i + chunk])]
-        preserved = PreservedKeys.kept_by(hp, chunks)
-        delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved)
-        delta.apply(model, adapter)
-        chunks.append(delta)
+        chunks.append(sequence.edit(requests))
     with torch.no_grad():
         for n, t in base.items():
             params[n].copy_(t)

@@ -4,7 +4,7 @@ costs, and the model's edited weights restored bit for bit at the end.
     1) pre  = measure(unedited model)
     2) C_l  = second_moments(...)                 covariance_s (cached under the state dir)
     3) for each batch: delta = compute_delta(model edited so far); apply it
-                       (sequential, AlphaEdit or MEMIT with edit_memory: PreservedKeys.add_delta after each batch)
+                       (editing/sequence.py: AlphaEdit and MEMIT's edit_memory keep earlier batches' keys)
     4) post = measure(edited model); retention = share of earlier batches' edits still winning
     5) restore the original weights
 
@@ -79,8 +79,7 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
     import torch
 
     from kbsync.editing.covariance import cache_path, samples_for, second_moments
-    from kbsync.editing.memit import compute_delta
-    from kbsync.editing.nullspace import PreservedKeys
+    from kbsync.editing.sequence import EditSequence
 
     model, tok, adapter = loaded.model, loaded.tokenizer, loaded.adapter
     cuda = loaded.device.type == "cuda"
@@ -109,7 +108,7 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
     names = sorted({adapter.weight_name(layer) for layer in hp.layers})
     original = {n: params[n].detach().to("cpu", copy=True) for n in names}  # restored in 5)
     batches = [cases[i:i + batch_size] for i in range(0, len(cases), batch_size)]
-    preserved = PreservedKeys.kept_by(hp, [])
+    sequence = EditSequence(loaded, hp, moments)
     batch_s: list[float] = []
     phrasings = relation_phrasings(dataset)
     try:
@@ -119,10 +118,7 @@ def evaluate(loaded, hp, corpus, cases: list[EvalCase], stats_dir: Path, *, batc
             t0 = time.perf_counter()
             requests = [c.request(first_id + i, phrasings(c)) for i, c in enumerate(batch)]
             first_id += len(batch)
-            delta = compute_delta(loaded, tok, adapter, requests, hp, moments, preserved=preserved, timings=timings)
-            delta.apply(model, adapter)  # kept; `original` undoes every batch at once
-            if preserved is not None:
-                preserved.add_delta(delta, hp.preserved_weight)
+            sequence.edit(requests, timings=timings)  # kept; `original` undoes every batch at once
             if cuda:
                 torch.cuda.synchronize(loaded.device)
             batch_s.append(time.perf_counter() - t0)

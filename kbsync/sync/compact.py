@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from kbsync.editing.delta import Delta
-from kbsync.editing.memit import compute_delta
-from kbsync.editing.nullspace import PreservedKeys
 from kbsync.editing.request import EditRequest
+from kbsync.editing.sequence import EditSequence
 from kbsync.errors import EditError, RollbackError
 from kbsync.logs import get_logger
 from kbsync.store.events import record_event
@@ -90,7 +89,7 @@ def compact_open(writer: ModelWriter, *, batch_size: int | None = None,
     t0 = time.perf_counter()
     ctx = writer.context()
     store, hp, settings = ctx.store, ctx.hparams, writer.settings
-    model, tok, adapter = ctx.loaded.model, ctx.loaded.tokenizer, ctx.loaded.adapter
+    model, tok = ctx.loaded.model, ctx.loaded.tokenizer
     previous = list(store.active)
     size = batch_size or settings.editing.compact_batch_size or settings.editing.batch_size
     with writer.db.session() as s:
@@ -123,15 +122,11 @@ def compact_open(writer: ModelWriter, *, batch_size: int | None = None,
         before = run_checks(model, tok, tests, settings.probe.max_new_tokens) if tests else []
         report.efficacy_before = _efficacy(before)
         store.materialise([])  # the base weights
+        sequence = EditSequence(ctx.loaded, hp, ctx.moments())  # each chunk solved on top of those before
         chunks: list[Delta] = []
-        applied = []
         for i in range(0, len(edits), size):
             writer.stop.check_in_batch()
-            preserved = PreservedKeys.kept_by(hp, chunks)
-            chunk = compute_delta(ctx.loaded, tok, adapter, edits[i:i + size], hp, ctx.moments(),
-                                  preserved=preserved, check_stop=writer.stop.check_in_batch)
-            applied.append(chunk.apply(model, adapter))  # the next chunk is solved on top of this one
-            chunks.append(chunk)
+            chunks.append(sequence.edit(edits[i:i + size], check_stop=writer.stop.check_in_batch))
         merged = Delta.merged(chunks, meta={"algorithm": hp.algorithm, "compacts": str(replaced),
                                             "n_edits": str(len(edits))})
         store.materialise([(batch_id, merged)])  # base ⊕ merged, the arithmetic of every load

@@ -76,3 +76,30 @@ def test_alphaedit_algorithm_runs_and_keeps_earlier_keys(tiny_llama, tmp_path, c
     before = score(model, tok, "The capital of France", "Tokyo")
     second.apply(model, adapter)
     assert score(model, tok, "The capital of France", "Tokyo") > before
+
+
+def test_edit_sequence_is_compute_apply_and_remember_keys(tiny_llama, tmp_path, corpus_texts):
+    from types import SimpleNamespace
+
+    from kbsync.editing.sequence import EditSequence
+
+    model, tok, adapter = tiny_llama
+    cov = _moments(model, tok, adapter, tmp_path, corpus_texts)
+    hp = _hp(edit_memory=1.0)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    by_hand, pk = [], PreservedKeys()  # the loop the sequence replaces
+    for reqs in (REQS[:1], REQS[1:]):
+        delta = compute_delta(model, tok, adapter, reqs, hp, cov, preserved=pk)
+        delta.apply(model, adapter)
+        pk.add_delta(delta, hp.preserved_weight)
+    by_hand_sd = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(original)
+
+    sequence = EditSequence(SimpleNamespace(model=model, tokenizer=tok, adapter=adapter), hp, cov)
+    deltas = [sequence.edit(reqs) for reqs in (REQS[:1], REQS[1:])]
+    assert sequence.preserved is not None and sequence.preserved.n_keys == {1: 2, 2: 2}
+    assert all(torch.equal(v, by_hand_sd[k]) for k, v in model.state_dict().items())  # same arithmetic
+    assert [d.keys[2].shape[1] for d in deltas] == [1, 1]
+    model.load_state_dict(original)
+    assert EditSequence(SimpleNamespace(model=model, tokenizer=tok, adapter=adapter),
+                        _hp(edit_memory=0.0), cov).preserved is None  # plain MEMIT keeps no earlier keys
