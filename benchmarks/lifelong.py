@@ -11,6 +11,7 @@ accuracy on every edit prompt so far, perplexity on fixed held-out text (the mod
 from a seed the covariance corpus does not use), accuracy on the facts of ../shared/data/known_1000.json
 the base model answers right, the Frobenius norm of each edited weight relative to the base, and
 seconds per batch. Writes lifelong.json, lifelong.png (curves) and summary.md (table) to --out.
+A run that was stopped goes on from its last checkpoint with the same command and --resume.
 --quick: 3 batches of 5, memit and memit+nas, 60 known facts, 4 held-out texts, 512 covariance texts.
 """
 
@@ -174,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compact", action="store_true",
                         help="after the last batch, re-solve every edit from the base as one delta (kbsync compact) "
                              "and compare its retention with the sequential log's")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from the last checkpoint of a run with the same options that was stopped "
+                             "(each checkpoint leaves one under STATE_DIR/lifelong/CONFIG)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (one config per process, several processes side by side)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
@@ -249,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                            every=args.every, known=known, heldout=heldout, protect=protect,
                            protect_weight=protect_weight,
                            paraphrases=relation_phrasings(args.data), on_checkpoint=progress, on_base=base_measured,
-                           compact=args.compact)
+                           compact=args.compact, snapshots=args.state_dir / "lifelong" / name,
+                           resume=args.resume)
         res["config"].update(name=name, corpus=corpus.identity, model=loaded.spec,
                              wall_s=round(time.perf_counter() - t0, 1))
         results[name] = res

@@ -17,13 +17,15 @@
     3) with compact=True, after the last batch: every edit re-solved from the base weights in
        chunks of batch_size, merged into one delta (what `kbsync compact` does), and the share of
        all edits winning on their prompt compared with the sequential log's ("compaction")
-    the model's edited weights are restored bit for bit at the end.
+    the model's edited weights are restored bit for bit at the end. A run that was stopped goes on
+    from its last checkpoint (`snapshots`, `resume`: lifelong_snapshot.py).
 
 `benchmarks/lifelong.py` runs this for several configurations and plots the curves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -36,6 +38,7 @@ from kbsync.errors import ConfigError
 from kbsync.model.scoring import perplexity
 
 from .datasets import EvalCase
+from .lifelong_snapshot import Snapshot
 from .metrics import measure
 
 log = logging.getLogger(__name__)
@@ -127,9 +130,11 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
                  paraphrases: Callable[[EvalCase], tuple[str, ...]] | None = None,
                  on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
                  on_base: Callable[[dict[str, Any]], None] | None = None,
-                 compact: bool = False) -> dict[str, Any]:
+                 compact: bool = False, snapshots: Path | None = None, resume: bool = False) -> dict[str, Any]:
     """Edit `n_batches` batches of `cases` one after another into `loaded.model`, measuring (see the
-    module docstring); the model is restored afterwards. `moments` are the C_l of hp.layers."""
+    module docstring); the model is restored afterwards. `moments` are the C_l of hp.layers.
+    `snapshots`: a folder where every checkpoint leaves the run's state (lifelong_snapshot.py);
+    with `resume`, the run goes on from the one there (earlier rows are passed to on_checkpoint again)."""
     import torch
 
     from kbsync.editing.sequence import EditSequence
@@ -161,10 +166,26 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
     sequence = EditSequence(loaded, hp, moments)
     batch_s: list[float] = []
     cpu_s: list[float] = []  # CPU seconds of this process (all threads): comparable across machine loads
-    done: list[EvalCase] = []
+    run = {"model": loaded.identity, "hparams": hp.to_dict(), "batch_size": batch_size, "n_batches": n_batches,
+           "every": every, "protect_weight": protect_weight, "cases": [c.case_id for c in cases[:batch_size * n_batches]],
+           "known": [f.prompt for f in facts], "protected": [f.prompt for f in guard],
+           "heldout": hashlib.sha256("\x00".join(heldout).encode()).hexdigest()}
+    start = 0
+    snapshot = Snapshot.load(snapshots, run) if snapshots is not None and resume else None
+    if snapshot is not None:
+        start, checkpoints, batch_s, cpu_s = snapshot.batch, snapshot.checkpoints, snapshot.batch_s, snapshot.cpu_s
+        with torch.no_grad():
+            for n, w in snapshot.weights.items():
+                params[n].copy_(w)
+        sequence.preserved = snapshot.preserved
+        log.info("lifelong: going on after batch %d/%d from %s", start, n_batches, snapshots)
+        for row in checkpoints:
+            if on_checkpoint is not None:
+                on_checkpoint(row)
+    done: list[EvalCase] = list(cases[:start * batch_size])
     compaction: dict[str, Any] | None = None
     try:
-        for b in range(n_batches):
+        for b in range(start, n_batches):
             batch = list(cases[b * batch_size:(b + 1) * batch_size])
             requests = [c.request(len(done) + i, paraphrases(c) if paraphrases else ()) for i, c in enumerate(batch)]
             t0, c0 = time.perf_counter(), time.process_time()
@@ -191,6 +212,9 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
                    "cpu_s_per_batch": round(sum(cpu_s[-every:]) / len(cpu_s[-every:]), 3),
                    "measure_s": round(time.perf_counter() - t0, 3)}
             checkpoints.append(row)
+            if snapshots is not None:
+                Snapshot(b + 1, checkpoints, batch_s, cpu_s, {n: params[n] for n in base},
+                         sequence.preserved).save(snapshots, run)
             if on_checkpoint is not None:
                 on_checkpoint(row)
         if compact:
@@ -201,7 +225,7 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
         with torch.no_grad():
             for n, t in base.items():
                 params[n].copy_(t)
-    return {"base": base_row, "checkpoints": checkpoints, "compaction": compaction,
+    return {"base": base_row, "checkpoints": checkpoints, "compaction": compaction, "resumed_after": start,
             "batch_s": [round(s, 3) for s in batch_s], "cpu_s": [round(s, 3) for s in cpu_s],
             "config": {"algorithm": hp.algorithm, "layers": list(hp.layers), "lambda": hp.cov_lambda,
                        "norm_anchor": hp.norm_anchor, "early_stop_prob": hp.early_stop_prob,

@@ -87,7 +87,7 @@ def test_edit_sequence_is_compute_apply_and_remember_keys(tiny_llama, tmp_path, 
     cov = _moments(model, tok, adapter, tmp_path, corpus_texts)
     hp = _hp(edit_memory=1.0)
     original = {k: v.clone() for k, v in model.state_dict().items()}
-    by_hand, pk = [], PreservedKeys()  # the loop the sequence replaces
+    pk = PreservedKeys()  # by hand: the loop the sequence replaces
     for reqs in (REQS[:1], REQS[1:]):
         delta = compute_delta(model, tok, adapter, reqs, hp, cov, preserved=pk)
         delta.apply(model, adapter)

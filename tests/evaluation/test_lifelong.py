@@ -127,3 +127,50 @@ def test_protected_keys_are_the_weighted_subject_keys(loaded) -> None:
         k = keys[layer].double()
         torch.testing.assert_close(kept.kkt[layer], 3.0 * k @ k.T)
     assert kept.n_keys == {1: 2, 2: 2}
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_a_stopped_run_goes_on_from_its_last_checkpoint_as_if_unbroken(loaded, tmp_path: Path) -> None:
+    from kbsync.editing.covariance import TextFileCorpus, second_moments
+    from kbsync.editing.hparams import EditHyperParams
+
+    model, tok, adapter = loaded.model, loaded.tokenizer, loaded.adapter
+    hp = EditHyperParams(layers=(1, 2), v_steps=10, v_lr=1.0, n_prefixes=1, prefix_len=4, cov_lambda=1.0,
+                         cov_samples=16, edit_memory=1.0)
+    moments = second_moments(model, tok, adapter, hp.layers, TextFileCorpus(Path(loaded.spec) / "corpus.txt"),
+                             hp.cov_samples, tmp_path / "stats", model_identity="tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    known = [KnownFact("Toko Yasuda lives in", "Toko", "Tokyo")]
+    kw = dict(batch_size=1, n_batches=6, every=2, known=known, heldout=["The Eiffel Tower is located in Paris."])
+    unbroken = run_lifelong(loaded, hp, moments, _cases(6), **kw)
+
+    def stop_after_the_second(row: dict) -> None:
+        if row["batch"] == 4:
+            raise _Stopped
+    with pytest.raises(_Stopped):
+        run_lifelong(loaded, hp, moments, _cases(6), snapshots=tmp_path / "snap", on_checkpoint=stop_after_the_second,
+                     **kw)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # restored after the stop too
+    assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == ["snapshot-b4.safetensors", "snapshot.json"]
+
+    seen: list[dict] = []
+    resumed = run_lifelong(loaded, hp, moments, _cases(6), snapshots=tmp_path / "snap", resume=True,
+                           on_checkpoint=seen.append, **kw)
+    assert resumed["resumed_after"] == 4 and len(resumed["batch_s"]) == 6
+    assert [r["batch"] for r in seen] == [2, 4, 6]  # the earlier rows are reported again
+
+    def figures(res: dict) -> list[dict]:
+        timing = {"seconds_per_batch", "cpu_s_per_batch", "measure_s"}
+        return [{k: v for k, v in r.items() if k not in timing} for r in res["checkpoints"]]
+    assert figures(resumed) == figures(unbroken)  # the curve an unbroken run draws
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+    with pytest.raises(ConfigError, match="another run .*hparams.*--resume"):
+        run_lifelong(loaded, hp.replace(cov_lambda=2.0), moments, _cases(6), snapshots=tmp_path / "snap",
+                     resume=True, **kw)
+    (tmp_path / "snap" / "snapshot-b6.safetensors").write_bytes(b"torn")
+    with pytest.raises(ConfigError, match="unreadable .*delete the folder"):
+        run_lifelong(loaded, hp, moments, _cases(6), snapshots=tmp_path / "snap", resume=True, **kw)
