@@ -51,6 +51,12 @@ CONFIGS: dict[str, dict[str, object]] = {
     # ENCORE's α‖ΔW‖² on top of edit memory: holds ΔW back where C's variance is small, where it is largest
     "memit+memory+norm10": {"algorithm": "memit", "edit_memory": 1.0, "norm_constraint": 10.0},
     "memit+memory+norm100": {"algorithm": "memit", "edit_memory": 1.0, "norm_constraint": 100.0},
+    # smaller targets: ΔW ∝ R = z - h, and the known facts lost grow with ΔW's scale squared (known_damage.py);
+    # stop each target sooner (ENCORE's p, default 0.9), or hold δ back harder (MEMIT's GPT-J weight decay 0.5,
+    # clamp 0.75; SmolLM2's defaults are 1e-3 and 4)
+    "memit+memory+stop0.5": {"algorithm": "memit", "edit_memory": 1.0, "early_stop_prob": 0.5},
+    "memit+memory+wd0.5": {"algorithm": "memit", "edit_memory": 1.0, "weight_decay": 0.5},
+    "memit+memory+clamp0.75": {"algorithm": "memit", "edit_memory": 1.0, "clamp_factor": 0.75},
     "memit+memory0.3": {"algorithm": "memit", "edit_memory": 0.3},
     "memit+memory3": {"algorithm": "memit", "edit_memory": 3.0},
     # "protect": keys of other facts the base model answers right (known_1000 after the --known probed
