@@ -12,7 +12,7 @@ apply does one step of it against the stored log (sync/apply.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
@@ -24,10 +24,9 @@ from .request import EditRequest
 
 
 class EditSequence:
-    def __init__(self, loaded, hp: EditHyperParams, moments: dict[int, torch.Tensor], earlier: Sequence[Delta] = ()):
-        """`earlier`: batches already in the model whose keys the next solves keep."""
+    def __init__(self, loaded, hp: EditHyperParams, moments: dict[int, torch.Tensor]):
         self.loaded, self.hp, self.moments = loaded, hp, moments
-        self.preserved = PreservedKeys.kept_by(hp, list(earlier))
+        self.preserved = PreservedKeys.kept_by(hp, [])  # the keys of the batches edited so far (None: kept none)
 
     def edit(self, requests: list[EditRequest], also_keep: PreservedKeys | None = None,
              timings: dict | None = None, check_stop: Callable[[], None] | None = None) -> Delta:

@@ -3,8 +3,8 @@
 A run of 40 batches takes an hour or more on a CPU; a session, a killed process or a device's
 time limit can end it first. At every checkpoint the run writes, in `folder`:
 
-    snapshot-b<batch>.safetensors   the edited weights as they are after <batch> (w::<name>) and the
-                                    earlier batches' keys the solve keeps (kkt::<layer>, f64)
+    snapshot-b<batch>.safetensors   the edited weights as they are after <batch>
+    preserved-b<batch>.safetensors  the earlier batches' keys the solve keeps (PreservedKeys.save)
     snapshot.json                   the run it belongs to (`run`), <batch>, the checkpoint rows and
                                     the per-batch seconds so far; written last, so it only ever
                                     names a complete tensor file
@@ -41,19 +41,19 @@ class Snapshot:
 
     def save(self, folder: Path, run: dict[str, Any]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"w::{name}": w.detach().to("cpu").contiguous() for name, w in self.weights.items()}
-        if self.preserved is not None:
-            tensors.update({f"kkt::{layer}": k.contiguous() for layer, k in self.preserved.kkt.items()})
         tensor_file = f"snapshot-b{self.batch}.safetensors"
-        keys = {str(layer): n for layer, n in self.preserved.n_keys.items()} if self.preserved is not None else None
         with durable_file(folder / tensor_file) as tmp:
-            save_file(tensors, str(tmp))
-        index = {"run": run, "batch": self.batch, "tensors": tensor_file, "n_keys": keys,
+            save_file({name: w.detach().to("cpu").contiguous() for name, w in self.weights.items()}, str(tmp))
+        keys_file = None
+        if self.preserved is not None:  # in the model store's own format (nullspace.py)
+            keys_file = f"preserved-b{self.batch}.safetensors"
+            self.preserved.save(folder / keys_file)
+        index = {"run": run, "batch": self.batch, "tensors": tensor_file, "preserved": keys_file,
                  "checkpoints": self.checkpoints, "batch_s": self.batch_s, "cpu_s": self.cpu_s}
         with durable_file(folder / INDEX) as tmp:
             tmp.write_text(json.dumps(index) + "\n")
-        for old in folder.glob("snapshot-b*.safetensors"):  # only the latest is ever needed
-            if old.name != tensor_file:
+        for old in folder.glob("*-b*.safetensors"):  # only the latest is ever needed
+            if old.name not in (tensor_file, keys_file):
                 old.unlink()
 
     @classmethod
@@ -63,7 +63,8 @@ class Snapshot:
             return None
         try:
             index = json.loads((folder / INDEX).read_text())
-            tensors = load_file(str(folder / index["tensors"]))
+            weights = load_file(str(folder / index["tensors"]))
+            preserved = PreservedKeys.load(folder / index["preserved"]) if index["preserved"] else None
         except Exception as exc:  # OSError, JSON, a missing key, safetensors' own error for a torn file
             raise ConfigError(f"the lifelong snapshot in {folder} is unreadable ({exc}); "
                               "delete the folder and run without --resume") from exc
@@ -71,9 +72,4 @@ class Snapshot:
             changed = sorted(k for k in {*index["run"], *run} if index["run"].get(k) != run.get(k))
             raise ConfigError(f"the lifelong snapshot in {folder} is of another run (differs in {', '.join(changed)}); "
                               "run with the same options, or without --resume to start again")
-        preserved = None
-        if index["n_keys"] is not None:
-            preserved = PreservedKeys({int(k.split("::")[1]): t for k, t in tensors.items() if k.startswith("kkt::")},
-                                      {int(layer): n for layer, n in index["n_keys"].items()})
-        weights = {k.split("::", 1)[1]: t for k, t in tensors.items() if k.startswith("w::")}
         return cls(index["batch"], index["checkpoints"], index["batch_s"], index["cpu_s"], weights, preserved)

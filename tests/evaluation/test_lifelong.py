@@ -154,7 +154,8 @@ def test_a_stopped_run_goes_on_from_its_last_checkpoint_as_if_unbroken(loaded, t
         run_lifelong(loaded, hp, moments, _cases(6), snapshots=tmp_path / "snap", on_checkpoint=stop_after_the_second,
                      **kw)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # restored after the stop too
-    assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == ["snapshot-b4.safetensors", "snapshot.json"]
+    assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == ["preserved-b4.safetensors", "snapshot-b4.safetensors",
+                                                                  "snapshot.json"]
 
     seen: list[dict] = []
     resumed = run_lifelong(loaded, hp, moments, _cases(6), snapshots=tmp_path / "snap", resume=True,
