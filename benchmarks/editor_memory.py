@@ -27,12 +27,12 @@ PHASES = ("covariance", "targets", "keys", "solve")
 def one(args: argparse.Namespace) -> dict:
     """The child: one batch of args.n edits; its report as a dict."""
     from kbsync.config import load_settings
+    from kbsync.editing.configured import corpus_for, hyper_parameters, load_configured_model
     from kbsync.editing.covariance import second_moments
     from kbsync.editing.memit import compute_delta
     from kbsync.evaluation.datasets import load_cases, select
     from kbsync.evaluation.run import relation_phrasings
-    from kbsync.memory import phase, process_peak_rss_mb
-    from kbsync.sync.engine import corpus_for, hyper_parameters, load_configured_model
+    from kbsync.phases import phase, process_peak_rss_mb
 
     settings = load_settings(str(args.config) if args.config else None)
     loaded = load_configured_model(settings, settings.state.dir)

@@ -100,10 +100,10 @@ def targets_timing(config: Path, device: str, n: int, steps: int) -> str:
     import torch
 
     from kbsync.config import load_settings
+    from kbsync.editing.configured import hyper_parameters, load_configured_model
     from kbsync.editing.request import EditRequest
     from kbsync.editing.targets import compute_targets, context_templates
     from kbsync.evaluation.datasets import load_cases, select
-    from kbsync.sync.engine import hyper_parameters, load_configured_model
 
     settings = load_settings(str(config))
     settings = settings.model_copy(update={"model": settings.model.model_copy(update={"device": device})})

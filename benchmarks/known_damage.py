@@ -43,13 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from kbsync.config import load_settings
+    from kbsync.editing.configured import corpus_for, hyper_parameters, load_configured_model
     from kbsync.editing.covariance import second_moments
     from kbsync.editing.sequence import EditSequence
     from kbsync.evaluation.datasets import load_cases, select
-    from kbsync.evaluation.lifelong import answered_right, greedy_known, load_known_facts
     from kbsync.evaluation.run import relation_phrasings
     from kbsync.model.scoring import perplexity
-    from kbsync.sync.engine import corpus_for, hyper_parameters, load_configured_model
+    from kbsync.research.lifelong import answered_right, greedy_known, load_known_facts
 
     if args.threads:
         torch.set_num_threads(args.threads)

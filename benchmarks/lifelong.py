@@ -5,7 +5,7 @@
 
 Each configuration (`--configs`, default all of CONFIGS) edits the same first N*k cases of
 ../shared/data/counterfact-train.json in batches of k, each on the model the earlier batches made
-(kbsync.evaluation.lifelong.run_lifelong; the model is restored between configurations). Every m
+(kbsync.research.lifelong.run_lifelong; the model is restored between configurations). Every m
 batches (`--every`) it records ES/PS/NS of the current batch, retention of all earlier edits, greedy
 accuracy on every edit prompt so far, perplexity on fixed held-out text (the model's own samples
 from a seed the covariance corpus does not use), accuracy on the facts of ../shared/data/known_1000.json
@@ -203,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown config {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
 
     from kbsync.config import load_settings
+    from kbsync.editing.configured import corpus_for, hyper_parameters, load_configured_model
     from kbsync.editing.covariance import second_moments
     from kbsync.evaluation.datasets import load_cases, select
-    from kbsync.evaluation.lifelong import load_known_facts, run_lifelong
     from kbsync.evaluation.run import relation_phrasings
-    from kbsync.sync.engine import corpus_for, hyper_parameters, load_configured_model
+    from kbsync.research.lifelong import load_known_facts, run_lifelong
 
     if args.threads:
         import torch

@@ -39,7 +39,7 @@ from kbsync.sources.catalogue import fill  # noqa: E402
 from kbsync.store import db as store_db  # noqa: E402
 from kbsync.store.models import EditRequestRow  # noqa: E402
 from kbsync.sync.apply import apply_pending  # noqa: E402
-from kbsync.sync.run import current_model, diff_from_settings, model_writer  # noqa: E402
+from kbsync.sync.from_settings import current_model, diff_from_settings, model_writer  # noqa: E402
 
 RELATIONS = ["P6", "P35", "P54", "P169", "P286", "P488", "P1037", "P1308"]
 

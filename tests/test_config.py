@@ -85,7 +85,7 @@ def test_editing_settings_reach_the_hyper_parameters() -> None:
     """-1 keeps the family default; 0 paraphrase templates is a real choice (the edit without paraphrase rows)."""
     from types import SimpleNamespace
 
-    from kbsync.sync.engine import hyper_parameters
+    from kbsync.editing.configured import hyper_parameters
 
     smollm2 = SimpleNamespace(adapter=SimpleNamespace(family="llama", n_layers=30))
     default = hyper_parameters(load_settings(environ={}), smollm2)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from kbsync.store.queue import count_pending
 
 if TYPE_CHECKING:
     from kbsync.sync.apply import BatchOutcome
-    from kbsync.sync.writer import ModelWriter
+    from kbsync.versions.writer import ModelWriter
 
 # The editing stack (torch, transformers) is imported inside the commands that need it, so
 # `kbsync status` and `kbsync db upgrade` start in a fraction of a second; apply, rollback and
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def _writer(app: App, stop: Stop | None = None) -> ModelWriter:
-    from kbsync.sync.run import model_writer
+    from kbsync.sync.from_settings import model_writer
 
     return model_writer(app.settings, app.database(), app.state_dir, run_id=app.run_id, worker=worker_name(),
                         stop=stop)
@@ -174,7 +174,7 @@ def verify_cmd(app: App, batch: int | None, all_: bool, as_json: bool) -> None:
     """
     if batch is not None and all_:
         raise click.UsageError("give --batch N or --all, not both")
-    from kbsync.sync.verify import verify
+    from kbsync.sync.drift import verify
 
     report = verify(_writer(app), batch)
     if as_json:
@@ -196,7 +196,7 @@ def export(app: App, dest: Path, version_id: int | None) -> None:
     Example: kbsync export /srv/models/kb-current
     """
     from kbsync.cli.paths import output_dir
-    from kbsync.sync.run import configured_model_key
+    from kbsync.sync.from_settings import configured_model_key
     from kbsync.versions.registry import version_path
     from kbsync.versions.store import export_version
 
@@ -225,9 +225,10 @@ def stats(app: App) -> None:
         TimeRemainingColumn,
     )
 
+    from kbsync.editing.configured import corpus_for
     from kbsync.editing.covariance import PassClock, cache_path, duration, samples_for
     from kbsync.editing.stats_cache import resolve_corpus
-    from kbsync.sync.engine import corpus_for, editing_context
+    from kbsync.versions.context import editing_context
 
     ctx = editing_context(app.settings, app.state_dir)
     corpus = corpus_for(app.settings.editing.corpus, ctx.loaded)

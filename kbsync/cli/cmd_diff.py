@@ -48,7 +48,7 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
 
     Example: kbsync diff --relation P36 --full
     """
-    from kbsync.sync.run import diff_from_settings  # the model stack: only when diffing
+    from kbsync.sync.from_settings import diff_from_settings  # the model stack: only when diffing
 
     try:
         moment = parse_as_of(as_of) if as_of else None

@@ -6,7 +6,7 @@ MEMIT batches), recorded as one `tick` event.
         run the step     -> counts, or the error as one line (the next step still runs)
     record_event("tick", ok, counts, steps)
 
-The steps are the library's own entry points (`kbsync.sync.run`: `diff_from_settings`, the
+The steps are the library's own entry points (`kbsync.sync.from_settings`: `diff_from_settings`, the
 `kbsync diff` command's library function, and `sync.apply.apply_pending` over a
 `model_writer`, as `kbsync apply` runs it), imported lazily so that the
 daemon takes its lock and reports READY without loading the model code. The loaded
@@ -29,7 +29,7 @@ from kbsync.store.events import record_event
 
 if TYPE_CHECKING:
     from kbsync.config import Settings
-    from kbsync.sync.engine import EditingContext
+    from kbsync.versions.context import EditingContext
 
 log = get_logger(__name__)
 
@@ -106,7 +106,7 @@ class Steps:
             self._ctx.settings = new
 
     def editing(self) -> EditingContext:
-        from kbsync.sync.engine import editing_context
+        from kbsync.versions.context import editing_context
 
         if self._ctx is None:
             self._ctx = editing_context(self.app.settings, self.app.state_dir)
@@ -117,7 +117,7 @@ class Steps:
         return [(n, table[n]) for n in names]
 
     def diff(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
-        from kbsync.sync.run import diff_from_settings
+        from kbsync.sync.from_settings import diff_from_settings
         from kbsync.versions.registry import load_current
 
         ctx = self.editing()
@@ -134,7 +134,7 @@ class Steps:
 
     def apply(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
         from kbsync.sync.apply import apply_pending
-        from kbsync.sync.run import model_writer
+        from kbsync.sync.from_settings import model_writer
 
         writer = model_writer(self.app.settings, self.app.database(), self.app.state_dir, run_id=run_id,
                               worker=worker_name(), stop=control.stop, ctx=self.editing())

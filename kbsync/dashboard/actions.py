@@ -22,7 +22,7 @@ from kbsync.store.db import Database
 from kbsync.store.events import record_event
 
 if TYPE_CHECKING:
-    from kbsync.sync.writer import ModelWriter
+    from kbsync.versions.writer import ModelWriter
 
 log = get_logger(__name__)
 
@@ -41,7 +41,7 @@ class Actions:
     def _writer(self) -> ModelWriter:
         """What `kbsync rollback` and `kbsync verify` build (kbsync/cli/cmd_apply.py `_writer`)."""
         from kbsync.runtime import worker_name
-        from kbsync.sync.run import model_writer
+        from kbsync.sync.from_settings import model_writer
 
         return model_writer(self.settings, self.db, self.state_dir, run_id=self.run_id, worker=worker_name())
 
@@ -56,7 +56,7 @@ class Actions:
         return self._run("rollback", who, run, batch_id=batch_id)
 
     def verify(self, batch_id: int | None, who: str) -> Outcome:
-        from kbsync.sync.verify import verify
+        from kbsync.sync.drift import verify
 
         def run() -> str:
             report = verify(self._writer(), batch_id)

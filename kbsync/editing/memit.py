@@ -34,8 +34,8 @@ from contextlib import contextmanager
 import torch
 
 from kbsync.errors import EditError, ModelError
-from kbsync.memory import phase
 from kbsync.model.adapters import ArchitectureAdapter
+from kbsync.phases import phase
 
 from .delta import AppliedDelta, Delta
 from .hparams import EditHyperParams

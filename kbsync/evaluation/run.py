@@ -12,7 +12,7 @@ Timings: targets_s, keys_s, solve_s summed over batches (compute_delta fills the
 the wall time of computing and applying every batch, total_s = covariance_s + edit_s, and
 edits_per_s = n_edits / edit_s (covariance is a one-off per model and corpus, cached).
 Peak memory per phase: covariance_peak_rss_mb, targets_peak_rss_mb, keys_peak_rss_mb,
-solve_peak_rss_mb (and *_peak_cuda_mb on CUDA; kbsync.memory), beside the process's peak_rss_mb.
+solve_peak_rss_mb (and *_peak_cuda_mb on CUDA; kbsync.phases), beside the process's peak_rss_mb.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kbsync.errors import ConfigError
-from kbsync.memory import phase, process_peak_rss_mb
+from kbsync.phases import phase, process_peak_rss_mb
 from kbsync.sources.catalogue import load_catalogue
 
 from .datasets import EvalCase, load_cases, select
@@ -42,7 +42,7 @@ def evaluate_file(settings, state_dir: Path, dataset: str | Path, *, limit: int 
                   early_stop_prob: float | None = None, norm_constraint: float | None = None) -> dict[str, Any]:
     """``kbsync eval``: the configured model and hyper-parameters on a benchmark file (the
     keyword overrides, where given, replace the configured value)."""
-    from kbsync.sync.engine import corpus_for, hyper_parameters, load_configured_model
+    from kbsync.editing.configured import corpus_for, hyper_parameters, load_configured_model
 
     schema, all_cases = load_cases(dataset)
     cases, skipped = select(all_cases, offset, limit)

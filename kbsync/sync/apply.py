@@ -41,8 +41,9 @@ from kbsync.store.models import Batch, EditRequestRow
 from kbsync.store.queue import claim, count_pending, reap
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
-from kbsync.sync import damage
-from kbsync.sync.checks import (
+from kbsync.sync.rollback import plan, undo
+from kbsync.verification import damage
+from kbsync.verification.checks import (
     Check,
     EditUnderTest,
     edits_under_test,
@@ -54,12 +55,11 @@ from kbsync.sync.checks import (
     shares,
     split_in_halves,
 )
-from kbsync.sync.damage import Harm, neighbour_harm
-from kbsync.sync.neighbours import key_similarity
-from kbsync.sync.regression import RegressionGate, Verdict
-from kbsync.sync.rollback import plan, undo
-from kbsync.sync.writer import ModelWriter
+from kbsync.verification.damage import Harm, neighbour_harm
+from kbsync.verification.gate import RegressionGate, Verdict
+from kbsync.verification.neighbours import key_similarity
 from kbsync.versions import registry
+from kbsync.versions.writer import ModelWriter
 
 log = get_logger(__name__)
 

@@ -37,10 +37,10 @@ from kbsync.store.events import record_event
 from kbsync.store.models import Batch, EditRequestRow
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch
-from kbsync.sync.checks import Check, edits_under_test, judge, run_checks, shares
-from kbsync.sync.verify import record_rechecks
-from kbsync.sync.writer import ModelWriter
+from kbsync.sync.drift import record_rechecks
+from kbsync.verification.checks import Check, edits_under_test, judge, run_checks, shares
 from kbsync.versions import registry
+from kbsync.versions.writer import ModelWriter
 
 log = get_logger(__name__)
 

@@ -35,8 +35,8 @@ from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.models import EditRequestRow, Probe, utcnow
 from kbsync.store.queue import enqueue_edit, withdraw_pending
-from kbsync.sync import damage
 from kbsync.sync.staging import CHANGED, NEW, Staging
+from kbsync.verification import damage
 
 log = get_logger(__name__)
 

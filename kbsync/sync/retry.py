@@ -19,7 +19,7 @@ from kbsync.store.models import Batch, EditRequestRow, KbFact
 from kbsync.store.queue import OPEN
 from kbsync.store.states import RequestState
 from kbsync.store.transitions import move_request
-from kbsync.sync import damage
+from kbsync.verification import damage
 
 
 @dataclass

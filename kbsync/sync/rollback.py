@@ -25,10 +25,10 @@ from kbsync.store.events import record_event
 from kbsync.store.models import Batch, EditRequestRow, ModelVersion
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
-from kbsync.sync import damage
-from kbsync.sync.verify import recheck, record_rechecks
-from kbsync.sync.writer import ModelWriter
+from kbsync.sync.drift import recheck, record_rechecks
+from kbsync.verification import damage
 from kbsync.versions import registry
+from kbsync.versions.writer import ModelWriter
 
 
 @dataclass

@@ -239,7 +239,7 @@ def seed_queue(config: Path) -> int:
     """Queue the KB slice's disagreements with the real diff (RDF source, tiny model), in process."""
     from kbsync.config import load_settings
     from kbsync.store.db import open_database
-    from kbsync.sync.run import diff_from_settings
+    from kbsync.sync.from_settings import diff_from_settings
 
     settings = load_settings(config, environ={})
     db = open_database(settings.database_url)

@@ -74,8 +74,8 @@ def run_flow(model_dir: Path, root: Path, url: str) -> Flow:
     """diff; apply 4 edits (2 batches); apply 2 more where the update cannot take (failed); diff
     again (the model's new answers); roll back batch 1 through the CLI's rollback."""
     from kbsync.sync.apply import apply_pending
+    from kbsync.sync.from_settings import diff_from_settings, model_writer
     from kbsync.sync.rollback import rollback
-    from kbsync.sync.run import diff_from_settings, model_writer
 
     (root / "kb.ttl").write_text(turtle(), encoding="utf-8")
     settings = settings_for(model_dir, root, url)

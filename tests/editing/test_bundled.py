@@ -20,8 +20,8 @@ COUNTERFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "counter
 def test_ten_counterfact_edits_win_on_their_prompts(bundled, shared_stats):
     if not COUNTERFACT.is_file():
         pytest.skip(f"{COUNTERFACT} is not present beside this checkout")
+    from kbsync.editing.configured import corpus_for
     from kbsync.model.scoring import target_logprobs
-    from kbsync.sync.engine import corpus_for
 
     lm = bundled
     recs = [r for r in json.loads(COUNTERFACT.read_text()) if r["subject"] in r["prompt"]][:10]

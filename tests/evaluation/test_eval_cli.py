@@ -60,9 +60,9 @@ def test_eval_sequential_alphaedit_json_stdout(run_cli, eval_config: Path, reduc
 
 def test_eval_restores_the_model(eval_config: Path, reduced_file: Path, tmp_path: Path) -> None:
     from kbsync.config import load_settings
+    from kbsync.editing.configured import corpus_for, hyper_parameters, load_configured_model
     from kbsync.evaluation.datasets import load_cases
     from kbsync.evaluation.run import evaluate
-    from kbsync.sync.engine import corpus_for, hyper_parameters, load_configured_model
 
     settings = load_settings(str(eval_config))
     loaded = load_configured_model(settings, tmp_path / "state")

@@ -11,8 +11,8 @@ import torch
 
 from kbsync.errors import ConfigError
 from kbsync.evaluation.datasets import EvalCase
-from kbsync.evaluation.lifelong import KnownFact, load_known_facts, run_lifelong
 from kbsync.model.scoring import perplexity
+from kbsync.research.lifelong import KnownFact, load_known_facts, run_lifelong
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_load_known_facts_reads_rome_records_and_names_a_bad_file(tmp_path: Path
 def test_protected_keys_are_the_weighted_subject_keys(loaded) -> None:
     from kbsync.editing.keys import compute_keys
     from kbsync.editing.request import EditRequest
-    from kbsync.evaluation.lifelong import protected_keys
+    from kbsync.research.lifelong import protected_keys
 
     facts = [KnownFact("The capital of France is", "France", "Paris"), KnownFact("Toko Yasuda lives in", "Toko", "Tokyo")]
     kept = protected_keys(loaded, facts, (1, 2), weight=3.0)

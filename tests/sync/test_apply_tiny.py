@@ -20,9 +20,9 @@ from kbsync.store.models import (
 )
 from kbsync.store.transitions import enqueue
 from kbsync.sync.apply import apply_pending
+from kbsync.sync.drift import verify
+from kbsync.sync.from_settings import model_writer
 from kbsync.sync.rollback import rollback
-from kbsync.sync.run import model_writer
-from kbsync.sync.verify import verify
 from kbsync.versions import registry
 
 FACTS = [

@@ -14,10 +14,10 @@ from kbsync.store import snapshot
 from kbsync.store.models import EditRequestRow
 from kbsync.store.states import RequestState
 from kbsync.store.transitions import enqueue, move_request
-from kbsync.sync import damage
 from kbsync.sync.apply import apply_pending
-from kbsync.sync.damage import Harm
-from kbsync.sync.run import model_writer
+from kbsync.sync.from_settings import model_writer
+from kbsync.verification import damage
+from kbsync.verification.damage import Harm
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -10,7 +10,7 @@ from kbsync.config import VerifySettings
 from kbsync.store import db as store_db
 from kbsync.store.models import EditCheck, EditRequestRow, KbFact, Probe
 from kbsync.store.transitions import enqueue
-from kbsync.sync.checks import (
+from kbsync.verification.checks import (
     KINDS,
     Check,
     EditUnderTest,

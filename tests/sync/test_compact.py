@@ -14,8 +14,8 @@ from kbsync.store.models import Batch, EditCheck, EditRequestRow, Event, ModelVe
 from kbsync.store.transitions import enqueue
 from kbsync.sync.apply import apply_pending
 from kbsync.sync.compact import compact
+from kbsync.sync.drift import verify
 from kbsync.sync.rollback import rollback
-from kbsync.sync.verify import verify
 from kbsync.versions import registry
 
 

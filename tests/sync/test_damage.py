@@ -17,11 +17,11 @@ from kbsync.store import db as store_db
 from kbsync.store.models import Batch, DamagedFact, EditRequestRow, KbFact, ModelVersion, Probe
 from kbsync.store.status import status
 from kbsync.store.views import audit_rows
-from kbsync.sync import damage
 from kbsync.sync.apply import apply_pending
+from kbsync.sync.from_settings import diff_from_settings, model_writer
 from kbsync.sync.retry import retry_damage
 from kbsync.sync.rollback import rollback
-from kbsync.sync.run import diff_from_settings, model_writer
+from kbsync.verification import damage
 
 COUNTRIES = [("Q142", "France"), ("Q183", "Germany"), ("Q38", "Italy"), ("Q17", "Japan"), ("Q29", "Spain"),
              ("Q55", "Holland"), ("Q419", "Peru"), ("Q298", "Chile"), ("Q96", "Mexico"), ("Q414", "Argentina")]

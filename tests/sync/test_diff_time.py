@@ -27,7 +27,7 @@ from kbsync.store import db as store_db
 from kbsync.store.models import EditRequestRow, KbFact
 from kbsync.store.status import status
 from kbsync.sync.diff import names_stale
-from kbsync.sync.run import diff_from_settings
+from kbsync.sync.from_settings import diff_from_settings
 
 RELATIONS = ["P6", "P35", "P54", "P169", "P286", "P488", "P1037", "P1308"]
 NOW = datetime(2025, 6, 1, tzinfo=UTC)

@@ -15,10 +15,10 @@ from kbsync.store.models import EditRequestRow, GateFigures, KbFact, ModelVersio
 from kbsync.store.status import status
 from kbsync.store.transitions import enqueue
 from kbsync.sync.apply import apply_pending
-from kbsync.sync.checks import edits_under_test
-from kbsync.sync.gate import Figures, judge
-from kbsync.sync.neighbours import KeySimilarity
-from kbsync.sync.run import model_writer
+from kbsync.sync.from_settings import model_writer
+from kbsync.verification.checks import edits_under_test
+from kbsync.verification.figures import Figures, judge
+from kbsync.verification.neighbours import KeySimilarity
 from kbsync.versions import registry
 
 FACTS = [("Q142", "France", "Berlin", "Paris"), ("Q183", "Germany", "Rome", "Berlin"),

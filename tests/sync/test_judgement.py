@@ -4,8 +4,15 @@ picking. No model: checks are built by hand."""
 from __future__ import annotations
 
 from kbsync.config import VerifySettings
-from kbsync.sync.checks import Check, PoolFact, failing_requests, judge, pick_neighbours, shares
-from kbsync.sync.verify import drifted
+from kbsync.sync.drift import drifted
+from kbsync.verification.checks import (
+    Check,
+    PoolFact,
+    failing_requests,
+    judge,
+    pick_neighbours,
+    shares,
+)
 
 
 def check(rid: int, kind: str, passed: bool) -> Check:

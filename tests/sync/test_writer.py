@@ -14,10 +14,10 @@ from kbsync.store import db as store_db
 from kbsync.store.locks import held_lock
 from kbsync.store.models import Batch
 from kbsync.sync.apply import apply_pending
+from kbsync.sync.drift import verify
 from kbsync.sync.rollback import rollback
-from kbsync.sync.verify import verify
-from kbsync.sync.writer import ModelWriter
 from kbsync.versions import registry
+from kbsync.versions.writer import ModelWriter
 
 
 def never_loaded():  # type: ignore[no-untyped-def]

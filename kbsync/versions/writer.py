@@ -20,8 +20,8 @@ from kbsync.logs import get_logger
 from kbsync.runtime import Stop
 from kbsync.store.db import Database
 from kbsync.store.recovery import recover_dead_worker
-from kbsync.sync.engine import EditingContext
 from kbsync.versions import registry
+from kbsync.versions.context import EditingContext
 
 log = get_logger(__name__)
 

@@ -17,10 +17,10 @@ from kbsync.store.events import record_event
 from kbsync.store.models import EditCheck, EditRequestRow
 from kbsync.store.states import RequestState
 from kbsync.store.transitions import move_request
-from kbsync.sync.checks import Check, edits_under_test, run_checks, save_checks
-from kbsync.sync.neighbours import key_similarity
-from kbsync.sync.writer import ModelWriter
+from kbsync.verification.checks import Check, edits_under_test, run_checks, save_checks
+from kbsync.verification.neighbours import key_similarity
 from kbsync.versions import registry
+from kbsync.versions.writer import ModelWriter
 
 
 @dataclass

@@ -13,9 +13,9 @@ from kbsync.sources.factory import configured_as_of, open_catalogue, open_source
 from kbsync.store.db import Database
 from kbsync.sync.apply import ApplyReport
 from kbsync.sync.diff import DiffReport, run_diff
-from kbsync.sync.engine import EditingContext, editing_context
-from kbsync.sync.writer import ModelWriter
 from kbsync.versions import registry
+from kbsync.versions.context import EditingContext, editing_context
+from kbsync.versions.writer import ModelWriter
 
 
 def incremental_key(settings: Settings) -> str | None:

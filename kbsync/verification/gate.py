@@ -17,17 +17,18 @@ from itertools import islice
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from kbsync.editing.configured import corpus_for
 from kbsync.editing.covariance import ModelSampleCorpus
 from kbsync.errors import ConfigError
 from kbsync.logs import get_logger
 from kbsync.prompts import fill
 from kbsync.store.models import EditCheck, EditRequestRow, GateFigures, KbFact, Probe
 from kbsync.store.states import RequestState
-from kbsync.sync.checks import kb_answers
-from kbsync.sync.damage import Harm
-from kbsync.sync.engine import EditingContext, corpus_for
-from kbsync.sync.gate import Figures, KnownFact, Retained, judge, measure, newly_wrong
-from kbsync.sync.writer import ModelWriter
+from kbsync.verification.checks import kb_answers
+from kbsync.verification.damage import Harm
+from kbsync.verification.figures import Figures, KnownFact, Retained, judge, measure, newly_wrong
+from kbsync.versions.context import EditingContext
+from kbsync.versions.writer import ModelWriter
 
 log = get_logger(__name__)
 HELDOUT_SEED = 1   # model-written held-out text: another seed than the key statistics' (0)

@@ -28,7 +28,7 @@ from kbsync.model.probe import answer_matches, normalise_answer
 from kbsync.model.scoring import greedy_answers, target_logprobs
 from kbsync.sources.catalogue import fill
 from kbsync.store.models import EditCheck, EditRequestRow, KbFact, Probe
-from kbsync.sync.neighbours import Similarity, bounded, split_counts
+from kbsync.verification.neighbours import Similarity, bounded, split_counts
 
 log = get_logger(__name__)
 

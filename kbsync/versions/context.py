@@ -1,89 +1,26 @@
-"""Everything `apply`, `rollback` and `verify` need to edit one model, built from settings:
-the loaded base model, the hyper-parameters, the key statistics C_l and the model store.
+"""The model under edit: the loaded base model, its hyper-parameters, its key statistics C_l
+and its store of versions (base ⊕ delta log), built from settings by `editing_context`.
+Everything apply, rollback, compact and verify need to edit one model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from kbsync.config import Settings
 from kbsync.editing import stats_cache
-from kbsync.editing.covariance import (
-    Corpus,
-    HFDatasetCorpus,
-    JsonlCorpus,
-    ModelSampleCorpus,
-    PassClock,
-    TextFileCorpus,
-    cache_path,
-    samples_for,
-    second_moments,
-)
-from kbsync.editing.hparams import EditHyperParams, defaults_for
-from kbsync.editing.stats_cache import resolve_corpus
-from kbsync.errors import ConfigError
+from kbsync.editing.configured import corpus_for, hyper_parameters, load_configured_model
+from kbsync.editing.covariance import PassClock, cache_path, samples_for, second_moments
+from kbsync.editing.hparams import EditHyperParams
 from kbsync.logs import get_logger
-from kbsync.model.adapters import OVERRIDE_KEYS
-from kbsync.model.loading import LoadedModel, load_model
+from kbsync.model.loading import LoadedModel
 from kbsync.versions.store import ModelStore
 
 log = get_logger(__name__)
-
-
-def load_configured_model(settings: Settings, state_dir: Path) -> LoadedModel:
-    m = settings.model
-    overrides: dict[str, object] = {k: getattr(m, k) for k in OVERRIDE_KEYS if getattr(m, k)}
-    return load_model(m.path, state_dir=state_dir, dtype=m.dtype, device=m.device, adapter_overrides=overrides or None)
-
-
-def hyper_parameters(settings: Settings, loaded: LoadedModel) -> EditHyperParams:
-    """The family's defaults, with every non-zero [editing] setting on top."""
-    adapter = loaded.adapter
-    hp = defaults_for(adapter.family, adapter.n_layers)
-    e = settings.editing
-    changes: dict[str, object] = {"algorithm": e.algorithm, "merge_same_subject": e.merge_same_subject}
-    if e.layers:
-        bad = [x for x in e.layers if not 0 <= x < adapter.n_layers]
-        if bad:
-            raise ConfigError(f"[editing] layers {bad} are not within the model's {adapter.n_layers} layers; "
-                              f"use indices 0..{adapter.n_layers - 1}")
-        changes["layers"] = tuple(e.layers)
-    for key in ("v_steps", "v_lr", "cov_lambda", "cov_samples", "max_batch_tokens", "early_stop_prob",
-                "norm_constraint", "edit_memory"):
-        if getattr(e, key):
-            changes[key] = getattr(e, key)
-    if e.target_dtype != "auto":
-        changes["target_dtype"] = e.target_dtype
-    if e.norm_anchor:
-        changes["norm_anchor"] = True
-    for key in ("n_prefixes", "paraphrase_templates"):  # -1: the family default; 0 is a real choice
-        if getattr(e, key) >= 0:
-            changes[key] = getattr(e, key)
-    return replace(hp, **changes)  # type: ignore[arg-type]
-
-
-def corpus_for(spec: str, loaded: LoadedModel) -> Corpus:
-    """[editing] corpus: auto | model-samples | builtin:name | path.txt | path.jsonl | hf:name."""
-    spec = resolve_corpus(spec, loaded.spec)
-    if spec == "model-samples":
-        return ModelSampleCorpus(loaded.model, loaded.tokenizer)
-    if spec.startswith("hf:"):
-        return HFDatasetCorpus(spec[3:])
-    if spec.startswith("builtin:"):  # text shipped in kbsync/data, e.g. builtin:smollm2-samples
-        from importlib import resources
-
-        path = Path(str(resources.files("kbsync").joinpath("data", spec.removeprefix("builtin:") + ".txt")))
-        if not path.is_file():
-            raise ConfigError(f"[editing] corpus {spec!r} is not shipped; use builtin:smollm2-samples, a file or model-samples")
-        return TextFileCorpus(path)
-    path = Path(spec)
-    if not path.is_file():
-        raise ConfigError(f"[editing] corpus {spec!r} is no file; give a .txt/.jsonl path, hf:<name> or model-samples")
-    return JsonlCorpus(path) if path.suffix == ".jsonl" else TextFileCorpus(path)
 
 
 @dataclass

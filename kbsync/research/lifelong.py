@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from kbsync.errors import ConfigError
+from kbsync.evaluation.datasets import EvalCase
+from kbsync.evaluation.metrics import measure
 from kbsync.model.scoring import perplexity
-
-from .datasets import EvalCase
-from .lifelong_snapshot import Snapshot
-from .metrics import measure
+from kbsync.research.lifelong_snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
