@@ -177,9 +177,9 @@ class EditingSettings(Section):
     norm_constraint: float = Field(
         0.0, ge=0, description="ENCORE norm constraint: weight α of α‖ΔW‖² in the layer update (0: off).")
     edit_memory: float = Field(
-        1.0, ge=0, description="MEMIT: weight μ of every earlier batch's keys in the layer update, "
+        -1.0, ge=-1, description="MEMIT: weight μ of every earlier batch's keys in the layer update, "
         "ΔW = R Kᵀ (λC + μ K_p K_pᵀ + KKᵀ)⁻¹, so a new batch does not overwrite the earlier ones "
-        "(0: off, plain MEMIT; AlphaEdit always keeps them). It changes nothing in a first batch.")
+        "(-1: the default, 1; 0: off, plain MEMIT; AlphaEdit always keeps them). It changes nothing in a first batch.")
     compact_after: int = Field(
         0, ge=0, description="Compact the delta log when it holds more than this many batches: re-solve every active "
         "edit from the base weights as one delta, after apply (0: never; `kbsync compact` does it by hand).")

@@ -1,5 +1,7 @@
 """One tick: diff (read the KB, probe the model, queue disagreements), then apply (verified
-MEMIT batches), recorded as one `tick` event.
+MEMIT batches), recorded as one `tick` event. With their policies on, apply is preceded by
+undoing the batches that damage was flagged against ([verify] on_damage = "rollback") and
+followed by compacting a long delta log ([editing] compact_after): steps of their own.
 
     for each configured step, in order:
         stop asked for?  -> skip the rest (the first signal lets the current unit finish)
@@ -35,7 +37,7 @@ log = get_logger(__name__)
 
 STEP_NAMES = ("diff", "apply")
 COUNT_KEYS = ("read", "probed", "agree", "queued", "superseded", "applied", "failed", "batches", "recovered",
-              "poisoned")
+              "poisoned", "rolled_back", "compacted")
 
 
 class Control(Protocol):
@@ -113,8 +115,36 @@ class Steps:
         return self._ctx
 
     def named(self, names: Sequence[str]) -> list[tuple[str, Step]]:
-        table: dict[str, Step] = {"diff": self.diff, "apply": self.apply}
-        return [(n, table[n]) for n in names]
+        """The configured steps; "apply" brings its two policy steps when they are on: "undo_damage"
+        before it ([verify] on_damage = "rollback") and "compact" after it ([editing] compact_after)."""
+        table: dict[str, Step] = {"diff": self.diff, "undo_damage": self.undo_damage, "apply": self.apply,
+                                  "compact": self.compact}
+        settings = self.app.settings
+        expanded: list[str] = []
+        for n in names:
+            if n == "apply" and settings.verify.on_damage == "rollback":
+                expanded.append("undo_damage")
+            expanded.append(n)
+            if n == "apply" and settings.editing.compact_after:
+                expanded.append("compact")
+        return [(n, table[n]) for n in expanded]
+
+    def writer(self, run_id: str, control: Control):  # type: ignore[no-untyped-def]
+        from kbsync.sync.from_settings import model_writer
+
+        return model_writer(self.app.settings, self.app.database(), self.app.state_dir, run_id=run_id,
+                            worker=worker_name(), stop=control.stop, ctx=self.editing())
+
+    def undo_damage(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
+        from kbsync.sync.rollback import rollback_damaged
+
+        return True, {"rolled_back": len(rollback_damaged(self.writer(run_id, control)))}
+
+    def compact(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
+        from kbsync.sync.compact import compact_if_long
+
+        report = compact_if_long(self.writer(run_id, control))
+        return True, {"compacted": int(report is not None and report.ok)}
 
     def diff(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
         from kbsync.sync.from_settings import diff_from_settings
@@ -134,11 +164,8 @@ class Steps:
 
     def apply(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
         from kbsync.sync.apply import apply_pending
-        from kbsync.sync.from_settings import model_writer
 
-        writer = model_writer(self.app.settings, self.app.database(), self.app.state_dir, run_id=run_id,
-                              worker=worker_name(), stop=control.stop, ctx=self.editing())
-        report = apply_pending(writer, batch_size=self.app.settings.editing.batch_size,
+        report = apply_pending(self.writer(run_id, control), batch_size=self.app.settings.editing.batch_size,
                                max_edits=self.app.settings.schedule.max_edits_per_tick or None,
                                on_batch=lambda _outcome: control.beat(),
                                progress=lambda _done, _total: control.beat())

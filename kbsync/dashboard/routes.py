@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from kbsync.dashboard import charts, queries
 from kbsync.dashboard.actions import Outcome
-from kbsync.dashboard.app import Dashboard
+from kbsync.dashboard.board import Dashboard
 from kbsync.store.models import KbFact
 
 ACTIONS = ("rollback", "verify", "retry")

@@ -47,14 +47,14 @@ def hyper_parameters(settings: Settings, loaded: LoadedModel) -> EditHyperParams
                               f"use indices 0..{adapter.n_layers - 1}")
         changes["layers"] = tuple(e.layers)
     for key in ("v_steps", "v_lr", "cov_lambda", "cov_samples", "max_batch_tokens", "early_stop_prob",
-                "norm_constraint", "edit_memory"):
+                "norm_constraint"):
         if getattr(e, key):
             changes[key] = getattr(e, key)
     if e.target_dtype != "auto":
         changes["target_dtype"] = e.target_dtype
     if e.norm_anchor:
         changes["norm_anchor"] = True
-    for key in ("n_prefixes", "paraphrase_templates"):  # -1: the family default; 0 is a real choice
+    for key in ("n_prefixes", "paraphrase_templates", "edit_memory"):  # -1: the default; 0 is a real choice
         if getattr(e, key) >= 0:
             changes[key] = getattr(e, key)
     return replace(hp, **changes)  # type: ignore[arg-type]

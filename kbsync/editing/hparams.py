@@ -43,7 +43,7 @@ class EditHyperParams:
     cov_lambda: float = 15000.0  # MEMIT's mom2_update_weight
     cov_samples: int = 100000  # texts in the second-moment corpus
     norm_constraint: float = 0.0  # ENCORE: alpha of + alpha ||dW||_F^2 in the objective (solve.py; 0: off)
-    edit_memory: float = 0.0  # MEMIT: weight mu of earlier batches' keys, (lam C + mu K_p K_p^T + K K^T)^-1 (0: off)
+    edit_memory: float = 1.0  # MEMIT: weight mu of earlier batches' keys, (lam C + mu K_p K_p^T + K K^T)^-1 (0: off)
     # 5) AlphaEdit: P = null space of C (eigenvalues < threshold); dW = R K^T P (S P + l2 I)^-1
     nullspace_threshold: float = 2e-2
     alphaedit_l2: float = 10.0  # "L2" in the public AlphaEdit configs (the paper writes I)

@@ -69,12 +69,12 @@ def answered_right(model, tokenizer, facts: Sequence[KnownFact], answer_tokens: 
 
 def greedy_known(model, tokenizer, facts: Sequence[KnownFact],
                  answer_tokens: int = 8) -> tuple[list[str], list[bool]]:
-    """Each fact's greedy answer and whether it names the fact's answer."""
-    from kbsync.model.probe import answer_matches
-    from kbsync.model.scoring import greedy_answers
+    """Each fact's greedy answer and whether it names the fact's answer: the regression gate's
+    own judgement of a known fact (`verification.known`), so both measure the same thing."""
+    from kbsync.verification import known
 
-    answers = greedy_answers(model, tokenizer, [f.prompt for f in facts], answer_tokens) if facts else []
-    return answers, [answer_matches(a, [f.answer]) is not None for a, f in zip(answers, facts, strict=True)]
+    asked = [known.KnownFact(f.subject, "", f.prompt, (f.answer,)) for f in facts]
+    return known.greedy_known(model, tokenizer, asked, answer_tokens)
 
 
 def edit_wins(model, tokenizer, cases: Sequence[EvalCase]) -> list[bool]:

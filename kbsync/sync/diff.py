@@ -147,91 +147,89 @@ def check_labels(tokenizer, facts: Sequence[Fact]) -> None:  # type: ignore[no-u
                                     "add an rdfs:label or change [kb] language")
 
 
-def run_diff(
-    db: Database,
-    source: KnowledgeSource,
-    catalogue: Catalogue,
-    load_model: Callable[[], LoadedModel],
-    *,
-    relations: Sequence[str],
-    subjects: Sequence[str] | None = None,
-    full: bool = False,
-    limit: int | None = None,
-    dry_run: bool = False,
-    snapshot_only: bool = False,
-    sample_unchanged: int = 0,
-    max_new_tokens: int = 8,
-    batch_size: int = 32,
-    incremental_key: str | None = None,
-    scope_limited: bool = False,
-    run_id: str = "",
-    config_hash: str = "",
-    progress: Callable[[int, int], None] | None = None,
-    settle_s: int = 0,
-    clock: datetime | None = None,
-    max_label_chars: int = 250,
-    on_damage: str = "flag",
-    chunk_size: int = 1000,
-    work_dir: Path | None = None,
-) -> DiffReport:
-    """`clock`: the moment settling is counted at (the [kb] as_of of a replay; default now).
-    `snapshot_only`: record the read as the snapshot without probing or queueing anything (adopting
-    a KB the model is taken to agree with). `chunk_size`: facts compared, probed and written at a
-    time; the read itself is spilled to a scratch file under `work_dir` (staging.py).
-    `on_damage` ([verify] on_damage): a damaged fact is flagged, not queued, unless "requeue"."""
-    if snapshot_only and (dry_run or full):
+@dataclass(frozen=True)
+class DiffOptions:
+    """What one diff run reads, probes and writes: `kbsync diff`'s flags and the settings it uses."""
+
+    relations: Sequence[str]
+    subjects: Sequence[str] | None = None   # only these subjects (--subject)
+    full: bool = False                      # probe every fact, not only new and changed ones (--full)
+    limit: int | None = None                # the first N facts read, by (relation, subject) (--limit)
+    dry_run: bool = False                   # show what would be queued; write nothing
+    snapshot_only: bool = False             # record the read as the snapshot, probe and queue nothing
+    scope_limited: bool = False             # --relation: the watermark may not move
+    sample_unchanged: int = 0               # [probe] sample_unchanged: unchanged facts probed again
+    max_new_tokens: int = 8
+    batch_size: int = 32
+    incremental_key: str | None = None      # where the SPARQL read's watermark is kept (None: read whole)
+    settle_s: int = 0                       # [kb] settle_s
+    clock: datetime | None = None           # the moment settling is counted at ([kb] as_of; default now)
+    max_label_chars: int = 250              # [kb] max_label_chars
+    on_damage: str = "flag"                 # [verify] on_damage: a damaged fact is flagged unless "requeue"
+    chunk_size: int = 1000                  # facts compared, probed and written at a time
+    work_dir: Path | None = None            # where the read is spilled (staging.py)
+    run_id: str = ""
+    config_hash: str = ""
+
+
+def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_model: Callable[[], LoadedModel],
+             options: DiffOptions, progress: Callable[[int, int], None] | None = None) -> DiffReport:
+    """Read, compare with the snapshot, probe, queue and record (see the module docstring);
+    `options` says what (`DiffOptions`), `progress(done, total)` follows the probing."""
+    o = options
+    if o.snapshot_only and (o.dry_run or o.full):
         raise ConfigError("--snapshot-only probes nothing: it cannot be combined with --dry-run or --full")
-    report = DiffReport(dry_run=dry_run)
-    clock = clock or datetime.now(UTC)
-    rels = [catalogue[r] for r in relations]            # CatalogueError for an unknown id
+    report = DiffReport(dry_run=o.dry_run)
+    clock = o.clock or datetime.now(UTC)
+    rels = [catalogue[r] for r in o.relations]            # CatalogueError for an unknown id
     since = last_clock = None
-    if incremental_key and not full:
+    if o.incremental_key and not o.full:
         with db.session() as s:
-            last = snapshot.get_value(s, incremental_key)
-            last_as_of = snapshot.get_value(s, incremental_key + ":as_of")
+            last = snapshot.get_value(s, o.incremental_key)
+            last_as_of = snapshot.get_value(s, o.incremental_key + ":as_of")
         since = datetime.fromisoformat(last) if last else None   # the source subtracts its overlap window
         last_clock = datetime.fromisoformat(last_as_of) if last_as_of else since
     started = datetime.now(UTC)
-    with Staging(work_dir, chunk_size) as stage:
+    with Staging(o.work_dir, o.chunk_size) as stage:
         t0 = time.perf_counter()
-        _read_into(stage, source, [r.id for r in rels], subjects or None, since, max_label_chars, report)
+        _read_into(stage, source, [r.id for r in rels], o.subjects or None, since, o.max_label_chars, report)
         if since is not None:  # subjects not modified since, whose current values may still change
             with db.session() as s:
                 due = set(snapshot.settling_subjects(s)) | set(snapshot.due_subjects(s, last_clock or since, clock))
             again = stage.missing_subjects(due)
             if again:  # a settling change, or an end / start time that passed since the last read
-                _read_into(stage, source, [r.id for r in rels], again, None, max_label_chars, report)
+                _read_into(stage, source, [r.id for r in rels], again, None, o.max_label_chars, report)
         total = stage.count()
         # The watermark may only move over what this run read in full: not past a --limit cut, nor
         # for a run limited to some subjects or relations (the facts it skipped would be skipped for good).
-        read_in_full = not (scope_limited or subjects) and (limit is None or total <= limit)
-        if limit is not None and total > limit:
-            stage.keep_first(limit)
-            total = limit
+        read_in_full = not (o.scope_limited or o.subjects) and (o.limit is None or total <= o.limit)
+        if o.limit is not None and total > o.limit:
+            stage.keep_first(o.limit)
+            total = o.limit
         report.seconds_read = time.perf_counter() - t0
         report.read = total
 
         t0 = time.perf_counter()
-        _compare(db, stage, report, full=full, snapshot_only=snapshot_only, sample_unchanged=sample_unchanged,
-                 clock=clock, settle_s=settle_s)
+        _compare(db, stage, report, full=o.full, snapshot_only=o.snapshot_only, sample_unchanged=o.sample_unchanged,
+                 clock=clock, settle_s=o.settle_s)
         report.seconds_compare = time.perf_counter() - t0
         by_id = {r.id: r for r in rels}
         model_key = ""  # nothing is queued without a probe
-        if not snapshot_only:
+        if not o.snapshot_only:
             t0 = time.perf_counter()
-            model_key = _probe(stage, load_model, by_id, max_new_tokens, batch_size, progress)
+            model_key = _probe(stage, load_model, by_id, o.max_new_tokens, o.batch_size, progress)
             report.seconds_probe = time.perf_counter() - t0
             report.probed = stage.probe_count()
 
         t0 = time.perf_counter()
         with db.session() as s:
             for chunk in stage.to_probe():
-                _queue(s, chunk, by_id, report, dry_run, run_id, model_key, on_damage)
-            if dry_run:
+                _queue(s, chunk, by_id, report, o.dry_run, o.run_id, model_key, o.on_damage)
+            if o.dry_run:
                 s.rollback()
                 return report
             for chunk in stage.to_probe():
-                s.add_all(Probe(run_id=run_id, subject=fact.subject, relation=fact.relation,
+                s.add_all(Probe(run_id=o.run_id, subject=fact.subject, relation=fact.relation,
                                 prompt=by_id[fact.relation].prompt_for(fact.subject_label), answer=result.answer,
                                 agrees=result.agrees, kb_logprob=finite(result.kb_logprob),
                                 answer_logprob=finite(result.answer_logprob), content_hash=fact.content_hash())
@@ -241,17 +239,17 @@ def run_diff(
             for rows in stage.chunks():
                 snapshot.save(s, [f for f, _, _ in rows], {(f.subject, f.relation) for f, _, probed in rows if probed},
                               held=[f for f, status, _ in rows if status == "held"], clock=clock, now=now)
-            if incremental_key and read_in_full:
-                snapshot.set_value(s, incremental_key, started.isoformat())
-                snapshot.set_value(s, incremental_key + ":as_of", clock.isoformat())  # what "current" meant
-            record_event(s, "diff", run_id=run_id, config_hash=config_hash, read=report.read, probed=report.probed,
+            if o.incremental_key and read_in_full:
+                snapshot.set_value(s, o.incremental_key, started.isoformat())
+                snapshot.set_value(s, o.incremental_key + ":as_of", clock.isoformat())  # what "current" meant
+            record_event(s, "diff", run_id=o.run_id, config_hash=o.config_hash, read=report.read, probed=report.probed,
                          agree=report.agree, queued=report.queued, superseded=report.superseded,
                          new=report.new, changed=report.changed, settling=report.settling,
                          reverted=report.reverted, skipped_too_long=report.skipped_too_long,
-                         damaged=report.damaged, snapshot_only=snapshot_only)
+                         damaged=report.damaged, snapshot_only=o.snapshot_only)
         report.seconds_write = time.perf_counter() - t0
     log.info("diff_done", read=report.read, probed=report.probed, queued=report.queued,
-             settling=report.settling, snapshot_only=snapshot_only)
+             settling=report.settling, snapshot_only=o.snapshot_only)
     return report
 
 

@@ -12,7 +12,7 @@ from kbsync.runtime import Stop
 from kbsync.sources.factory import configured_as_of, open_catalogue, open_source
 from kbsync.store.db import Database
 from kbsync.sync.apply import ApplyReport
-from kbsync.sync.diff import DiffReport, run_diff
+from kbsync.sync.diff import DiffOptions, DiffReport, run_diff
 from kbsync.versions import registry
 from kbsync.versions.context import EditingContext, editing_context
 from kbsync.versions.writer import ModelWriter
@@ -52,17 +52,14 @@ def diff_from_settings(
     def load() -> LoadedModel:
         return loaded or current_model(settings, db, state_dir)
 
-    return run_diff(
-        db, source, catalogue, load,
+    options = DiffOptions(
         relations=rels, subjects=list(subjects) or None, full=full, limit=limit, dry_run=dry_run,
-        snapshot_only=snapshot_only, work_dir=scratch,
+        snapshot_only=snapshot_only, scope_limited=bool(relations),  # --relation; run_diff knows --subject, --limit
         sample_unchanged=settings.probe.sample_unchanged, max_new_tokens=settings.probe.max_new_tokens,
         batch_size=settings.probe.batch_size, incremental_key=incremental_key(settings),
-        scope_limited=bool(relations),  # --relation; run_diff itself knows --subject and --limit
-        run_id=run_id, config_hash=settings.hash(), progress=progress,
         settle_s=settings.kb.settle_s, clock=as_of, max_label_chars=settings.kb.max_label_chars,
-        on_damage=settings.verify.on_damage,
-    )
+        on_damage=settings.verify.on_damage, work_dir=scratch, run_id=run_id, config_hash=settings.hash())
+    return run_diff(db, source, catalogue, load, options, progress)
 
 
 def current_model(settings: Settings, db: Database, state_dir: Path, loaded: LoadedModel | None = None) -> LoadedModel:

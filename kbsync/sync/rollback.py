@@ -1,15 +1,18 @@
 """`kbsync rollback BATCH`: undo one batch of the current model.
 
-The batch's delta leaves the log and the model is rematerialised as base ⊕ the rest (the
-same arithmetic as always, so undoing the latest batch restores the previous weights bit for
-bit); the remaining edits are re-checked (`sync/verify.py`) and the new version is promoted
-(`versions/registry.py`). Both weight hashes go into the event. The batch is validated in
-SQL before the model is loaded.
+    plan      SQL alone, before the model loads: the batch, the log without it
+    compute   the live model = base ⊕ the rest of the log (the arithmetic of every load, so
+              undoing the latest batch gives the previous weights bit for bit); a batch that a
+              compaction holds: the log re-solved from the base without it (sync/resolve.py)
+    verdict   the remaining edits re-checked (verification/recheck.py)
+    publish   versions/transition.py; the batch and its requests rolled back, its damage closed,
+              one `rollback` event with both weight hashes
 
-A compaction (sync/compact.py) is undone by putting back the log it replaced: its batches'
-delta files were kept, so undoing the latest compaction restores the weights it replaced bit
-for bit. A batch that a compaction holds is undone exactly by compacting again without it
-(`compact_open(exclude_batches=...)`), then its requests are rolled back.
+A compaction is undone by putting back the log it replaced: its batches' delta files were
+kept, so undoing the latest compaction restores the weights it replaced bit for bit.
+
+`rollback_damaged` is the tick's step for [verify] on_damage = "rollback": every live batch
+with open damage flagged against it (by `kbsync diff`) is undone, newest first.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from kbsync.store.events import record_event
 from kbsync.store.models import Batch, EditRequestRow, ModelVersion
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
-from kbsync.sync.drift import recheck, record_rechecks
+from kbsync.sync.resolve import plan_resolve, resolve
 from kbsync.verification import damage
+from kbsync.verification.recheck import recheck, record_rechecks
 from kbsync.versions import registry
+from kbsync.versions.transition import BatchTransition
 from kbsync.versions.writer import ModelWriter
 
 
@@ -69,6 +74,80 @@ def plan(writer: ModelWriter, batch_id: int, dry_run: bool) -> RollbackReport:
         return RollbackReport(batch_id, dry_run, requests, remaining, current.weights_sha256, restored=restored)
 
 
+def rollback(writer: ModelWriter, batch_id: int, *, dry_run: bool = False, lock_wait_s: float = 0.0) -> RollbackReport:
+    with writer.locked(lock_wait_s):
+        report = plan(writer, batch_id, dry_run)
+        if dry_run:
+            return report
+        writer.open_current()
+        return undo(writer, report)
+
+
+def rollback_damaged(writer: ModelWriter, *, lock_wait_s: float = 0.0) -> list[RollbackReport]:
+    """Undo every live batch with open damage flagged against it, newest first (the tick's step for
+    [verify] on_damage = "rollback"); nothing is loaded when no batch is flagged."""
+    with writer.locked(lock_wait_s):
+        with writer.db.session() as s:
+            flagged = list(damage.flagged(s, writer.model_key))
+        if not flagged:
+            return []
+        writer.open_current()
+        done = []
+        for batch_id in reversed(flagged):
+            report = plan(writer, batch_id, dry_run=False)
+            report.why = "damage flagged against it; [verify] on_damage = rollback"
+            done.append(undo(writer, report))
+        return done
+
+
+def undo(writer: ModelWriter, report: RollbackReport) -> RollbackReport:
+    """Carry out a planned rollback; the caller holds the writer lock and the model is open."""
+    store = writer.context().store
+    batch_id = report.batch_id
+    held_by_compaction = batch_id not in [b for b, _ in store.active]
+    resolved = plan_resolve(writer, exclude_batches=(batch_id,)) if held_by_compaction else None
+    if resolved is not None:
+        writer.context().moments(check_stop=writer.stop.check_outside_batch)
+    with BatchTransition(writer, resolved.batch_id if resolved else None) as t:
+        delta: Delta | None = None
+        if resolved is not None:  # re-solve the log from the base without it
+            delta = resolve(writer, resolved)
+            store.materialise([(resolved.batch_id, delta)])
+            report.recompacted_by = resolved.batch_id
+        else:
+            store.materialise(restored_log(writer, report))
+        report.remaining_batches = t.log_ids
+        checks, owner = recheck(writer, report.remaining_batches)
+
+        def record(s: Session, version: ModelVersion) -> None:
+            report.weights_after = t.weights_sha256
+            if resolved is not None:
+                batch = s.get(Batch, resolved.batch_id)
+                assert batch is not None
+                move_batch(s, batch, BatchState.APPLIED, "compacted delta in the log, version written")
+                move_batch(s, batch, BatchState.VERIFIED, f"the log re-solved without batch {batch_id}")
+            report.restores_version = s.scalars(
+                select(ModelVersion.id).where(ModelVersion.weights_sha256 == t.weights_sha256,
+                                              ModelVersion.id != version.id)
+                .order_by(ModelVersion.id.desc())).first()
+            why = report.why or f"rolled back by {writer.worker}"
+            if resolved is not None:
+                why += f": recompacted without it (batch {resolved.batch_id})"
+            undone = mark_rolled_back(s, writer, report, why)
+            report.no_longer_hold = record_rechecks(s, checks, owner, "rollback", version.id,
+                                                    f"no longer holds after rollback of batch {batch_id}",
+                                                    writer.run_id)
+            record_event(s, "rollback", run_id=writer.run_id, config_hash=writer.config_hash, batch_id=batch_id,
+                         weights_before=report.weights_before, weights_after=t.weights_sha256,
+                         restores_version=report.restores_version, no_longer_hold=report.no_longer_hold,
+                         restored=report.restored, recompacted_by=report.recompacted_by,
+                         damage_undone=undone, why=report.why)
+
+        tag = f"c{resolved.batch_id:06d}" if resolved is not None else f"r{batch_id:06d}"
+        t.publish(tag, f"rollback of batch {batch_id}", delta=delta, record=record)
+    return report
+
+
 def restored_log(writer: ModelWriter, report: RollbackReport) -> list[tuple[int, Delta]]:
     """The live log without the batch; a compaction replaced by the deltas it compacted (sha256-checked)."""
     store = writer.context().store
@@ -83,69 +162,7 @@ def restored_log(writer: ModelWriter, report: RollbackReport) -> list[tuple[int,
     return out
 
 
-def rollback(writer: ModelWriter, batch_id: int, *, dry_run: bool = False, lock_wait_s: float = 0.0) -> RollbackReport:
-    with writer.locked(lock_wait_s):
-        report = plan(writer, batch_id, dry_run)
-        if dry_run:
-            return report
-        writer.open_current()
-        return undo(writer, report)
-
-
-def undo(writer: ModelWriter, report: RollbackReport) -> RollbackReport:
-    """Carry out a planned rollback; the caller holds the writer lock and the model is open."""
-    batch_id = report.batch_id
-    store = writer.context().store
-    if batch_id not in [b for b, _ in store.active]:  # held by a compaction: re-solve without it
-        return _rollback_compacted(writer, report)
-    store.materialise(restored_log(writer, report))
-    report.weights_after = weights_after = store.weights_sha256()
-    path = store.write_version(f"r{batch_id:06d}-{weights_after[:12]}") if report.remaining_batches else None
-    report.remaining_batches = [b for b, _ in store.active]
-    checks, owner = recheck(writer, report.remaining_batches)
-    with writer.db.session() as s:
-        version = registry.promote(s, writer.model_key, batch_ids=report.remaining_batches,
-                                   weights_sha256=weights_after, path=path,
-                                   reason=f"rollback of batch {batch_id}")
-        report.restores_version = s.scalars(
-            select(ModelVersion.id).where(ModelVersion.weights_sha256 == weights_after,
-                                          ModelVersion.id != version.id)
-            .order_by(ModelVersion.id.desc())).first()
-        undone = _mark_rolled_back(s, writer, report, report.why or f"rolled back by {writer.worker}")
-        report.no_longer_hold = record_rechecks(s, checks, owner, "rollback", version.id,
-                                                f"no longer holds after rollback of batch {batch_id}",
-                                                writer.run_id)
-        record_event(s, "rollback", run_id=writer.run_id, config_hash=writer.config_hash, batch_id=batch_id,
-                     weights_before=report.weights_before, weights_after=weights_after,
-                     restores_version=report.restores_version, no_longer_hold=report.no_longer_hold,
-                     restored=report.restored, damage_undone=undone, why=report.why)
-        writer.version_id = version.id
-    store.set_current(path)
-    return report
-
-
-def _rollback_compacted(writer: ModelWriter, report: RollbackReport) -> RollbackReport:
-    """Undo a batch a compaction holds: compact the log again without it, then roll its requests back."""
-    from kbsync.sync.compact import compact_open, compaction_error
-
-    writer.context().moments(check_stop=writer.stop.check_outside_batch)
-    result = compact_open(writer, exclude_batches=(report.batch_id,))
-    if not result.ok:
-        raise compaction_error(result)
-    report.weights_after, report.recompacted_by = result.weights_after, result.batch_id
-    report.remaining_batches = [b for b, _ in writer.context().store.active]
-    report.no_longer_hold = result.no_longer_hold
-    with writer.db.session() as s:
-        undone = _mark_rolled_back(s, writer, report, (report.why or f"rolled back by {writer.worker}")
-                                   + f": recompacted without it (batch {result.batch_id})")
-        record_event(s, "rollback", run_id=writer.run_id, config_hash=writer.config_hash, batch_id=report.batch_id,
-                     weights_before=report.weights_before, weights_after=report.weights_after,
-                     recompacted_by=result.batch_id, no_longer_hold=report.no_longer_hold,
-                     damage_undone=undone, why=report.why)
-    return report
-
-
-def _mark_rolled_back(s: Session, writer: ModelWriter, report: RollbackReport, why: str) -> int:
+def mark_rolled_back(s: Session, writer: ModelWriter, report: RollbackReport, why: str) -> int:
     """The batch and its applied requests move to rolled_back; its open damage is closed (returned)."""
     batch = s.get(Batch, report.batch_id)
     assert batch is not None
@@ -158,3 +175,6 @@ def _mark_rolled_back(s: Session, writer: ModelWriter, report: RollbackReport, w
             move_request(s, row, RequestState.ROLLED_BACK, f"batch {report.batch_id} rolled back",
                          run_id=writer.run_id)
     return undone
+
+
+__all__ = ["RollbackReport", "plan", "rollback", "rollback_damaged", "undo"]

@@ -183,7 +183,7 @@ def flagged(s: Session, model_key: str | None = None) -> dict[int, int]:
 def requeue(s: Session, rows: Sequence[DamagedFact], catalogue: Catalogue, run_id: str) -> dict[int, int]:
     """Queue a re-edit of each damaged fact to its KB value; damage id -> request id. A fact the KB
     no longer has, or whose relation left the catalogue, is left as it is."""
-    from kbsync.verification.checks import kb_answer, kb_answers
+    from kbsync.verification.known import kb_answer, kb_answers
 
     out: dict[int, int] = {}
     for d in rows:

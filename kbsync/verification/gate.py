@@ -1,10 +1,20 @@
-"""The regression gate inside `apply` (measurements and judgement: sync/gate.py).
+"""The global regression gate (DESIGN §1.6): before a version becomes current, the rest of the
+model is measured (verification/figures.py) and judged against the previous version and the base.
 
     gate.prepare()           before a batch: the base figures (measured once, on base weights, with
                              the fixed held-out texts and known facts kept in SQL) and the current
                              version's (stored, else measured now, before the edit)
-    gate.check(...)          after the batch's own checks passed, on the edited model: Verdict
-    gate.save(s, ...)        the candidate's figures, in the commit's (or the failure's) transaction
+    gate.check(...)          on the edited model: a GateVerdict
+    gate.save(s, ...)        the candidate's figures, in the publish's (or the abandon's) transaction
+
+A candidate passes when its perplexity rose at most [gate] max_perplexity_rise over the previous
+version and max_perplexity_rise_base over the base, its known-fact accuracy fell at most
+max_known_drop / max_known_drop_base (on the same facts, leaving out facts that edits changed on
+purpose), its retention fell at most max_retention_drop from the previous version's on the same
+earlier edits, and its retention is at least min_retention unless the batch lost none of them:
+the floor refuses a batch that loses edits below it, not every batch after the log lost some
+(re-solving the log from the base, `kbsync compact`, is the way back above it). A figure that was
+not measured (no known facts yet, no earlier edits) gates nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from itertools import islice
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from kbsync.config import GateSettings
 from kbsync.editing.configured import corpus_for
 from kbsync.editing.covariance import ModelSampleCorpus
 from kbsync.errors import ConfigError
@@ -24,9 +35,9 @@ from kbsync.logs import get_logger
 from kbsync.prompts import fill
 from kbsync.store.models import EditCheck, EditRequestRow, GateFigures, KbFact, Probe
 from kbsync.store.states import RequestState
-from kbsync.verification.checks import kb_answers
 from kbsync.verification.damage import Harm
-from kbsync.verification.figures import Figures, KnownFact, Retained, judge, measure, newly_wrong
+from kbsync.verification.figures import EPS, Figures, Retained, measure
+from kbsync.verification.known import KnownFact, kb_answers
 from kbsync.versions.context import EditingContext
 from kbsync.versions.writer import ModelWriter
 
@@ -39,7 +50,7 @@ def _rank(text: str) -> str:
 
 
 @dataclass
-class Verdict:
+class GateVerdict:
     ok: bool
     reason: str
     figures: Figures
@@ -128,6 +139,54 @@ def edited_keys(s: Session, batch_ids: list[int], request_ids: list[int]) -> set
     return {f"{subject}|{relation}" for subject, relation in rows}
 
 
+def judge(candidate: Figures, previous: Figures, base: Figures, edited: set[str],
+          bounds: GateSettings) -> tuple[bool, str]:
+    """(passed, reason): the candidate against the previous version and the base model; known facts
+    in `edited` (changed on purpose by an edit) are left out of every accuracy."""
+    broken: list[str] = []
+    shown: list[str] = []
+    ppl = candidate.perplexity
+    for name, ref, limit in (("previous", previous.perplexity, bounds.max_perplexity_rise),
+                             ("base", base.perplexity, bounds.max_perplexity_rise_base)):
+        if ppl is not None and ref:
+            rise = ppl / ref - 1
+            (broken if rise > limit else shown).append(
+                f"perplexity {ppl:.2f} is {rise:+.1%} over the {name} {ref:.2f} (max +{limit:.0%})")
+    keys = [k for k in candidate.known_ok if k not in edited]
+    acc = candidate.known_acc(keys)
+    for name, ref_fig, limit in (("previous", previous, bounds.max_known_drop),
+                                 ("base", base, bounds.max_known_drop_base)):
+        common = [k for k in keys if k in ref_fig.known_ok]
+        now, ref = candidate.known_acc(common), ref_fig.known_acc(common)
+        if now is not None and ref is not None:
+            (broken if ref - now > limit + EPS else shown).append(
+                f"known-fact accuracy {now:.2f} vs {ref:.2f} of the {name} on {len(common)} facts "
+                f"(max drop {limit:.2f})")
+    if candidate.retention is not None:
+        common = [r for r in candidate.retained_ok if r in previous.retained_ok]
+        now, ref = candidate.retention_on(common), previous.retention_on(common)
+        lost = sum(previous.retained_ok[r] and not candidate.retained_ok[r] for r in common)
+        if now is not None and ref is not None:
+            (broken if ref - now > bounds.max_retention_drop + EPS else shown).append(
+                f"retention {now:.2f} vs {ref:.2f} of the previous on {len(common)} earlier edits "
+                f"(max drop {bounds.max_retention_drop:.2f})")
+        if candidate.retention < bounds.min_retention and (ref is None or lost):
+            broken.append(f"retention {candidate.retention:.2f} of {candidate.n_retention} earlier edits "
+                          f"(min {bounds.min_retention:.2f}; `kbsync compact` re-solves them from the base)")
+        elif ref is None:
+            shown.append(f"retention {candidate.retention:.2f} of {candidate.n_retention} earlier edits")
+    if broken:
+        return False, "regression gate: " + "; ".join(broken)
+    return True, "gate passed: " + ("; ".join(shown) if shown else "nothing measured") + \
+        (f" (known-fact accuracy {acc:.2f})" if acc is not None and not shown else "")
+
+
+def newly_wrong(candidate: Figures, previous: Figures, edited: set[str]) -> list[str]:
+    """Known facts right on the previous version and wrong on the candidate: damage."""
+    return sorted(k for k, ok in candidate.known_ok.items()
+                  if not ok and previous.known_ok.get(k) and k not in edited)
+
+
 class RegressionGate:
     """The gate of one writer's model during an apply run."""
 
@@ -201,7 +260,7 @@ class RegressionGate:
                  n_known=len(known), n_texts=len(self.texts))
         return figures
 
-    def check(self, request_ids: list[int]) -> Verdict:
+    def check(self, request_ids: list[int]) -> GateVerdict:
         """The edited model against the previous version and the base."""
         assert self.base is not None and self.previous is not None, "prepare() first"
         active = [b for b, _ in self.ctx.store.active]
@@ -212,14 +271,14 @@ class RegressionGate:
         by_key = {k.key: k for k in self.known}
         harms = [Harm(by_key[k].subject, by_key[k].relation, "", by_key[k].prompt, by_key[k].acceptable[0],
                       figures.answers.get(k, ""), "gate") for k in newly_wrong(figures, self.previous, edited)]
-        return Verdict(ok, reason, figures, harms, edited)
+        return GateVerdict(ok, reason, figures, harms, edited)
 
     def _retained(self) -> list[Retained]:
         """The retention sample among the verified edits of the batches the model holds now."""
         with self.writer.db.session() as s:
             return retention_sample(s, [b for b, _ in self.ctx.store.active], self.bounds.retention_sample)
 
-    def save(self, s: Session, batch_id: int, verdict: Verdict, version_id: int | None) -> None:
+    def save(self, s: Session, batch_id: int, verdict: GateVerdict, version_id: int | None) -> None:
         self._row(s, "batch", verdict.figures, batch_id=batch_id, version_id=version_id, passed=verdict.ok,
                   reason=verdict.reason, edited=verdict.edited)
         if verdict.ok and version_id is not None:

@@ -91,6 +91,12 @@ class ModelStore:
                                      "it was computed for another model")
         self.active = list(deltas)
 
+    def push(self, batch_id: int, delta: Delta) -> None:
+        """Add one more delta to the live model in place: the same arithmetic (and bits) as
+        `materialise(active + [(batch_id, delta)])`, without rebuilding the layers before it."""
+        delta.apply(self.loaded.model, self.loaded.adapter)
+        self.active.append((batch_id, delta))
+
     def weights_sha256(self) -> str:
         """sha256 over every tensor of the live model, in name order."""
         return weights_sha256(self.loaded.model)

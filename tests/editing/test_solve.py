@@ -83,7 +83,7 @@ def test_the_solve_keeps_earlier_batches_by_algorithm_and_edit_memory():
 
     k = torch.randn(8, 3)
     deltas = [SimpleNamespace(keys={4: k})]
-    assert PreservedKeys.kept_by(EditHyperParams(algorithm="memit"), deltas) is None  # plain MEMIT
+    assert PreservedKeys.kept_by(EditHyperParams(algorithm="memit", edit_memory=0.0), deltas) is None  # plain MEMIT
     memory = PreservedKeys.kept_by(EditHyperParams(algorithm="memit", edit_memory=2.0), deltas)
     alpha = PreservedKeys.kept_by(EditHyperParams(algorithm="alphaedit", edit_memory=2.0), deltas)
     assert memory is not None and alpha is not None

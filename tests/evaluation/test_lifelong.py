@@ -37,7 +37,7 @@ def test_perplexity_is_exp_of_the_mean_token_nll(loaded) -> None:
     assert perplexity(model, tok, [text, text]) == pytest.approx(math.exp(float(nll)), rel=1e-4)
 
 
-@pytest.mark.parametrize("options", [{"algorithm": "memit"}, {"algorithm": "alphaedit", "norm_anchor": True},
+@pytest.mark.parametrize("options", [{"algorithm": "memit", "edit_memory": 0.0}, {"algorithm": "alphaedit", "norm_anchor": True},
                                      {"algorithm": "memit", "edit_memory": 1.0}])
 def test_run_lifelong_records_every_checkpoint_and_restores_the_model(loaded, tmp_path: Path, options) -> None:
     from kbsync.editing.covariance import TextFileCorpus, second_moments

@@ -10,16 +10,12 @@ from kbsync.config import VerifySettings
 from kbsync.store import db as store_db
 from kbsync.store.models import EditCheck, EditRequestRow, KbFact, Probe
 from kbsync.store.transitions import enqueue
-from kbsync.verification.checks import (
-    KINDS,
-    Check,
-    EditUnderTest,
-    edits_under_test,
+from kbsync.verification.checks import KINDS, Check, EditUnderTest, is_filler, pick_rival
+from kbsync.verification.neighbours import edits_under_test
+from kbsync.verification.verdict import (
     failing_requests,
     hard_edits,
-    is_filler,
     judge,
-    pick_rival,
     retry_parts,
     shares,
     split_in_halves,

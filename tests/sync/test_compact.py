@@ -13,7 +13,7 @@ from kbsync.store import db as store_db
 from kbsync.store.models import Batch, EditCheck, EditRequestRow, Event, ModelVersion
 from kbsync.store.transitions import enqueue
 from kbsync.sync.apply import apply_pending
-from kbsync.sync.compact import compact
+from kbsync.sync.compact import compact, compact_if_long
 from kbsync.sync.drift import verify
 from kbsync.sync.rollback import rollback
 from kbsync.versions import registry
@@ -132,16 +132,18 @@ def test_rolling_back_a_compacted_batch_recompacts_without_it(make_settings, dat
         rollback(make_writer(settings, database, run_id="c3"), undone.recompacted_by)
 
 
-def test_compact_after_runs_at_the_end_of_apply_and_nothing_to_compact_is_an_error(make_settings, database) -> None:
+def test_compact_after_compacts_a_log_longer_than_it_and_nothing_to_compact_is_an_error(make_settings, database) -> None:
     settings = make_settings(editing={"v_steps": 40, "v_lr": 1.0, "compact_after": 2})
     with pytest.raises(RollbackError, match="nothing to compact"):
         compact(make_writer(settings, database))
     seed(database, FACTS[:3])
-    report = apply_pending(make_writer(settings, database, run_id="a1"), batch_size=1)
-    assert report.compaction is not None and report.compaction.ok
-    assert report.as_dict()["compaction"]["replaced"] == [b.batch_id for b in report.batches]
+    writer = make_writer(settings, database, run_id="a1")
+    report = apply_pending(writer, batch_size=1)
+    compaction = compact_if_long(writer)       # the tick's (and `kbsync apply`'s) step after apply
+    assert compaction is not None and compaction.ok
+    assert compaction.replaced == [b.batch_id for b in report.batches]
     with database.session() as s:
-        assert registry.current_version(s, registry_key(database)).batch_ids == [report.compaction.batch_id]
+        assert registry.current_version(s, registry_key(database)).batch_ids == [compaction.batch_id]
         assert len(list(s.scalars(select(ModelVersion)))) == 4
 
 

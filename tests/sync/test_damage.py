@@ -20,7 +20,7 @@ from kbsync.store.views import audit_rows
 from kbsync.sync.apply import apply_pending
 from kbsync.sync.from_settings import diff_from_settings, model_writer
 from kbsync.sync.retry import retry_damage
-from kbsync.sync.rollback import rollback
+from kbsync.sync.rollback import rollback, rollback_damaged
 from kbsync.verification import damage
 
 COUNTRIES = [("Q142", "France"), ("Q183", "Germany"), ("Q38", "Italy"), ("Q17", "Japan"), ("Q29", "Spain"),
@@ -149,10 +149,11 @@ def test_on_damage_rollback_undoes_flagged_batches_and_fails_damaging_ones(flow)
     diff(settings, db, "d2")                                         # flags the batch: damage, not queued
     assert status(db)["damage"]["flagged_batches"] == {str(batch.batch_id): batch.damaged}
     settings.verify.on_damage = "rollback"
-    # the next apply rolls the flagged batch back first; the target, queued again by that diff (its
+    # the undo_damage step rolls the flagged batch back before apply; the target, queued again by that diff (its
     # edit did not take on a random model), is applied under the policy: it damages, so it fails
-    report = apply_pending(model_writer(settings, db, settings.state.dir, run_id="a2", worker="t:1"))
-    assert report.rolled_back == [batch.batch_id]
+    writer = model_writer(settings, db, settings.state.dir, run_id="a2", worker="t:1")
+    assert [r.batch_id for r in rollback_damaged(writer)] == [batch.batch_id]   # the tick's step before apply
+    report = apply_pending(writer)
     (again,) = report.batches
     assert again.state == "failed" and again.reason.startswith("damage: ") and "on_damage = rollback" in again.reason
     with db.session() as s:

@@ -18,7 +18,7 @@ from kbsync.sources.rdf import RdfFileSource
 from kbsync.sources.reader import ReadOptions
 from kbsync.store import db as store_db
 from kbsync.store.models import EditRequestRow, KbFact, Probe
-from kbsync.sync.diff import DiffReport, run_diff
+from kbsync.sync.diff import DiffOptions, DiffReport, run_diff
 
 RELATIONS = ["P6", "P35", "P54", "P169", "P286", "P488", "P1037", "P1308"]
 # three reads: holders as of 2015, as of 2023 (several changed), 2023 again (all unchanged: the sample)
@@ -35,8 +35,9 @@ def run(url: str, tiny: LoadedModel, as_of: datetime, chunk: int, work: Path, sa
     db = store_db.open_database(url)
     try:
         source = RdfFileSource([LEADERS], engine="oxigraph", options=ReadOptions(as_of=as_of))
-        return run_diff(db, source, load_catalogue(), lambda: tiny, relations=RELATIONS, max_new_tokens=3,
-                        batch_size=2, sample_unchanged=sample, clock=as_of, chunk_size=chunk, work_dir=work, **kw)
+        return run_diff(db, source, load_catalogue(), lambda: tiny,
+                        DiffOptions(relations=RELATIONS, max_new_tokens=3, batch_size=2, sample_unchanged=sample,
+                                    clock=as_of, chunk_size=chunk, work_dir=work, **kw))
     finally:
         db.dispose()
 

@@ -17,7 +17,7 @@ from kbsync.sources.catalogue import load_catalogue
 from kbsync.sources.fact import Fact
 from kbsync.store import db as store_db
 from kbsync.store import snapshot
-from kbsync.sync.diff import run_diff
+from kbsync.sync.diff import DiffOptions, run_diff
 
 KEY = "last_read:test"
 FACTS = [Fact(f"Q{i}", "P36", (f"Q{100 + i}",), f"Country {i}", object_labels={f"Q{100 + i}": "Paris"},
@@ -54,8 +54,8 @@ def tiny(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def diff(db, source, tiny, **kw):  # type: ignore[no-untyped-def]
-    return run_diff(db, source, load_catalogue(), lambda: tiny, relations=["P36"], incremental_key=KEY,
-                    max_new_tokens=2, **kw)
+    return run_diff(db, source, load_catalogue(), lambda: tiny,
+                    DiffOptions(relations=["P36"], incremental_key=KEY, max_new_tokens=2, **kw))
 
 
 def watermark(db) -> str | None:  # type: ignore[no-untyped-def]

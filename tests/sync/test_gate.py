@@ -16,9 +16,9 @@ from kbsync.store.status import status
 from kbsync.store.transitions import enqueue
 from kbsync.sync.apply import apply_pending
 from kbsync.sync.from_settings import model_writer
-from kbsync.verification.checks import edits_under_test
-from kbsync.verification.figures import Figures, judge
-from kbsync.verification.neighbours import KeySimilarity
+from kbsync.verification.figures import Figures
+from kbsync.verification.gate import judge
+from kbsync.verification.neighbours import KeySimilarity, edits_under_test
 from kbsync.versions import registry
 
 FACTS = [("Q142", "France", "Berlin", "Paris"), ("Q183", "Germany", "Rome", "Berlin"),

@@ -4,15 +4,10 @@ picking. No model: checks are built by hand."""
 from __future__ import annotations
 
 from kbsync.config import VerifySettings
-from kbsync.sync.drift import drifted
-from kbsync.verification.checks import (
-    Check,
-    PoolFact,
-    failing_requests,
-    judge,
-    pick_neighbours,
-    shares,
-)
+from kbsync.verification.checks import Check
+from kbsync.verification.neighbours import PoolFact, pick_neighbours
+from kbsync.verification.recheck import drifted
+from kbsync.verification.verdict import failing_requests, judge, shares
 
 
 def check(rid: int, kind: str, passed: bool) -> Check:

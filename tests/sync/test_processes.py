@@ -1,10 +1,11 @@
-"""Process-level safety of `kbsync apply`: crashes and concurrent writers.
+"""Process-level safety of the flows that publish a model version: crashes and concurrent writers.
 
-Crash safety: `kbsync apply` killed (SIGKILL) at each risky point, then run again.
-
+Crash safety: `kbsync apply`, `kbsync rollback` and `kbsync compact` killed (SIGKILL) at each
+crash point of the publish transition they share (versions/transition.py), then run again.
 After the rerun: no request lost or stuck, no version without its audit rows, no audit row
-naming a missing or mismatched file, and the final weights equal an uninterrupted run's.
-Runs the real CLI in subprocesses on the tiny model (the machinery, not the maths, is tested).
+naming a missing or mismatched file, no version directory SQL does not name, and the final
+weights equal an uninterrupted run's. Runs the real CLI in subprocesses on the tiny model (the
+machinery, not the maths, is tested).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy import create_engine, text
 from kbsync.store import db as store_db
 from kbsync.store.models import EditRequestRow
 from kbsync.store.transitions import enqueue
-from kbsync.sync.apply import CRASH_POINTS
+from kbsync.versions.transition import CRASH_POINTS
 
 FACTS = [("Q142", "France", "Berlin", "Paris"), ("Q183", "Germany", "Rome", "Berlin"),
          ("Q38", "Italy", "Paris", "Rome")]
@@ -64,15 +65,23 @@ max_retention_drop = 1.0
     return cfg
 
 
+def kbsync_cmd(cfg: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "kbsync", "--config", str(cfg), "--log-level", "warning", *args]
+
+
 def apply_cmd(cfg: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "kbsync", "--config", str(cfg), "--log-level", "warning", "apply", "--json", *extra]
+    return kbsync_cmd(cfg, "apply", "--json", *extra)
 
 
-def apply(cfg: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+def kbsync(cfg: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KBSYNC_")}
     if crash_at:
         env["KBSYNC_CRASH_AT"] = crash_at
-    return subprocess.run(apply_cmd(cfg), env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(kbsync_cmd(cfg, *args), env=env, capture_output=True, text=True, timeout=600)
+
+
+def apply(cfg: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    return kbsync(cfg, "apply", "--json", crash_at=crash_at)
 
 
 def queue(cfg: Path, root: Path, url: str = "", facts=FACTS) -> str:
@@ -134,8 +143,75 @@ def test_killed_apply_recovers_to_the_uninterrupted_result(point: str, reference
     again = apply(cfg)
     assert again.returncode == 0, again.stderr[-2000:]
     report = json.loads(again.stdout)
-    assert report["applied"] == len(FACTS)
+    assert report["applied"] == (0 if point == "committed" else len(FACTS))  # committed: only the pointer lagged
     assert invariants(url) == reference
+
+
+# --- rollback and compact: the same transition, the same crash points ------------------------
+FLOW_POINTS = {"rollback": ("version_written", "before_commit", "committed"),
+               "compact": ("targets", "delta_written", "version_written", "before_commit", "committed")}
+
+
+def two_batches(root: Path, model_dir: Path) -> tuple[Path, str]:
+    """A model with two applied batches (2 + 1 edits)."""
+    cfg = write_config(root, model_dir)
+    url = queue(cfg, root)
+    done = kbsync(cfg, "apply", "--json", "--batch-size", "2")
+    assert done.returncode == 0 and json.loads(done.stdout)["applied"] == len(FACTS), done.stderr[-2000:]
+    return cfg, url
+
+
+def flow_args(flow: str) -> tuple[str, ...]:
+    return ("rollback", "2") if flow == "rollback" else ("compact",)
+
+
+def flow_state(url: str) -> tuple[str, int, dict[str, int]]:
+    """The current weights, the length of the current log (a re-run compaction has another batch id)
+    and the request states, after checking the store's
+    invariants: nothing running, every delta file as recorded, no version directory SQL does not name."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM batches WHERE state = 'running'")).scalar() == 0
+        for path, sha in conn.execute(text("SELECT delta_path, delta_sha256 FROM batches WHERE delta_path IS NOT NULL")):
+            assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
+        sha, log, path = conn.execute(text(
+            "SELECT weights_sha256, batch_ids, path FROM model_versions WHERE is_current")).one()
+        named = {Path(p).name for (p,) in conn.execute(text("SELECT path FROM model_versions WHERE path IS NOT NULL"))}
+        states: dict[str, int] = {}
+        for (state,) in conn.execute(text("SELECT state FROM edit_requests")):
+            states[state] = states.get(state, 0) + 1
+    engine.dispose()
+    store = Path(url.removeprefix("sqlite:///")).parent / "store"
+    assert {p.name for p in store.glob("*/versions/*")} <= named, "a version directory no SQL row names"
+    current = next(store.glob("*/current"), None)
+    assert (current.resolve().name if current is not None else None) == (Path(path).name if path else None)
+    return sha, len(json.loads(log) if isinstance(log, str) else log), states
+
+
+@pytest.fixture(scope="module")
+def flow_reference(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    out = {}
+    for flow in FLOW_POINTS:
+        root = tmp_path_factory.mktemp(f"reference-{flow}")
+        cfg, url = two_batches(root, tiny_model_dir)
+        result = kbsync(cfg, *flow_args(flow))
+        assert result.returncode == 0, result.stderr[-2000:]
+        out[flow] = flow_state(url)
+    return out
+
+
+@pytest.mark.parametrize(("flow", "point"), [(f, p) for f, points in FLOW_POINTS.items() for p in points])
+def test_killed_rollback_or_compact_recovers_to_the_uninterrupted_result(flow: str, point: str, flow_reference,
+                                                                         tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg, url = two_batches(tmp_path, tiny_model_dir)
+    crashed = kbsync(cfg, *flow_args(flow), crash_at=point)
+    assert crashed.returncode == -9, (crashed.returncode, crashed.stderr[-2000:])
+    checked = kbsync(cfg, "verify", "--all")            # takes the writer lock: reconciles files and pointer
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    if point != "committed":                              # the flow's transaction never ran: run it again
+        again = kbsync(cfg, *flow_args(flow))
+        assert again.returncode == 0, again.stderr[-2000:]
+    assert flow_state(url) == flow_reference[flow]
 
 
 
