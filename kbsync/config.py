@@ -185,7 +185,12 @@ class EditingSettings(Section):
         "edit from the base weights as one delta, after apply (0: never; `kbsync compact` does it by hand).")
     compact_batch_size: int = Field(
         0, ge=0, description="Edits per mass edit when compacting ([editing] batch_size when 0); several are chained.")
-    retry_smaller: bool = Field(True, description="Retry a failed batch's edits in halves before marking them failed.")
+    retry_smaller: bool = Field(
+        True, description="When the regression gate refuses a batch, try its first half (a subject's edits kept "
+        "together) from the targets already computed, the rest back in the queue; false: refuse them all.")
+    retry_backoff_s: int = Field(
+        3600, ge=0, description="A fact whose edit failed is not queued again until the KB value, the model version "
+        "or the settings changed, and not before this many seconds, doubled with each failure of the fact in a row.")
     lease_s: int = Field(3600, ge=10, description="Lease of a claimed request; the reaper returns expired ones to pending.")
     max_attempts: int = Field(
         3, ge=1, description="Times a request may be recovered from a worker that died holding it; "
@@ -193,15 +198,23 @@ class EditingSettings(Section):
 
 
 class VerifySettings(Section):
+    # Each threshold is per edit: an edit is verified only if its own checks reach every one above 0.
     min_efficacy_acc: float = Field(
-        0.9, ge=0, le=1, description="Share of a batch's edits whose greedy answer must name the new value (label or alias).")
+        0.9, ge=0, le=1, description="Per edit: its greedy answer must name the new value (label or alias) "
+        "(a share of its one prompt: any value above 0 requires it; 0: not checked).")
     min_paraphrase_acc: float = Field(
-        0.2, ge=0, le=1, description="Share of a batch's paraphrase prompts whose greedy answer must name the new value.")
+        0.2, ge=0, le=1, description="Per edit: share of its paraphrase prompts whose greedy answer must name the new value.")
     min_efficacy: float = Field(
-        0.9, ge=0, le=1, description="Share of a batch's edits whose new value must out-score the stale one (teacher-forced).")
+        0.9, ge=0, le=1, description="Per edit: the new value must out-score the stale one on its prompt (teacher-forced).")
     min_paraphrase: float = Field(
-        0.5, ge=0, le=1, description="Share of paraphrase prompts where the new value must out-score the stale one (teacher-forced).")
-    min_specificity: float = Field(0.8, ge=0, le=1, description="Share of neighbour facts that must keep their answer.")
+        0.5, ge=0, le=1, description="Per edit: share of its paraphrase prompts where the new value out-scores the stale one (teacher-forced).")
+    min_specificity: float = Field(
+        0.8, ge=0, le=1, description="Per edit: share of its neighbour facts that must keep their answer, greedy "
+        "(still naming their KB value) and teacher-forced (their value out-scoring the new one).")
+    max_resolves: int = Field(
+        3, ge=0, description="Re-solves of a batch without the edits that failed their own checks (each drops at "
+        "least one subject's edits). A batch that still has failing edits after that many publishes nothing: those "
+        "edits fail, the rest go back to the queue.")
     neighbours: int = Field(
         5, ge=0, description="Neighbour facts checked per edit (answered right; same relation, else other relations).")
     at_risk_share: float = Field(

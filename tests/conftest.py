@@ -13,6 +13,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from kbsync.config import Settings
+
 PG_ENV = "KBSYNC_TEST_POSTGRES_URL"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -174,3 +176,97 @@ def save_tiny_llama(out: Path, corpus: list[str], max_positions: int = 128) -> P
 def make_tiny_llama():
     """make_tiny_llama(out, corpus, max_positions=128) -> the directory (see save_tiny_llama)."""
     return save_tiny_llama
+
+
+# --- the tiny model and settings every flow test uses (apply, rollback, compact, gate, damage) -------
+# A tiny random Llama saved as a HF directory (byte-level BPE tokenizer), and settings that point
+# kbsync at it: the apply/rollback machinery runs end to end in seconds.
+TINY_CORPUS = [
+    "The capital of France is Paris. The capital of Germany is Berlin.",
+    "Danielle Darrieux speaks French. Toko Yasuda plays the guitar.",
+    "Apple A5 was created by Apple. Google was founded in California.",
+    "The mother tongue of Thomas Joannes Stieltjes is Dutch. Rome is in Italy.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, make_tiny_llama) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), TINY_CORPUS)
+
+
+@pytest.fixture
+def tiny_settings(tiny_model_dir: Path, tmp_path: Path, sqlite_url: str) -> Settings:
+    return tiny_settings_for(tiny_model_dir, tmp_path, sqlite_url)
+
+
+@pytest.fixture
+def make_settings(tiny_model_dir: Path, tmp_path: Path, sqlite_url: str):
+    """make_settings(db_url=None, **sections) -> Settings for the tiny model with overrides."""
+
+    def make(db_url: str | None = None, **sections: dict) -> Settings:
+        return tiny_settings_for(tiny_model_dir, tmp_path, db_url or sqlite_url, **sections)
+
+    return make
+
+
+def tiny_settings_for(model_dir: Path, state_dir: Path, db_url: str, **sections: dict) -> Settings:
+    data = {
+        "state": {"dir": str(state_dir / "state")},
+        "database": {"url": db_url},
+        "model": {"path": str(model_dir), "device": "cpu"},
+        "editing": {"layers": [1, 2], "cov_lambda": 1.0, "cov_samples": 32, "corpus": str(model_dir / "corpus.txt"),
+                    "v_steps": 25, "batch_size": 2, "retry_smaller": False},
+        "verify": {"min_efficacy_acc": 0.0, "min_paraphrase_acc": 0.0, "min_efficacy": 0.0, "min_paraphrase": 0.0, "min_specificity": 0.0, "neighbours": 0},
+        # a random model's perplexity doubles with λ = 1: the gate runs and records, bounds wide open
+        "gate": {"texts": 4, "max_perplexity_rise": 1e6, "max_perplexity_rise_base": 1e6, "max_known_drop": 1.0,
+                 "max_known_drop_base": 1.0, "min_retention": 0.0,
+                 "max_retention_drop": 1.0},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+
+    return Settings.model_validate(data)
+
+
+
+@pytest.fixture
+def database(sqlite_url: str):
+    """A fresh SQLite database at the head migration."""
+    from kbsync.store import db as store_db
+
+    store_db.upgrade(sqlite_url)
+    db = store_db.open_database(sqlite_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def make_writer():
+    """make_writer(settings, db, run_id="r1") -> a model writer of the settings' model."""
+    from kbsync.sync.from_settings import model_writer
+
+    def make(settings, db, run_id: str = "r1"):  # type: ignore[no-untyped-def]
+        settings.state.dir.mkdir(parents=True, exist_ok=True)
+        return model_writer(settings, db, settings.state.dir, run_id=run_id, worker="test:1")
+
+    return make
+
+
+@pytest.fixture
+def seed_capitals():
+    """seed_capitals(db, [(qid, label, new, old), ...]) -> request ids: P36 edit requests, queued."""
+    from kbsync.store.models import EditRequestRow
+    from kbsync.store.transitions import enqueue
+
+    def seed(db, facts) -> list[int]:  # type: ignore[no-untyped-def]
+        ids = []
+        with db.session() as s:
+            for qid, label, new, old in facts:
+                row = enqueue(s, EditRequestRow(
+                    subject=qid, relation="P36", subject_label=label, prompt="The capital of {} is",
+                    target_new=new, target_new_id=f"X{new}", target_old=old, acceptable=[new],
+                    paraphrases=["{}'s capital city is"], content_hash=qid), "test")
+                ids.append(row.id)
+        return ids
+
+    return seed

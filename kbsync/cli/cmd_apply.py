@@ -30,9 +30,11 @@ if TYPE_CHECKING:
 def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool, lock_wait_s: float, as_json: bool) -> None:
     """Apply pending edit requests to the model in verified MEMIT batches.
 
-    Each batch is computed, applied, checked (efficacy, paraphrases, neighbours) and either
-    committed as a new model version or reverted and marked failed. The first SIGTERM/SIGINT
-    finishes the current batch, the second aborts it (its requests go back to the queue).
+    Every edit is judged on its own checks (greedy efficacy, paraphrases, neighbours); edits that
+    fail are dropped and the rest re-solved, then the regression gate judges the rest of the model.
+    Only edits whose own checks passed are published (verified); the others fail with their own
+    reason and wait for a change. The first SIGTERM/SIGINT finishes the current batch, the second
+    aborts it (its requests go back to the queue).
 
     Example: kbsync apply --batch-size 20 --max-edits 100
     """
@@ -49,7 +51,7 @@ def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool
 
     def show(outcome: BatchOutcome) -> None:
         if console.is_terminal:
-            console.print(f"batch {outcome.batch_id}: {outcome.n_edits} edits {outcome.state} "
+            console.print(f"batch {outcome.batch_id}: {outcome.n_verified} of {outcome.n_edits} edits verified "
                           f"({outcome.seconds:.1f}s) {outcome.reason}")
 
     from kbsync.sync.apply import ApplyReport, apply_pending
@@ -84,17 +86,21 @@ def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool
         return
     if rolled_back:
         click.echo(f"rolled back batches {rolled_back}: damage was flagged against them ([verify] on_damage)")
-    table = Table(title=f"kbsync apply: {report.applied} applied, {report.failed} failed")
-    kinds = ("efficacy_acc", "paraphrase_acc", "efficacy", "paraphrase", "neighbour")
-    for col in ("batch", "edits", "state", *kinds, "seconds", "reason"):
-        table.add_column(col)
+    table = Table(title=f"kbsync apply: {report.applied} verified, {report.failed} failed")
+    kinds = ("efficacy_acc", "paraphrase_acc", "neighbour_acc")
+    for col in ("batch", "claimed", "verified", "failed", "back", "state", *kinds, "seconds", "facts it holds", "reason"):
+        table.add_column(col, overflow="fold")
     for b in report.batches:
         sh = b.shares  # a kind nothing measured (no neighbour available) is absent: shown as "-"
-        table.add_row(str(b.batch_id), str(b.n_edits), b.state, *(f"{sh[k]:.2f}" if k in sh else "-" for k in kinds),
-                      f"{b.seconds:.1f}", b.reason)
+        table.add_row(str(b.batch_id), str(b.n_edits), str(b.n_verified), str(b.n_failed), str(b.n_requeued), b.state,
+                      *(f"{sh[k]:.2f}" if k in sh else "-" for k in kinds), f"{b.seconds:.1f}",
+                      ", ".join(b.held) or "-", b.reason)
     Console(width=160).print(table)
     if not report.batches:
         click.echo("nothing to apply: the queue has no pending requests")
+    if report.saturated:
+        click.echo(f"the model is saturated: {report.saturated}; `kbsync status` shows the headroom, "
+                   "`kbsync compact` re-solves the log from the base (docs/operations.md)")
     if compaction is not None:
         click.echo(f"compacted the delta log ({compaction.n_edits} edits) as batch {compaction.batch_id}: "
                    + ("ok" if compaction.ok else f"failed, the log is unchanged: {compaction.reason}"))

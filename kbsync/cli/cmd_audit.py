@@ -19,6 +19,7 @@ SHOWN = {
     "history": ("at", "subject_label", "relation", "from_state", "to_state", "reason", "batch_id"),
     "failed": ("request_id", "subject_label", "relation", "target_new", "reason", "batch_id"),
     "damage": ("batch_id", "batch_state", "subject_label", "relation", "expected", "answer", "found_by", "state"),
+    "holds": ("subject", "relation", "kind", "batch_id", "failures", "not_before", "reason"),
 }
 
 @cli.command()
@@ -27,20 +28,19 @@ SHOWN = {
 @click.option("--batch", type=int, default=None, help="What this batch changed.")
 @click.option("--failed", is_flag=True, help="Edits that failed and why.")
 @click.option("--damage", is_flag=True, help="Facts a batch damaged (answered right before it, wrong after it).")
+@click.option("--holds", "held", is_flag=True,
+              help="Facts held from the queue (rolled back, failed and waiting, poison, refused) and why.")
 @click.option("--json", "as_json", is_flag=True, help="Print rows as a JSON list.")
 @click.pass_obj
 def audit(app: App, subject: str | None, relation: str | None, batch: int | None, failed: bool, damage: bool,
-          as_json: bool) -> None:
+          held: bool, as_json: bool) -> None:
     """Answer audit questions from the SQL views: batches, one fact's history, a batch, failures.
 
     Example: kbsync audit --subject Q142 --relation P36
     """
-    kind, title, rows = audit_rows(app.database(), subject, relation, batch, failed, damage)
+    kind, title, rows = audit_rows(app.database(), subject, relation, batch, failed, damage, held)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    if not rows:  # a table without columns prints as a blank line
-        click.echo(f"{title}: no rows")
         return
     if not rows:  # a table without columns prints as a blank line
         click.echo(f"{title}: no rows")

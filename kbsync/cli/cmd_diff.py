@@ -95,6 +95,9 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
         click.echo(f"damage: {report.damaged} fact(s) the model had right are wrong now, flagged against live "
                    f"batch(es) {', '.join(map(str, batches))} and not queued; `kbsync audit --damage` shows them, "
                    "`kbsync rollback BATCH` or `kbsync retry --damage BATCH` decides")
+    if report.held:
+        click.echo(f"held: {report.held} disagreement(s) not queued, each waiting for what its hold names: "
+                   + "; ".join(f"{r.subject} {r.relation}: {r.held}" for r in report.rows if r.action == "held")[:2000])
     if report.settling or report.reverted or report.skipped_too_long:
         click.echo(f"settling {report.settling} (held by [kb] settle_s), reverted {report.reverted}, "
                    f"skipped {report.skipped_too_long} with a label over [kb] max_label_chars")

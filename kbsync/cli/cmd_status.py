@@ -21,7 +21,7 @@ def status(app: App, as_json: bool) -> None:
     """
     from kbsync.editing.stats_cache import ready
 
-    data = read_status(app.database())
+    data = read_status(app.database(), gate=app.settings.gate)
     data["key_statistics"] = ready(app.settings, app.state_dir)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -46,6 +46,16 @@ def status(app: App, as_json: bool) -> None:
             click.echo(f"gate {name:<7}{_figures(g[name])}")
     if g["last_refused"] is not None:
         click.echo(f"gate refused batch {g['last_refused']['batch_id']}: {g['last_refused']['reason']}")
+    c, h = data["capacity"], data["capacity"]["headroom"]
+    click.echo("capacity    " + (f"SATURATED since {c['since']}: {c['reason']}" if c["state"] == "saturated" else "room")
+               + f"  ({_headroom(h)})")
+    if c["state"] == "saturated":
+        click.echo("            the gate refuses new edits for lack of room: `kbsync compact` re-solves the log from the "
+                   "base, or widen [gate] bounds, or start from a new base (docs/operations.md)")
+    waiting = {k: n for k, n in data["holds"].items() if n}
+    if waiting:
+        click.echo("holds       " + "  ".join(f"{k}={n}" for k, n in waiting.items())
+                   + "  (facts not queued again until what they wait for changes: `kbsync audit --holds`)")
     d = data["damage"]
     if d["flagged_batches"]:
         click.echo("damage      " + "  ".join(f"batch {b}: {n} fact(s)" for b, n in d["flagged_batches"].items())
@@ -60,3 +70,13 @@ def _figures(f: dict) -> str:
 
     return (f"perplexity {num(f['perplexity'], '.2f')}  known-fact accuracy {num(f['known_acc'], '.2f')} "
             f"({f['n_known']})  retention {num(f['retention'], '.2f')} ({f['n_retention']})")
+
+
+def _headroom(h: dict) -> str:
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    return (f"known-fact accuracy {num(h['known_acc'], '.2f')} (floor {num(h['known_acc_floor'], '.2f')}), "
+            f"perplexity {num(h['perplexity'], '.2f')} (ceiling {num(h['perplexity_ceiling'], '.2f')}), "
+            f"retention {num(h['retention'], '.2f')} (floor {num(h['retention_floor'], '.2f')}), "
+            f"{h['edits_applied']} edits applied since the base")

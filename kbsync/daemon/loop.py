@@ -133,7 +133,7 @@ class Daemon:
         s = self.settings
         if s.metrics.enabled:
             self.metrics = Metrics()
-            self.metrics.refresh(self.app.database())
+            self.metrics.refresh(self.app.database(), self.app.settings.gate)
             self.metrics.serve(s.metrics.bind)
         if s.dashboard.enabled:
             from kbsync.dashboard.app import app_from_settings
@@ -180,7 +180,7 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.observe_tick(report)
             try:
-                self.metrics.refresh(self.app.database())
+                self.metrics.refresh(self.app.database(), self.app.settings.gate)
             except KbsyncError as exc:
                 log.error("metrics_refresh_failed", error=exc.one_line())
         result = "ok" if report.ok else "interrupted" if report.interrupted else "FAILED"

@@ -30,6 +30,7 @@ from kbsync.logs import get_logger
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from kbsync.config import GateSettings
     from kbsync.daemon.tick import TickReport
     from kbsync.store.db import Database
 
@@ -78,6 +79,13 @@ class Metrics:
         self.damaged = Gauge("kbsync_damaged_facts", "Facts a batch broke, by state (database; open = flagged, "
                              "not queued).", ["state"], registry=r)
         self.flagged = Gauge("kbsync_flagged_batches", "Applied batches with open damage (database).", registry=r)
+        self.saturated = Gauge("kbsync_saturated", "1 when the regression gate refused the last apply's batches for "
+                               "lack of room and nothing was published (database; 0: room).", registry=r)
+        self.headroom = Gauge("kbsync_headroom", "The current version's figures against the gate's bounds (database): "
+                              "known_acc and its floor, perplexity and its ceiling, retention and its floor, "
+                              "edits_applied.", ["figure"], registry=r)
+        self.holds = Gauge("kbsync_fact_holds", "Facts held from the queue, by kind (database; rolled_back, failed, "
+                           "poison, refused).", ["kind"], registry=r)
         for result in ("ok", "failed", "interrupted"):
             self.ticks.labels(result)
         self._server: WSGIServer | None = None
@@ -93,11 +101,11 @@ class Metrics:
         self.ticks.labels("interrupted" if report.interrupted else "ok" if report.ok else "failed").inc()
         self.tick_seconds.observe(report.seconds)
 
-    def refresh(self, db: Database) -> None:
+    def refresh(self, db: Database, gate: GateSettings | None = None) -> None:
         """Set the gauges from the database (after each tick, and at start-up)."""
         from kbsync.store.status import status
 
-        data = status(db)
+        data = status(db, gate=gate)
         for state, n in data["queue"].items():
             self.queue.labels(state).set(n)
         for state, n in data["batches"].items():
@@ -112,6 +120,11 @@ class Metrics:
         for state, n in data["damage"]["facts"].items():
             self.damaged.labels(state).set(n)
         self.flagged.set(len(data["damage"]["flagged_batches"]))
+        self.saturated.set(1 if data["capacity"]["state"] == "saturated" else 0)
+        for figure, value in data["capacity"]["headroom"].items():
+            self.headroom.labels(figure).set(float("nan") if value is None else value)
+        for kind, n in data["holds"].items():
+            self.holds.labels(kind).set(n)
         at = data["last_successful_tick_at"]
         self.last_success.set(unix_time(at) if at else 0)
 

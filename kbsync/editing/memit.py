@@ -30,6 +30,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -43,7 +44,7 @@ from .keys import LayerKeys
 from .nullspace import PreservedKeys, nullspace_projection
 from .request import EditRequest
 from .solve import alphaedit_factors, memit_factors
-from .targets import batch_seed, compute_targets, context_templates
+from .targets import Targets, batch_seed, compute_targets, context_templates
 
 
 @contextmanager
@@ -67,38 +68,77 @@ def anchor_norms(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return z * (h.norm(dim=1) / z.norm(dim=1).clamp(min=1e-12))[:, None]  # (n, d)
 
 
-def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requests: list[EditRequest],
-                  hparams: EditHyperParams, second_moments: dict[int, torch.Tensor],
-                  preserved: PreservedKeys | None = None, timings: dict | None = None,
-                  check_stop: Callable[[], None] | None = None) -> Delta:
-    """The delta of `requests`; `check_stop` is called between steps and may raise to abandon it."""
-    model = loaded_or_model if isinstance(loaded_or_model, torch.nn.Module) else loaded_or_model.model
+@dataclass
+class BatchTargets:
+    """Step 1 of a batch, kept so the batch can be solved again without some of its edits: the
+    target vectors (one row per request, in request order) and the context templates the keys
+    are averaged over (drawn once per batch, from its full content)."""
+
+    requests: list[EditRequest]
+    targets: Targets
+    templates: list[str]
+
+    def without(self, request_ids: set[int]) -> BatchTargets:
+        """The same targets less some requests (by request id): what a re-solve starts from."""
+        keep = [i for i, r in enumerate(self.requests) if r.request_id not in request_ids]
+        rows = torch.tensor(keep, dtype=torch.long)
+        t = self.targets
+        return BatchTargets([self.requests[i] for i in keep],
+                            Targets(t.z[rows.to(t.z.device)], t.h[rows.to(t.h.device)], t.loss[rows], t.steps[rows]),
+                            self.templates)
+
+
+def _checked(model: torch.nn.Module, adapter: ArchitectureAdapter, requests: list[EditRequest],
+             hparams: EditHyperParams, second_moments: dict[int, torch.Tensor] | None) -> None:
     hp = hparams
-    timings = {} if timings is None else timings
     if not requests:
         raise EditError("no edit requests to compute; queue some edits first")
     bad = [layer for layer in hp.layers if not 0 <= layer < adapter.n_layers]
     if bad:
         raise EditError(f"edit layers {bad} are outside the model's {adapter.n_layers} layers; fix [editing] layers")
-    missing = [layer for layer in hp.layers if layer not in second_moments]
-    if missing:
-        raise EditError(f"no second moment C for layers {missing}; compute it for every edited layer")
+    if second_moments is not None:
+        missing = [layer for layer in hp.layers if layer not in second_moments]
+        if missing:
+            raise EditError(f"no second moment C for layers {missing}; compute it for every edited layer")
     for req in requests:
         _ = req.text  # subject in prompt, non-empty target
 
-    t_all = time.perf_counter()
-    applied: list[AppliedDelta] = []
-    factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+def compute_batch_targets(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requests: list[EditRequest],
+                          hparams: EditHyperParams, timings: dict | None = None,
+                          check_stop: Callable[[], None] | None = None) -> BatchTargets:
+    """Step 1 for every request of a batch: z_i = h_i + delta_i (NAS-anchored when asked)."""
+    model = loaded_or_model if isinstance(loaded_or_model, torch.nn.Module) else loaded_or_model.model
+    hp = hparams
+    _checked(model, adapter, requests, hp, None)
     device = next(model.parameters()).device
     try:
         with _frozen(model):
             templates = context_templates(model, tokenizer, hp, seed=batch_seed(requests, hp.prefix_seed))
             with phase("targets", timings, device):
                 targets = compute_targets(model, tokenizer, adapter, requests, hp, templates, timings, check_stop)
-            if hp.norm_anchor:
-                targets.z = anchor_norms(targets.z, targets.h)
+    except torch.OutOfMemoryError as exc:
+        raise ModelError(f"out of memory computing {len(requests)} edits; lower the batch size") from exc
+    if hp.norm_anchor:
+        targets.z = anchor_norms(targets.z, targets.h)
+    return BatchTargets(list(requests), targets, templates)
+
+
+def solve_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, batch: BatchTargets,
+                hparams: EditHyperParams, second_moments: dict[int, torch.Tensor],
+                preserved: PreservedKeys | None = None, timings: dict | None = None,
+                check_stop: Callable[[], None] | None = None) -> Delta:
+    """Steps 2-5 for the batch's targets: the layer updates, spread over the edited layers."""
+    model = loaded_or_model if isinstance(loaded_or_model, torch.nn.Module) else loaded_or_model.model
+    hp, requests, targets = hparams, batch.requests, batch.targets
+    _checked(model, adapter, requests, hp, second_moments)
+    applied: list[AppliedDelta] = []
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    device = next(model.parameters()).device
+    try:
+        with _frozen(model):
             with phase("keys", timings, device):
-                reader = LayerKeys(model, tokenizer, adapter, requests, templates, list(hp.layers), hp.batch_rows)
+                reader = LayerKeys(model, tokenizer, adapter, requests, batch.templates, list(hp.layers), hp.batch_rows)
             for i, layer in enumerate(hp.layers):
                 if check_stop is not None:
                     check_stop()
@@ -125,7 +165,6 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
     finally:
         for a in reversed(applied):
             a.revert()
-    timings["total_s"] = time.perf_counter() - t_all
     z_err = (targets.z - final_h).norm(dim=1) / targets.h.norm(dim=1)  # (n,) relative miss at layer L
     meta = {
         "algorithm": hp.algorithm,
@@ -137,6 +176,22 @@ def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requ
         "target_loss_mean": f"{float(targets.loss.nanmean()):.4f}",
         "z_norm_ratio_mean": f"{float((targets.z.norm(dim=1) / targets.h.norm(dim=1)).mean()):.4f}",
         "target_steps_mean": f"{float(targets.steps.float().mean()):.2f}",
-        "timings": json.dumps({k: round(v, 3) for k, v in timings.items()}),
     }
     return Delta.from_factors(factors, keys={layer: k for layer, k in final_keys.items()}, meta=meta)
+
+
+def compute_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, requests: list[EditRequest],
+                  hparams: EditHyperParams, second_moments: dict[int, torch.Tensor],
+                  preserved: PreservedKeys | None = None, timings: dict | None = None,
+                  check_stop: Callable[[], None] | None = None) -> Delta:
+    """The delta of `requests` (steps 1-5); `check_stop` is called between steps and may raise to
+    abandon it."""
+    timings = {} if timings is None else timings
+    model = loaded_or_model if isinstance(loaded_or_model, torch.nn.Module) else loaded_or_model.model
+    _checked(model, adapter, requests, hparams, second_moments)
+    t_all = time.perf_counter()
+    batch = compute_batch_targets(model, tokenizer, adapter, requests, hparams, timings, check_stop)
+    delta = solve_delta(model, tokenizer, adapter, batch, hparams, second_moments, preserved, timings, check_stop)
+    timings["total_s"] = time.perf_counter() - t_all
+    delta.meta["timings"] = json.dumps({k: round(v, 3) for k, v in timings.items()})
+    return delta

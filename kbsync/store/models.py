@@ -221,12 +221,21 @@ class Probe(Base):
     probed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+CHECK_KINDS = ("efficacy", "efficacy_acc", "paraphrase", "paraphrase_acc", "neighbour", "neighbour_acc", "verdict")
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
 class EditCheck(Base):
-    """One verification check of one edit: efficacy, accuracy, paraphrase or neighbour."""
+    """One verification check of one edit: efficacy, accuracy, paraphrase or neighbour; and one
+    `verdict` row per edit and check round saying which check decided (`expected`: that check's
+    kind, or "passed"; `rival`: the reason; `passed`: the edit's verdict)."""
 
     __tablename__ = "edit_checks"
     __table_args__ = (
-        CheckConstraint("kind IN ('efficacy', 'efficacy_acc', 'paraphrase', 'paraphrase_acc', 'neighbour')", name="kind"),
+        CheckConstraint(f"kind IN ({_in(CHECK_KINDS)})", name="kind"),
         Index("ix_edit_checks_request_id", "request_id"),
         Index("ix_edit_checks_batch_id", "batch_id"),
     )
@@ -250,10 +259,9 @@ class EditCheck(Base):
 DAMAGE_STATES = ("open", "rolled_back", "requeued", "resolved")
 DAMAGE_FOUND_BY = ("neighbour", "gate", "diff")
 GATE_SCOPES = ("base", "version", "batch")
-
-
-def _in(values: tuple[str, ...]) -> str:
-    return ", ".join(f"'{v}'" for v in values)
+HOLD_KINDS = ("rolled_back", "failed", "poison", "refused")
+HOLD_STATES = ("active", "released", "lapsed")
+CAPACITY_STATES = ("room", "saturated")
 
 
 class DamagedFact(Base):
@@ -341,4 +349,63 @@ class SyncState(Base):
 
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class FactHold(Base):
+    """Why a fact the model disagrees on is not queued again (issue 25), until what changes:
+
+    rolled_back  an operator rolled its edit back: held until the KB value changes or an operator
+                 releases it (`kbsync release`, the dashboard)
+    failed       its edit failed its own checks: waits for a change (KB value, model version,
+                 settings), and then for `not_before` (back-off doubling with each failure)
+    poison       its worker died with it [editing] max_attempts times: waits for an operator
+    refused      the regression gate refused it for lack of room (the model is saturated): waits
+                 for a compaction, new settings or a new base
+    A hold is `active` until it is `released` (by an operator) or `lapsed` (what it waited for
+    changed; `resolved_reason` says what)."""
+
+    __tablename__ = "fact_holds"
+    __table_args__ = (
+        CheckConstraint(f"kind IN ({_in(HOLD_KINDS)})", name="kind"),
+        CheckConstraint(f"state IN ({_in(HOLD_STATES)})", name="state"),
+        Index("ix_fact_holds_subject_relation", "subject", "relation"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    relation: Mapped[str] = mapped_column(String(32))
+    content_hash: Mapped[str] = mapped_column(String(64))     # the KB content it was placed for
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("edit_requests.id"), nullable=True)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    model_key: Mapped[str] = mapped_column(String(128), default="")
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    config_hash: Mapped[str] = mapped_column(String(32), default="")
+    failures: Mapped[int] = mapped_column(Integer, default=1)  # failed/refused holds of this fact in a row
+    not_before: Mapped[datetime | None] = mapped_column(nullable=True)
+    run_id: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    resolved_reason: Mapped[str] = mapped_column(Text, default="")
+    resolved_by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class ModelCapacity(Base):
+    """Whether a model has room for more edits: `saturated` when the regression gate refused a
+    run's batches for lack of room (known facts, perplexity or retention past their bounds), with
+    the reason, the version and settings it was found on; `room` again after a compaction, new
+    settings or a new base changed what the gate judges."""
+
+    __tablename__ = "model_capacity"
+    __table_args__ = (CheckConstraint(f"state IN ({_in(CAPACITY_STATES)})", name="state"),)
+
+    model_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="room")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    config_hash: Mapped[str] = mapped_column(String(32), default="")
+    since: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -14,8 +14,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from kbsync.store import holds
 from kbsync.store.events import record_event
-from kbsync.store.models import Batch, EditRequestRow, RequestTransition
+from kbsync.store.models import Batch, EditRequestRow, RequestTransition, utcnow
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
 
@@ -34,9 +35,11 @@ def return_or_poison(s: Session, row: EditRequestRow, why: str, max_attempts: in
     """Give a dead worker's claim back to the queue; True when it was failed as poison instead."""
     n = recoveries(s, row.id) + 1
     if n >= max_attempts:
-        move_request(s, row, RequestState.FAILED,
-                     f"poison: {why}; its worker died {n} times while holding it ([editing] max_attempts "
-                     f"{max_attempts}); fix the cause, then re-queue it", run_id=run_id)
+        reason = (f"poison: {why}; its worker died {n} times while holding it ([editing] max_attempts "
+                  f"{max_attempts}); fix the cause, then re-queue it")
+        move_request(s, row, RequestState.FAILED, reason, run_id=run_id)
+        holds.hold(s, subject=row.subject, relation=row.relation, content_hash=row.content_hash or "", kind="poison",
+                   reason=reason, now=holds.Now("", None, "", utcnow()), request_id=row.id, run_id=run_id)
         return True
     move_request(s, row, RequestState.PENDING, f"{why} {RECOVERED}", run_id=run_id)
     return False

@@ -13,8 +13,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kbsync import __version__
-from kbsync.config import mask_url
+from kbsync.config import GateSettings, mask_url
+from kbsync.store import capacity, holds
 from kbsync.store.db import Database, current_revision, head_revision
+from kbsync.store.log import expand_compactions
 from kbsync.store.models import (
     DAMAGE_STATES,
     Batch,
@@ -23,6 +25,7 @@ from kbsync.store.models import (
     Event,
     GateFigures,
     KbFact,
+    ModelCapacity,
     ModelVersion,
 )
 from kbsync.store.states import BatchState, RequestState
@@ -30,7 +33,8 @@ from kbsync.store.states import BatchState, RequestState
 RUN_KINDS = ("diff", "apply", "rollback", "compact", "verify", "tick")
 
 
-def status(db: Database, model_key: str | None = None) -> dict[str, Any]:
+def status(db: Database, model_key: str | None = None, gate: GateSettings | None = None) -> dict[str, Any]:
+    """`gate` ([gate] settings) gives the headroom its floor and ceiling; without it they are null."""
     schema: dict[str, Any] = {"current": current_revision(db.engine), "head": head_revision()}
     schema["up_to_date"] = schema["current"] == schema["head"]
     with db.session() as s:
@@ -49,8 +53,11 @@ def status(db: Database, model_key: str | None = None) -> dict[str, Any]:
             select(Event).where(Event.kind == "tick", Event.ok).order_by(Event.id.desc())
         ).first()
         facts = s.scalar(select(func.count()).select_from(KbFact)) or 0
-        gate = _gate(s, version, model_key)
+        key = version.model_key if version is not None else model_key or _only_model(s, currents)
+        figures = _gate(s, version, key)
         damage = _damage(s)
+        room = _capacity(s, key, version, figures, gate)
+        held = holds.active_counts(s)
         settling = [
             {"subject": f.subject, "relation": f.relation, "subject_label": f.subject_label,
              "objects_before": f.objects, "objects_new": f.settling_objects,
@@ -69,7 +76,9 @@ def status(db: Database, model_key: str | None = None) -> dict[str, Any]:
         "batches": batches,
         "current_model_version": _version(version),
         "current_model_versions": [_version(v) for v in currents],
-        "gate": gate,
+        "gate": figures,
+        "capacity": room,
+        "holds": held,
         "damage": damage,
         "last_run": _event(last_run),
         "last_tick": _event(last_tick),
@@ -96,6 +105,35 @@ def _gate(s: Session, version: ModelVersion | None, model_key: str | None) -> di
     last_refused = s.scalars(select(GateFigures).where(GateFigures.scope == "batch", GateFigures.passed.is_(False))
                              .order_by(GateFigures.id.desc())).first()
     return {"base": _figures(base), "current": _figures(current), "last_refused": _figures(last_refused)}
+
+
+def _only_model(s: Session, currents: list[ModelVersion]) -> str | None:
+    """The one model this database edits (by its versions, else its capacity rows), if there is one."""
+    keys = {v.model_key for v in currents} or set(s.scalars(select(ModelCapacity.model_key)))
+    return next(iter(keys)) if len(keys) == 1 else None
+
+
+def _capacity(s: Session, model_key: str | None, version: ModelVersion | None, figures: dict[str, Any],
+              bounds: GateSettings | None) -> dict[str, Any]:
+    """The model's room for more edits: `saturated` (with why and since) or `room`, and the headroom:
+    the current version's known-fact accuracy against its floor, perplexity against its ceiling
+    (the base's figures and [gate]'s bounds), retention, and the edits the version holds."""
+    cap = capacity.read(s, model_key) if model_key else capacity.Capacity("room", "", "", None)
+    base, now = figures["base"] or {}, figures["current"] or figures["base"] or {}
+    known_floor = ppl_ceiling = None
+    if bounds is not None and base.get("known_acc") is not None:
+        known_floor = max(0.0, base["known_acc"] - bounds.max_known_drop_base)
+    if bounds is not None and base.get("perplexity") is not None:
+        ppl_ceiling = base["perplexity"] * (1 + bounds.max_perplexity_rise_base)
+    log = expand_compactions(s, list(version.batch_ids)) if version is not None else []
+    edits = s.scalar(select(func.count()).select_from(EditRequestRow).where(
+        EditRequestRow.batch_id.in_(log), EditRequestRow.state == RequestState.VERIFIED.value)) if log else 0
+    return {"state": cap.state, "reason": cap.reason or None, "since": cap.since or None,
+            "headroom": {"known_acc": now.get("known_acc"), "known_acc_floor": known_floor,
+                         "perplexity": now.get("perplexity"), "perplexity_ceiling": ppl_ceiling,
+                         "retention": now.get("retention"),
+                         "retention_floor": bounds.min_retention if bounds is not None else None,
+                         "edits_applied": edits or 0}}
 
 
 def _figures(row: GateFigures | None) -> dict[str, Any] | None:

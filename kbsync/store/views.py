@@ -65,6 +65,13 @@ VIEWS: dict[str, str] = {
                g.known_acc, g.n_known, g.retention, g.n_retention, g.passed, g.reason, g.measured_at
         FROM gate_figures g
     """,
+    # Facts kbsync does not queue again, and until what: "why is this fact not being edited?"
+    "v_fact_holds": """
+        SELECT h.id AS hold_id, h.subject, h.relation, h.kind, h.state, h.reason, h.request_id, h.batch_id,
+               h.model_version_id, h.failures, h.not_before, h.created_at, h.resolved_at, h.resolved_reason,
+               h.resolved_by
+        FROM fact_holds h
+    """,
 }
 
 
@@ -83,7 +90,7 @@ BATCHES_SQL = """
 
 
 def audit_query(subject: str | None, relation: str | None, batch: int | None,
-                failed: bool, damage: bool = False) -> tuple[str, str, str, dict[str, Any]]:
+                failed: bool, damage: bool = False, held: bool = False) -> tuple[str, str, str, dict[str, Any]]:
     """(kind, title, sql, params) of the view that answers the question the filters ask."""
     where, params = [], {}
     for column, value in (("subject", subject), ("relation", relation), ("batch_id", batch)):
@@ -94,6 +101,10 @@ def audit_query(subject: str | None, relation: str | None, batch: int | None,
     if damage:
         return ("damage", "facts batches damaged (right before, wrong after)",
                 f"SELECT * FROM v_batch_damage{clause} ORDER BY batch_id, damage_id", params)
+    if held:
+        clause = clause + (" AND " if clause else " WHERE ") + "state = 'active'"
+        return ("holds", "facts held from the queue, and until what",
+                f"SELECT * FROM v_fact_holds{clause} ORDER BY hold_id", params)
     if failed:
         return "failed", "failed edits and why", f"SELECT * FROM v_failed_edits{clause} ORDER BY request_id", params
     if batch is not None and subject is None and relation is None:
@@ -106,9 +117,9 @@ def audit_query(subject: str | None, relation: str | None, batch: int | None,
 
 
 def audit_rows(db: Database, subject: str | None = None, relation: str | None = None, batch: int | None = None,
-               failed: bool = False, damage: bool = False) -> tuple[str, str, list[dict[str, Any]]]:
+               failed: bool = False, damage: bool = False, held: bool = False) -> tuple[str, str, list[dict[str, Any]]]:
     """(kind, title, rows) of the audit view the filters select."""
-    kind, title, sql, params = audit_query(subject, relation, batch, failed, damage)
+    kind, title, sql, params = audit_query(subject, relation, batch, failed, damage, held)
     with db.session() as s:
         if batch is not None and s.scalar(text("SELECT count(*) FROM batches WHERE id = :b"), {"b": batch}) == 0:
             raise ConfigError(f"there is no batch {batch}; `kbsync audit` lists the batches")

@@ -5,11 +5,17 @@
         C_l of the base weights; the current version materialised
         while no stop is asked: claim a batch, then
             plan      its row, its edits, what each is checked on (keys read before the edit)
-            compute   the delta (editing/memit.py: a pure function of model and requests)
-            verdict   the delta pushed onto the live model, judged (verification/verifier.py)
-            publish   versions/transition.py: files, promote and rows in one transaction, pointer
-            abandon   or: the live model back, the requests failed or back in the queue, and the
-                      retry parts (verification/verdict.py) claimed again, smaller
+            compute   every edit's target vector z_i, once (editing/memit.py)
+            verdict   solve and push the delta; each edit judged on its own checks
+                      (verification/verdict.py); edits that fail are dropped and the rest re-solved
+                      from the targets already computed, until every remaining edit passes
+                      ([verify] max_resolves bounds the rounds; each drops a subject's edits at least);
+                      then the regression gate, and on its refusal the first half, re-solved the same way
+            publish   versions/transition.py: files, promote and rows in one transaction, pointer.
+                      Only edits whose own checks passed become `verified`; the dropped ones fail
+                      with their own reason and wait (store/holds.py), the other half goes back
+            abandon   or: the live model back, nothing published
+        the run published nothing because the gate refused: the model is `saturated` (store/capacity.py)
         prune old version directories
 
 A half-applied batch is never visible: the transition writes files before the one transaction
@@ -28,22 +34,26 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from sqlalchemy.orm import Session
+
 from kbsync.editing.delta import Delta
-from kbsync.editing.memit import compute_delta
+from kbsync.editing.memit import BatchTargets, compute_batch_targets, solve_delta
 from kbsync.editing.nullspace import PreservedKeys
 from kbsync.editing.request import EditRequest
 from kbsync.errors import EditError, TokenizationError
 from kbsync.logs import get_logger
 from kbsync.sources.factory import open_catalogue
+from kbsync.store import capacity, holds
 from kbsync.store.events import record_event
-from kbsync.store.models import Batch, EditRequestRow, ModelVersion
+from kbsync.store.models import Batch, EditRequestRow, ModelVersion, utcnow
 from kbsync.store.queue import claim, count_pending, reap
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
 from kbsync.verification import damage
 from kbsync.verification.checks import EditUnderTest
-from kbsync.verification.verdict import failing_requests, retry_parts, split_in_halves
-from kbsync.verification.verifier import BatchVerdict, Verifier
+from kbsync.verification.gate import GateVerdict
+from kbsync.verification.verdict import EditVerdict, split_in_halves, summary, with_subjects
+from kbsync.verification.verifier import BeforeAnswers, Round, Verifier
 from kbsync.versions import registry
 from kbsync.versions.transition import BatchTransition, crashing_in
 from kbsync.versions.writer import ModelWriter
@@ -54,14 +64,18 @@ log = get_logger(__name__)
 @dataclass
 class BatchOutcome:
     batch_id: int
-    n_edits: int
-    state: str
+    n_edits: int               # requests claimed into the batch
+    state: str                 # verified (published) | failed (nothing published)
     reason: str
     shares: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     version_id: int | None = None
-    n_failed: int = 0          # requests this attempt left failed (0 when they went back to the queue)
+    n_failed: int = 0          # requests that failed their own checks (or that the gate refused alone)
     damaged: int = 0           # facts right before the batch and wrong after it (flagged against it)
+    n_verified: int = 0        # requests published as verified
+    n_requeued: int = 0        # requests given back to the queue (the gate's other half, a stop, the cap)
+    rounds: int = 0            # check rounds (1 + re-solves)
+    held: list[str] = field(default_factory=list)   # "subject relation" of each verified edit
 
 
 @dataclass
@@ -69,23 +83,24 @@ class ApplyReport:
     batches: list[BatchOutcome] = field(default_factory=list)
     recovered: int = 0         # a dead worker's claims given back to the queue
     poisoned: int = 0          # ... failed as poison instead ([editing] max_attempts)
+    saturated: str = ""        # the gate refused this run's batches and nothing was published: why
 
     @property
     def applied(self) -> int:
-        return sum(b.n_edits for b in self.batches if b.state == BatchState.VERIFIED.value)
+        return sum(b.n_verified for b in self.batches)
 
     @property
     def failed(self) -> int:
-        """Requests that ended failed; a batch attempt retried in parts counts none of its own."""
         return sum(b.n_failed for b in self.batches)
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0
+        return self.failed == 0 and not self.saturated
 
     def as_dict(self) -> dict[str, object]:
         return {"applied": self.applied, "failed": self.failed, "recovered": self.recovered,
-                "poisoned": self.poisoned, "batches": [asdict(b) for b in self.batches]}
+                "poisoned": self.poisoned, "saturated": self.saturated or None,
+                "batches": [asdict(b) for b in self.batches]}
 
 
 @dataclass
@@ -94,8 +109,25 @@ class Plan:
     request_ids: list[int]
     edits: list[EditRequest]
     tests: list[EditUnderTest]
+    rows: dict[int, tuple[str, str, str, str]]     # request id -> (subject, relation, content hash, prompt)
     t0: float
     timings: dict[str, float] = field(default_factory=dict)
+
+    def tests_of(self, ids: set[int]) -> list[EditUnderTest]:
+        return [t for t in self.tests if t.request_id in ids]
+
+
+@dataclass
+class Candidate:
+    """The edits of a batch that passed their own checks, their delta, and the check rounds so far."""
+
+    kept: list[int]
+    delta: Delta | None
+    round: Round | None
+    dropped: dict[int, tuple[EditVerdict, Round]] = field(default_factory=dict)  # with the round that decided
+    rounds: int = 0
+    capped: bool = False        # edits still failed after [verify] max_resolves re-solves
+    first: dict[str, float] = field(default_factory=dict)   # the first round's shares (what a batch rule saw)
 
 
 def apply_pending(writer: ModelWriter, *, batch_size: int | None = None, max_edits: int | None = None,
@@ -127,6 +159,7 @@ class Applier:
         self.writer, self.on_batch = writer, on_batch
         self.db, self.ctx, self.stop, self.settings = writer.db, writer.context(), writer.stop, writer.settings
         self.verifier = Verifier(writer)
+        self.refused = ""            # the latest gate refusal of this run
 
     def run(self, report: ApplyReport, batch_size: int, max_edits: int | None = None) -> ApplyReport:
         done = 0
@@ -139,41 +172,83 @@ class Applier:
                 if not rows:
                     break
                 ids = [r.id for r in rows]
-            for outcome in self.batch(ids):
-                report.batches.append(outcome)
-                if self.on_batch:
-                    self.on_batch(outcome)
-            done += len(ids)
+            outcome = self.batch(ids)
+            report.batches.append(outcome)
+            if self.on_batch:
+                self.on_batch(outcome)
+            done += len(ids) - outcome.n_requeued
+        self.record_capacity(report)
         return report
 
+    def record_capacity(self, report: ApplyReport) -> None:
+        """Saturated: the gate refused this run's batches and none was published; room once one is."""
+        published = any(b.version_id is not None for b in report.batches)
+        if not published and not self.refused:
+            return
+        state = "room" if published else "saturated"
+        report.saturated = "" if published else self.refused
+        with self.db.session() as s:
+            if capacity.mark(s, self.ctx.model_key, state, report.saturated, version_id=self.writer.version_id,
+                             config_hash=self.writer.config_hash, run_id=self.writer.run_id) and state == "saturated":
+                log.warning("model_saturated", reason=self.refused)
+
     # --- one batch ---------------------------------------------------------------------
-    def batch(self, request_ids: list[int]) -> list[BatchOutcome]:
+    def batch(self, request_ids: list[int]) -> BatchOutcome:
         plan = self.plan(request_ids)
         with BatchTransition(self.writer, plan.batch_id, request_ids) as t:
             self.verifier.prepare()  # the gate's figures of the base and of the current version, before the edit
             try:
-                delta = self.compute(plan)
+                targets = self.targets(plan)
             except (EditError, TokenizationError) as exc:  # the requests themselves cannot be edited
-                self.abandon(t, plan, str(exc), [], {}, per_request={})
-                return [self.outcome(plan, BatchState.FAILED, str(exc), n_failed=len(request_ids))]
-            self.ctx.store.push(plan.batch_id, delta)
-            t_verify = time.perf_counter()
-            verdict = self.verifier.judge(plan.tests, request_ids)
-            plan.timings["verify_s"] = time.perf_counter() - t_verify
-            self.stop.check_in_batch()  # a second signal during the checks: abort before the publish
-            if verdict.ok:
-                return [self.publish(t, plan, delta, verdict)]
-            parts = self.retry_parts(plan, verdict)
-            why = verdict.reason + self.retrying(parts)
-            self.abandon(t, plan, why, parts, verdict.shares, verdict=verdict,
-                         per_request=failing_requests(verdict.checks) if verdict.decided_by == "thresholds" else {})
-        failed = [self.outcome(plan, BatchState.FAILED, why, verdict.shares, n_failed=0 if parts else len(request_ids))]
-        for part in parts:
-            if self.stop.requested:
-                break  # stopping: the rest stay queued for the next run
-            self.reclaim(part)
-            failed += self.batch(part)
-        return failed
+                self.abandon(t, plan, str(exc), Candidate([], None, None), {}, requeue=set())
+                return self.outcome(plan, BatchState.FAILED, str(exc), n_failed=len(request_ids))
+            before = BeforeAnswers(list(t.before))
+            candidate = self.converge(t, plan, targets, list(request_ids), before)
+            gate: GateVerdict | None = None
+            requeue: set[int] = set()
+            refused: list[int] = []
+            refusal = ""
+            while candidate.kept and not candidate.capped:
+                self.stop.check_in_batch()  # a second signal during the checks: abort before the publish
+                self.phase(plan, "gate", edits=len(candidate.kept))
+                t_gate = time.perf_counter()
+                gate = self.verifier.gate_check(candidate.kept)
+                plan.timings["gate_s"] = plan.timings.get("gate_s", 0.0) + time.perf_counter() - t_gate
+                refusal = self.refusal(gate)
+                if not refusal:
+                    break
+                first, rest = self.halves(plan, candidate.kept)
+                if not first or not self.settings.editing.retry_smaller:
+                    refused, candidate.kept = candidate.kept, []
+                    break
+                requeue |= set(rest)   # the other half: claimed again in a later batch
+                log.info("refused_trying_half", batch=plan.batch_id, kept=len(first), back=len(rest), why=refusal)
+                candidate = self.converge(t, plan, targets, first, before, candidate)
+            if candidate.capped:
+                requeue |= set(candidate.kept)
+                candidate.kept = []
+            if candidate.kept:
+                return self.publish(t, plan, candidate, gate, requeue)
+            if refused and gate is not None and not gate.ok:
+                self.refused = refusal       # for lack of room: the run may end saturated
+            reason = self.failure_reason(candidate, refused, requeue, refusal)
+            kind = "refused" if gate is not None and not gate.ok else "failed"
+            self.abandon(t, plan, reason, candidate, {rid: refusal for rid in refused}, requeue=requeue,
+                         gate=gate, refused_kind=kind)
+        return self.outcome(plan, BatchState.FAILED, reason, candidate.round.shares if candidate.round else {},
+                            n_failed=len(request_ids) - len(requeue), n_requeued=len(requeue), rounds=candidate.rounds)
+
+    def refusal(self, gate: GateVerdict | None) -> str:
+        """Why the edits that passed their own checks may not be published together ('' when they may):
+        the regression gate refused them, or ([verify] on_damage = rollback) they broke known facts."""
+        if gate is None:
+            return ""
+        if not gate.ok:
+            return gate.reason
+        if gate.harms and self.settings.verify.on_damage == "rollback":
+            facts = ", ".join(sorted({h.subject + " " + h.relation for h in gate.harms})[:5])
+            return f"damage: {len(gate.harms)} known fact(s) wrong after it ({facts}); [verify] on_damage = rollback"
+        return ""
 
     def plan(self, request_ids: list[int]) -> Plan:
         """The batch row for claimed requests, their edits, and what each is checked on."""
@@ -193,93 +268,215 @@ class Applier:
             edits = [EditRequest(prompt=r.prompt, subject=r.subject_label, target_new=r.target_new,
                                  target_old=r.target_old, request_id=r.id, paraphrases=tuple(r.paraphrases))
                      for r in present]
-            plan = Plan(batch.id, request_ids, edits, self.verifier.tests_for(s, present), time.perf_counter())
+            facts = {r.id: (r.subject, r.relation, r.content_hash or "", r.prompt) for r in present}
+            plan = Plan(batch.id, request_ids, edits, self.verifier.tests_for(s, present), facts, time.perf_counter())
         log.info("batch_started", batch=plan.batch_id, n_edits=len(edits))
         return plan
 
-    def compute(self, plan: Plan) -> Delta:
+    @staticmethod
+    def phase(plan: Plan, name: str, **details: object) -> None:
+        """A batch takes minutes: say which step it is in (targets, solve, checks, gate, publish)."""
+        log.info("batch_phase", batch=plan.batch_id, phase=name, seconds=round(time.perf_counter() - plan.t0, 1),
+                 **details)
+
+    def targets(self, plan: Plan) -> BatchTargets:
+        loaded = self.ctx.loaded
+        self.phase(plan, "targets", edits=len(plan.edits))
+        t0 = time.perf_counter()
+        targets = compute_batch_targets(loaded, loaded.tokenizer, loaded.adapter, plan.edits, self.ctx.hparams,
+                                        timings=plan.timings, check_stop=crashing_in("targets", self.stop.check_in_batch))
+        plan.timings["delta_s"] = time.perf_counter() - t0
+        return targets
+
+    def solve(self, plan: Plan, targets: BatchTargets, kept: list[int]) -> Delta:
         hp, loaded = self.ctx.hparams, self.ctx.loaded
+        t0 = time.perf_counter()
         preserved = PreservedKeys.kept_by(hp, [d for _, d in self.ctx.store.active])  # AlphaEdit; edit_memory
-        delta = compute_delta(loaded, loaded.tokenizer, loaded.adapter, plan.edits, hp, self.ctx.moments(),
-                              preserved=preserved, timings=plan.timings,
-                              check_stop=crashing_in("targets", self.stop.check_in_batch))
-        plan.timings["delta_s"] = plan.timings.pop("total_s", 0.0)  # compute_delta's own total
+        delta = solve_delta(loaded, loaded.tokenizer, loaded.adapter, targets.without(set(plan.request_ids) - set(kept)),
+                            hp, self.ctx.moments(), preserved=preserved, timings=plan.timings,
+                            check_stop=self.stop.check_in_batch)
+        plan.timings["delta_s"] = plan.timings.get("delta_s", 0.0) + time.perf_counter() - t0
         return delta
 
+    def converge(self, t: BatchTransition, plan: Plan, targets: BatchTargets, kept: list[int],
+                 before: BeforeAnswers, previous: Candidate | None = None) -> Candidate:
+        """Solve the kept edits, check each on its own, drop those that fail (with their subject's other
+        edits) and solve again, until every kept edit passes, none is left, or [verify] max_resolves."""
+        c = Candidate(list(kept), None, None, dict(previous.dropped) if previous else {},
+                      previous.rounds if previous else 0, first=dict(previous.first) if previous else {})
+        subjects = self.subjects(plan)
+        while c.kept:
+            store = self.ctx.store
+            if [b for b, _ in store.active] != [b for b, _ in t.before]:
+                store.materialise(t.before)           # the model before the batch, bit for bit
+            self.phase(plan, "solve", edits=len(c.kept), round=c.rounds + 1)
+            c.delta = self.solve(plan, targets, c.kept)
+            store.push(plan.batch_id, c.delta)
+            self.phase(plan, "checks", edits=len(c.kept), round=c.rounds + 1)
+            t_verify = time.perf_counter()
+            c.round = self.verifier.check_edits(plan.tests_of(set(c.kept)), before)
+            plan.timings["verify_s"] = plan.timings.get("verify_s", 0.0) + time.perf_counter() - t_verify
+            c.rounds += 1
+            if c.rounds == 1:
+                c.first = c.round.shares
+            failing = with_subjects(c.round.failing, plan.request_ids, subjects) & set(c.kept)
+            if not failing:
+                break
+            for rid in failing:
+                c.dropped[rid] = (c.round.verdicts.get(rid) or EditVerdict(
+                    rid, False, "subject", "dropped with its subject's other edits, one of which failed"), c.round)
+            if c.rounds > self.settings.verify.max_resolves:
+                c.capped = True
+                break
+            c.kept = [r for r in c.kept if r not in failing]
+            log.info("batch_resolving", batch=plan.batch_id, dropped=len(failing), kept=len(c.kept), round=c.rounds)
+        return c
+
     def subjects(self, plan: Plan) -> list[str] | None:
-        """Each edit's subject when the editor merges a subject's edits (retries keep them together)."""
+        """Each edit's subject when the editor merges a subject's edits (they are kept or dropped together)."""
         return [e.subject for e in plan.edits] if self.ctx.hparams.merge_same_subject else None
 
-    def retry_parts(self, plan: Plan, verdict: BatchVerdict) -> list[list[int]]:
-        """Smaller batches to retry a failed one in: [] fails it for good."""
-        ids, subjects = plan.request_ids, self.subjects(plan)
-        if verdict.decided_by == "gate":
-            return split_in_halves(ids, subjects) if self.settings.editing.retry_smaller and len(ids) > 1 else []
-        if verdict.decided_by == "thresholds":
-            return retry_parts(verdict.checks, ids, self.settings.verify, halves=self.settings.editing.retry_smaller,
-                               subjects=subjects)
-        return []
+    def halves(self, plan: Plan, kept: list[int]) -> tuple[list[int], list[int]]:
+        """The kept edits in two parts, a subject's edits together; ([], kept) when they cannot be split."""
+        if len(kept) < 2:
+            return [], kept
+        subjects = self.subjects(plan)
+        mine = [subjects[plan.request_ids.index(r)] for r in kept] if subjects is not None else None
+        if mine is not None and len(set(mine)) < 2:
+            return [], kept
+        first, rest = split_in_halves(kept, mine)
+        return first, rest
 
     @staticmethod
-    def retrying(parts: list[list[int]]) -> str:
-        return "; retrying as " + " + ".join(str(len(p)) for p in parts) if parts else ""
+    def failure_reason(c: Candidate, refused: list[int], requeue: set[int], refusal: str) -> str:
+        parts = []
+        if refused:
+            parts.append(refusal)
+        if len(c.dropped) == 1 and not refused:
+            parts.append(next(iter(c.dropped.values()))[0].reason)
+        elif c.dropped:
+            first = next(iter(c.dropped.values()))[0].reason
+            parts.append(f"{len(c.dropped)} edits failed their own checks (the first: {first})")
+        if c.capped:
+            parts.append(f"edits still failing after {c.rounds - 1} re-solves ([verify] max_resolves)")
+        if requeue:
+            parts.append(f"{len(requeue)} back in the queue")
+        return "; ".join(parts) or "nothing to publish"
 
     # --- the two ends ------------------------------------------------------------------
-    def publish(self, t: BatchTransition, plan: Plan, delta: Delta, verdict: BatchVerdict) -> BatchOutcome:
+    def publish(self, t: BatchTransition, plan: Plan, c: Candidate, gate: GateVerdict | None,
+                requeue: set[int]) -> BatchOutcome:
+        assert c.round is not None and c.delta is not None
+        final, kept = c.round, set(c.kept)
+        harms = self.verifier.harms(plan.tests, final.checks, kept) + (gate.harms if gate is not None else [])
+        reason = (f"{len(kept)} of {len(plan.request_ids)} edits verified on their own checks ({summary(final.shares)})"
+                  + (f"; {gate.reason}" if gate is not None else "")
+                  + (f"; {len(c.dropped)} failed their own checks" if c.dropped else "")
+                  + (f"; {len(requeue)} back in the queue (the gate's other half)" if requeue else ""))
         damaged: list = []
+        run_id = self.writer.run_id
 
-        def record(s, version: ModelVersion) -> None:  # type: ignore[no-untyped-def]
+        def record(s: Session, version: ModelVersion) -> None:
             batch = s.get(Batch, plan.batch_id)
+            assert batch is not None
             batch.timings = {k: round(v, 3) for k, v in plan.timings.items()} | {
                 "total_s": round(time.perf_counter() - plan.t0, 3)}
-            batch.metrics = verdict.shares
+            batch.metrics = final.shares | {"verified": len(kept), "dropped": len(c.dropped), "rounds": c.rounds,
+                                            "first_round": c.first}
             move_batch(s, batch, BatchState.APPLIED, "delta in the log, version written")
-            move_batch(s, batch, BatchState.VERIFIED, verdict.reason)
-            for rid in plan.request_ids:
-                row = s.get(EditRequestRow, rid)
-                move_request(s, row, RequestState.APPLIED, f"batch {plan.batch_id}", batch_id=plan.batch_id,
-                             run_id=self.writer.run_id)
-                move_request(s, row, RequestState.VERIFIED, verdict.reason, batch_id=plan.batch_id,
-                             run_id=self.writer.run_id)
-            damaged.extend(self.verifier.save(s, plan.batch_id, verdict, version.id, published=True,
-                                              run_id=self.writer.run_id))
-            if damaged and self.settings.verify.on_damage == "requeue":
-                damage.requeue(s, damaged, open_catalogue(self.settings), self.writer.run_id)
-            record_event(s, "batch_applied", run_id=self.writer.run_id, config_hash=self.writer.config_hash,
-                         batch_id=plan.batch_id, n_edits=len(plan.request_ids), weights_sha256=t.weights_sha256,
-                         delta_sha256=t.delta_sha256, shares=verdict.shares, damaged=len(damaged),
-                         gate=verdict.gate.reason if verdict.gate is not None else "off")
-
-        published = t.publish(f"b{plan.batch_id:06d}", f"batch {plan.batch_id} applied", delta=delta, record=record)
-        log.info("batch_verified", batch=plan.batch_id, n_edits=len(plan.request_ids), damaged=len(damaged),
-                 **verdict.shares)
-        return self.outcome(plan, BatchState.VERIFIED, verdict.reason, verdict.shares,
-                            version_id=published.version_id, damaged=len(damaged))
-
-    def abandon(self, t: BatchTransition, plan: Plan, reason: str, parts: list[list[int]], shares: dict[str, float],
-                *, verdict: BatchVerdict | None = None, per_request: dict[int, str]) -> None:
-        """The batch fails: its requests go back to the queue when `parts` retry them, else fail."""
-        def record(s) -> None:  # type: ignore[no-untyped-def]
-            if verdict is not None:  # checks on the version the batch was tried on
-                self.verifier.save(s, plan.batch_id, verdict, self.writer.version_id, published=False)
-            record_event(s, "batch_failed", run_id=self.writer.run_id, config_hash=self.writer.config_hash,
-                         batch_id=plan.batch_id, ok=False, reason=reason, shares=shares, requeued=bool(parts))
-
-        t.abandon(reason, requeue=bool(parts), per_request=per_request, metrics=shares, record=record)
-
-    def outcome(self, plan: Plan, state: BatchState, reason: str, shares: dict[str, float] | None = None, *,
-                version_id: int | None = None, n_failed: int = 0, damaged: int = 0) -> BatchOutcome:
-        return BatchOutcome(plan.batch_id, len(plan.request_ids), state.value, reason, shares or {},
-                            time.perf_counter() - plan.t0, version_id, n_failed, damaged)
-
-    def reclaim(self, request_ids: list[int]) -> None:
-        with self.db.session() as s:
-            for rid in request_ids:
+            move_batch(s, batch, BatchState.VERIFIED, reason)
+            for rid in c.kept:
                 row = s.get(EditRequestRow, rid)
                 assert row is not None
-                move_request(s, row, RequestState.CLAIMED, f"retry by {self.writer.worker} in a smaller batch",
-                             run_id=self.writer.run_id)
-                row.claimed_by = self.writer.worker
+                move_request(s, row, RequestState.APPLIED, f"batch {plan.batch_id}", batch_id=plan.batch_id,
+                             run_id=run_id)
+                move_request(s, row, RequestState.VERIFIED, final.verdicts[rid].reason, batch_id=plan.batch_id,
+                             run_id=run_id)
+            self.verifier.save(s, plan.batch_id, [x for x in final.checks if x.request_id in kept],
+                               {r: final.verdicts[r] for r in c.kept}, version.id, prompts=self.prompts(plan))
+            self.fail_dropped(s, plan, c, self.writer.version_id)
+            self.give_back(s, plan, requeue, "the regression gate refused the whole batch; tried in a smaller one")
+            self.verifier.save_gate(s, plan.batch_id, gate, version.id)
+            damaged.extend(self.verifier.save_damage(s, plan.batch_id, harms, version.id, run_id))
+            if damaged and self.settings.verify.on_damage == "requeue":
+                damage.requeue(s, damaged, open_catalogue(self.settings), run_id)
+            record_event(s, "batch_applied", run_id=run_id, config_hash=self.writer.config_hash,
+                         batch_id=plan.batch_id, n_edits=len(kept), dropped=sorted(c.dropped), requeued=sorted(requeue),
+                         weights_sha256=t.weights_sha256, delta_sha256=t.delta_sha256, shares=final.shares,
+                         damaged=len(damaged), rounds=c.rounds, gate=gate.reason if gate is not None else "off")
+
+        self.phase(plan, "publish", edits=len(kept))
+        # the version holds the kept edits only: their delta is the last solve's (the live model)
+        published = t.publish(f"b{plan.batch_id:06d}", f"batch {plan.batch_id} applied", delta=c.delta,
+                              record=record)
+        log.info("batch_verified", batch=plan.batch_id, n_edits=len(kept), dropped=len(c.dropped),
+                 requeued=len(requeue), damaged=len(damaged), rounds=c.rounds, **final.shares)
+        return self.outcome(plan, BatchState.VERIFIED, reason, final.shares, version_id=published.version_id,
+                            damaged=len(damaged), n_failed=len(c.dropped), n_verified=len(kept),
+                            n_requeued=len(requeue), rounds=c.rounds,
+                            held=[f"{plan.rows[r][0]} {plan.rows[r][1]}" for r in c.kept])
+
+    def abandon(self, t: BatchTransition, plan: Plan, reason: str, c: Candidate, refused: dict[int, str], *,
+                requeue: set[int], gate: GateVerdict | None = None, refused_kind: str = "refused") -> None:
+        """Nothing is published: dropped edits fail with their own reason and wait; edits the gate refused
+        alone fail and wait for room; `requeue` goes back to the queue."""
+        run_id = self.writer.run_id
+        per_request = {rid: v.reason for rid, (v, _) in c.dropped.items()} | refused
+
+        def record(s: Session) -> None:
+            version = self.writer.version_id  # the version the batch was tried on
+            for rid, (verdict, deciding) in sorted(c.dropped.items()):
+                self.verifier.save(s, plan.batch_id, [x for x in deciding.checks if x.request_id == rid],
+                                   {rid: verdict}, version, prompts=self.prompts(plan))
+                self.hold(s, plan, rid, "failed", verdict.reason)
+            for rid, why in sorted(refused.items()):
+                self.hold(s, plan, rid, refused_kind, why)
+            self.verifier.save_gate(s, plan.batch_id, gate, None)
+            record_event(s, "batch_failed", run_id=run_id, config_hash=self.writer.config_hash,
+                         batch_id=plan.batch_id, ok=False, reason=reason, dropped=sorted(c.dropped),
+                         refused=sorted(refused), requeued=sorted(requeue))
+
+        t.abandon(reason, requeue=requeue, per_request=per_request,
+                  metrics=(c.round.shares if c.round else {}) | {"dropped": len(c.dropped), "rounds": c.rounds,
+                                                                 "first_round": c.first},
+                  record=record)
+
+    def fail_dropped(self, s: Session, plan: Plan, c: Candidate, version_id: int | None) -> None:
+        """In the publish's transaction: each dropped edit fails with its own reason, its checks of the
+        round that dropped it are kept, and its fact waits (a `failed` hold)."""
+        for rid, (verdict, deciding) in sorted(c.dropped.items()):
+            row = s.get(EditRequestRow, rid)
+            assert row is not None
+            move_request(s, row, RequestState.FAILED,
+                         f"batch {plan.batch_id}: dropped, the rest re-solved without it; this edit: {verdict.reason}",
+                         batch_id=plan.batch_id, run_id=self.writer.run_id)
+            self.verifier.save(s, plan.batch_id, [x for x in deciding.checks if x.request_id == rid], {rid: verdict},
+                               version_id, prompts=self.prompts(plan))
+            self.hold(s, plan, rid, "failed", verdict.reason)
+
+    def give_back(self, s: Session, plan: Plan, request_ids: set[int], why: str) -> None:
+        for rid in sorted(request_ids):
+            row = s.get(EditRequestRow, rid)
+            assert row is not None
+            move_request(s, row, RequestState.PENDING, f"batch {plan.batch_id}: {why}", run_id=self.writer.run_id)
+
+    def hold(self, s: Session, plan: Plan, rid: int, kind: str, why: str) -> None:
+        subject, relation, content_hash, _ = plan.rows[rid]
+        now = holds.Now(self.ctx.model_key, self.writer.version_id, self.writer.config_hash, utcnow())
+        holds.hold(s, subject=subject, relation=relation, content_hash=content_hash, kind=kind, reason=why, now=now,
+                   backoff_s=self.settings.editing.retry_backoff_s, request_id=rid, batch_id=plan.batch_id,
+                   run_id=self.writer.run_id)
+
+    @staticmethod
+    def prompts(plan: Plan) -> dict[int, str]:
+        return {t.request_id: t.prompt for t in plan.tests}
+
+    def outcome(self, plan: Plan, state: BatchState, reason: str, shares: dict[str, float] | None = None, *,
+                version_id: int | None = None, n_failed: int = 0, damaged: int = 0, n_verified: int = 0,
+                n_requeued: int = 0, rounds: int = 0, held: list[str] | None = None) -> BatchOutcome:
+        return BatchOutcome(plan.batch_id, len(plan.request_ids), state.value, reason, shares or {},
+                            time.perf_counter() - plan.t0, version_id, n_failed, damaged, n_verified, n_requeued,
+                            rounds, held or [])
 
 
 __all__ = ["Applier", "ApplyReport", "BatchOutcome", "apply_pending"]

@@ -8,8 +8,9 @@ compact_batch_size` edits, each keeping the earlier links' keys) and swaps the r
     plan       sync/resolve.py: the log's requests and the compaction's batch row
     before     checks of every active edit on the current model (the log being replaced)
     compute    sync/resolve.py: base ⊕ merged, the arithmetic of every load
-    verdict    the same checks; pass = [verify] thresholds hold and at least as many edits win
-               on their prompt as before
+    verdict    the same checks, each edit judged on its own (verification/verdict.py) and the
+               regression gate (perplexity, known facts, retention) against the log it replaces;
+               pass = at least as many edits hold as before and the gate passes
     publish    versions/transition.py: delta file, version, one transaction (the batch row, the
                re-checks, one `compact` event), the pointer; the version is base + [that batch]
     abandon    the previous log materialised again; the batch failed with the reason
@@ -33,9 +34,9 @@ from kbsync.store.states import BatchState
 from kbsync.store.transitions import move_batch
 from kbsync.sync.resolve import plan_resolve, resolve
 from kbsync.verification.checks import Check
-from kbsync.verification.recheck import record_rechecks
-from kbsync.verification.verdict import judge, shares
-from kbsync.verification.verifier import Verifier
+from kbsync.verification.gate import GateVerdict
+from kbsync.verification.recheck import holding, record_rechecks
+from kbsync.verification.verifier import BeforeAnswers, Verifier
 from kbsync.versions import registry
 from kbsync.versions.transition import BatchTransition
 from kbsync.versions.writer import ModelWriter
@@ -52,7 +53,7 @@ class CompactReport:
     reason: str = ""
     weights_before: str = ""
     weights_after: str = ""
-    efficacy_before: float | None = None  # share of the edits winning on their prompt, sequential log
+    efficacy_before: float | None = None  # share of the edits that hold (each on its own checks), the log
     efficacy_after: float | None = None   # ... after compaction
     shares: dict[str, float] = field(default_factory=dict)
     no_longer_hold: list[int] = field(default_factory=list)
@@ -101,22 +102,29 @@ def compact_open(writer: ModelWriter, *, batch_size: int | None = None) -> Compa
     plan = plan_resolve(writer, chunk_size=batch_size)
     report = CompactReport(plan.batch_id, plan.replaced, len(plan.edits), weights_before=store.weights_sha256())
     log.info("compaction_started", batch=plan.batch_id, replaces=plan.replaced, n_edits=len(plan.edits))
-    verifier = Verifier(writer)
+    verifier, ids = Verifier(writer), list(plan.owner)
     with BatchTransition(writer, plan.batch_id) as t:
-        before = verifier.checks(plan.tests) if plan.tests else []
-        report.efficacy_before = _efficacy(before)
+        verifier.prepare()  # the gate's figures of the current version: the log being replaced
+        before = verifier.check_edits(plan.tests)
+        held_before = {rid for rid, v in holding(before.checks, settings.verify).items() if v.ok}
         merged = resolve(writer, plan)
         store.materialise([(plan.batch_id, merged)])
-        after = verifier.checks(plan.tests) if plan.tests else []
-        report.efficacy_after, report.shares = _efficacy(after), shares(after)
-        ok, reason = judge(report.shares, settings.verify)
-        if ok and (report.efficacy_after or 0.0) < (report.efficacy_before or 0.0):
-            ok, reason = False, (f"compaction holds fewer edits than the log it replaces (efficacy "
-                                 f"{report.efficacy_after:.2f} < {report.efficacy_before:.2f})")
-        report.reason = reason
-        if not ok:
+        after = verifier.check_edits(plan.tests, BeforeAnswers(list(t.before)))
+        held_after = {rid for rid, v in holding(after.checks, settings.verify).items() if v.ok}
+        report.efficacy_before, report.efficacy_after = _share(held_before, ids), _share(held_after, ids)
+        report.shares = after.shares
+        gate = verifier.gate_check(ids)
+        harms = verifier.harms(plan.tests, after.checks, held_after) + (gate.harms if gate is not None else [])
+        reason = _refusal(held_before, held_after, gate, harms, settings.verify.on_damage)
+        report.reason = reason or ("compacted: " + (gate.reason if gate is not None else "regression gate off"))
+        if reason:
             report.seconds = time.perf_counter() - t0
-            t.abandon(reason, requeue=False, metrics=_metrics(report), record=lambda s: _event(s, writer, report))
+
+            def refused(s: Session) -> None:
+                verifier.save_gate(s, plan.batch_id, gate, None)
+                _event(s, writer, report)
+
+            t.abandon(reason, requeue=False, metrics=_metrics(report), record=refused)
             log.warning("compaction_failed", batch=plan.batch_id, reason=reason)
             return report
 
@@ -126,17 +134,36 @@ def compact_open(writer: ModelWriter, *, batch_size: int | None = None) -> Compa
             assert batch is not None
             batch.timings, batch.metrics = {"total_s": round(report.seconds, 3)}, _metrics(report)
             move_batch(s, batch, BatchState.APPLIED, "compacted delta in the log, version written")
-            move_batch(s, batch, BatchState.VERIFIED, reason)
-            report.no_longer_hold = record_rechecks(s, after, plan.owner, "compact", version.id,
+            move_batch(s, batch, BatchState.VERIFIED, report.reason)
+            report.no_longer_hold = record_rechecks(s, after.checks, plan.owner, "compact", version.id,
                                                     f"no longer holds after compaction (batch {plan.batch_id})",
-                                                    writer.run_id)
+                                                    writer.run_id, settings.verify)
+            verifier.save_gate(s, plan.batch_id, gate, version.id)
+            verifier.save_damage(s, plan.batch_id, harms, version.id, writer.run_id)
             report.ok, report.weights_after = True, t.weights_sha256
             _event(s, writer, report, delta_sha256=t.delta_sha256)
 
         t.publish(f"c{plan.batch_id:06d}", f"compaction of batches {plan.replaced}", delta=merged, record=record)
     log.info("compacted", batch=plan.batch_id, replaced=plan.replaced, n_edits=report.n_edits,
-             efficacy_before=report.efficacy_before, efficacy_after=report.efficacy_after)
+             held_before=report.efficacy_before, held_after=report.efficacy_after)
     return report
+
+
+def _share(held: set[int], ids: list[int]) -> float | None:
+    return len(held) / len(ids) if ids else None
+
+
+def _refusal(held_before: set[int], held_after: set[int], gate: GateVerdict | None, harms: list, on_damage: str) -> str:
+    """Why the compaction may not replace the log ('' when it may): it holds fewer edits, the
+    regression gate refuses it, or ([verify] on_damage = rollback) it broke facts the log kept."""
+    if len(held_after) < len(held_before):
+        return (f"compaction holds fewer edits than the log it replaces ({len(held_after)} < {len(held_before)}, "
+                "each judged on its own checks)")
+    if gate is not None and not gate.ok:
+        return gate.reason
+    if harms and on_damage == "rollback":
+        return f"damage: {len(harms)} fact(s) right on the log are wrong after compaction; [verify] on_damage = rollback"
+    return ""
 
 
 def _metrics(report: CompactReport) -> dict:

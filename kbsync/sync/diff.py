@@ -30,7 +30,7 @@ from kbsync.model.loading import LoadedModel
 from kbsync.model.probe import ProbeItem, ProbeResult, answer_matches, probe
 from kbsync.sources.catalogue import Catalogue, Relation
 from kbsync.sources.fact import Fact, KnowledgeSource
-from kbsync.store import snapshot
+from kbsync.store import holds, snapshot
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.models import EditRequestRow, Probe, utcnow
@@ -49,9 +49,10 @@ class DiffRow:
     kb_answer: str
     model_answer: str
     status: str      # new | changed | unchanged
-    action: str      # agrees | queued | superseded | already_queued | in_flight | would_queue | damaged
+    action: str      # agrees | queued | superseded | already_queued | in_flight | would_queue | damaged | held
     request_id: int | None = None
     damaged_by: int | None = None   # the live batch that broke a fact the model had right (sync/damage.py)
+    held: str = ""                  # why a disagreement is not queued: what its hold waits for (store/holds.py)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class DiffReport:
     reverted: int = 0  # settling changes that went back to the stored state: never queued
     stale_answers: int = 0  # probed answers that named an ended KB value
     damaged: int = 0  # facts right at their last probe, wrong now, blamed on a live batch: not queued
+    held: int = 0     # disagreements not queued: a hold waits for a change (store/holds.py)
     skipped_too_long: int = 0  # facts with a label or alias over [kb] max_label_chars
     seconds_read: float = 0.0
     seconds_compare: float = 0.0
@@ -224,7 +226,8 @@ def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_m
         t0 = time.perf_counter()
         with db.session() as s:
             for chunk in stage.to_probe():
-                _queue(s, chunk, by_id, report, o.dry_run, o.run_id, model_key, o.on_damage)
+                _queue(s, chunk, by_id, report, o.dry_run, o.run_id, model_key, o.on_damage,
+                       holds.now_for(s, model_key, o.config_hash))
             if o.dry_run:
                 s.rollback()
                 return report
@@ -246,7 +249,7 @@ def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_m
                          agree=report.agree, queued=report.queued, superseded=report.superseded,
                          new=report.new, changed=report.changed, settling=report.settling,
                          reverted=report.reverted, skipped_too_long=report.skipped_too_long,
-                         damaged=report.damaged, snapshot_only=o.snapshot_only)
+                         damaged=report.damaged, held=report.held, snapshot_only=o.snapshot_only)
         report.seconds_write = time.perf_counter() - t0
     log.info("diff_done", read=report.read, probed=report.probed, queued=report.queued,
              settling=report.settling, snapshot_only=o.snapshot_only)
@@ -312,10 +315,12 @@ def _probe(stage: Staging, load_model: Callable[[], LoadedModel], by_id: dict[st
 
 
 def _queue(s: Session, chunk: list[tuple[Fact, str, ProbeResult | None]], by_id: dict[str, Relation],
-           report: DiffReport, dry_run: bool, run_id: str, model_key: str, on_damage: str) -> None:
+           report: DiffReport, dry_run: bool, run_id: str, model_key: str, on_damage: str, now: holds.Now) -> None:
     """Queue the disagreements of one chunk of probed facts (superseding older pending values).
     A fact the model had right and a live batch made wrong is damage of that batch: flagged against
-    it, not queued ([verify] on_damage = "requeue" queues it as a re-edit)."""
+    it, not queued ([verify] on_damage = "requeue" queues it as a re-edit). A fact under a hold
+    (rolled back, failed and waiting, poison, refused for lack of room) is not queued until what
+    the hold waits for changes (store/holds.py)."""
     wrong = [(f.subject, f.relation, f.content_hash()) for f, _, r in chunk
              if r is not None and (not r.agrees or names_stale(f, r))]
     blamed = damage.blame(s, model_key, wrong)
@@ -348,6 +353,11 @@ def _queue(s: Session, chunk: list[tuple[Fact, str, ProbeResult | None]], by_id:
             row.action = "damaged"   # not a KB disagreement: the batch is flagged, the operator decides
             if not dry_run:
                 damage.record(s, culprit, [harm], version_id=None, run_id=run_id)
+            continue
+        waiting = holds.waiting(s, fact.subject, fact.relation, fact.content_hash(), now)
+        if waiting is not None:
+            row.action, row.held = "held", holds.why_waiting(waiting, now)
+            report.held += 1
             continue
         if dry_run:
             row.action = "would_queue"

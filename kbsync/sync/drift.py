@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from kbsync.errors import RollbackError
 from kbsync.store.events import record_event
+from kbsync.store.log import expand_compactions
 from kbsync.verification.checks import Check
 from kbsync.verification.recheck import recheck, record_rechecks
 from kbsync.versions import registry
@@ -27,7 +28,7 @@ def verify(writer: ModelWriter, batch_id: int | None = None, *, lock_wait_s: flo
         with writer.db.session() as s:
             current = registry.current_version(s, writer.model_key)
             ids = list(current.batch_ids) if current else []
-            live = set(ids) | set(registry.expand_compactions(s, ids))
+            live = set(ids) | set(expand_compactions(s, ids))
         if batch_id is not None:
             if batch_id not in live:
                 raise RollbackError(f"batch {batch_id} is not part of the current model; see `kbsync audit`")
@@ -39,7 +40,7 @@ def verify(writer: ModelWriter, batch_id: int | None = None, *, lock_wait_s: flo
             checks, owner = recheck(writer, ids)
         with writer.db.session() as s:
             failed = record_rechecks(s, checks, owner, "verify", writer.version_id,
-                                     "drift: the edit no longer wins on its prompt", writer.run_id)
+                                     "drift: the edit no longer holds", writer.run_id, writer.settings.verify)
             record_event(s, "verify", run_id=writer.run_id, config_hash=writer.config_hash, batches=ids,
                          checked=len(owner), failed=failed, ok=not failed)
     return VerifyReport(len(owner), len(owner) - len(failed), failed)

@@ -3,7 +3,7 @@ rollback of a batch a compaction holds share (a compaction without that batch is
 means). Neither flow calls the other; both call this.
 
     plan_resolve(writer, exclude)   SQL: the current version's batches, expanded through earlier
-                                    compactions (`registry.expand_compactions`), their applied and
+                                    compactions (`expand_compactions`), their applied and
                                     verified requests in log order (less `exclude`), what each is
                                     checked on, and the new compaction batch's row (its hparams
                                     name the batches it `compacts`; no request changes batch)
@@ -22,11 +22,11 @@ from kbsync.editing.delta import Delta
 from kbsync.editing.request import EditRequest
 from kbsync.editing.sequence import EditSequence
 from kbsync.errors import RollbackError
+from kbsync.store.log import expand_compactions
 from kbsync.store.models import Batch, EditRequestRow
 from kbsync.store.states import RequestState
 from kbsync.verification.checks import EditUnderTest
 from kbsync.verification.neighbours import edits_under_test
-from kbsync.versions import registry
 from kbsync.versions.transition import crashing_in
 from kbsync.versions.writer import ModelWriter
 
@@ -49,7 +49,7 @@ def plan_resolve(writer: ModelWriter, *, exclude_batches: tuple[int, ...] = (),
     size = chunk_size or settings.editing.compact_batch_size or settings.editing.batch_size
     with writer.db.session() as s:
         replaced = [b for b, _ in ctx.store.active]
-        originals = registry.expand_compactions(s, replaced)
+        originals = expand_compactions(s, replaced)
         rank = {b: i for i, b in enumerate(originals)}
         rows = sorted(s.scalars(select(EditRequestRow).where(EditRequestRow.batch_id.in_(originals),
                                                              EditRequestRow.state.in_(LIVE))),

@@ -1,8 +1,10 @@
-"""`kbsync retry`: put failed edit requests back in the queue (failed → pending).
+"""What an operator puts back: `kbsync retry` (failed requests back in the queue, failed →
+pending) and `kbsync release` (held facts free to be queued again by the next diff).
 
 A failed request is re-queued only while it still says what the KB says: one whose fact has
 since changed in the KB, or whose (subject, relation) already has an open request, is left
-failed and reported as skipped, so a retry never teaches a stale value twice.
+failed and reported as skipped, so a retry never teaches a stale value twice. A retried
+request's fact is released from its hold (store/holds.py).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from sqlalchemy import select
 
 from kbsync.errors import ConfigError
 from kbsync.sources.catalogue import Catalogue
+from kbsync.store import holds
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
-from kbsync.store.models import Batch, EditRequestRow, KbFact
+from kbsync.store.models import Batch, EditRequestRow, FactHold, KbFact
 from kbsync.store.queue import OPEN
 from kbsync.store.states import RequestState
 from kbsync.store.transitions import move_request
@@ -46,6 +49,9 @@ def retry_failed(db: Database, request_ids: list[int] | None, *, run_id: str, co
                 report.skipped[row.id] = why
                 continue
             move_request(s, row, RequestState.PENDING, f"retry asked by {asked_by or 'an operator'}", run_id=run_id)
+            held = holds.active(s, row.subject, row.relation)
+            if held is not None:
+                holds.release(s, [held], asked_by or "an operator", f"request {row.id} retried by an operator")
             s.flush()
             report.requeued.append(row.id)
         record_event(s, "retry", run_id=run_id, config_hash=config_hash, ok=True, asked_by=asked_by,
@@ -82,4 +88,33 @@ def retry_damage(db: Database, batch_id: int, catalogue: Catalogue, *, run_id: s
         record_event(s, "retry", run_id=run_id, config_hash=config_hash, ok=True, asked_by=asked_by,
                      damage_of=batch_id, requeued=report.requeued,
                      skipped={str(k): v for k, v in report.skipped.items()})
+    return report
+
+
+@dataclass
+class ReleaseReport:
+    released: list[dict] = field(default_factory=list)   # {hold, subject, relation, kind, batch}
+
+
+def release_holds(db: Database, *, facts: list[tuple[str, str]] | None = None, batch_id: int | None = None,
+                  kind: str | None = None, run_id: str, config_hash: str = "", asked_by: str = "") -> ReleaseReport:
+    """Release the active holds of these facts ((subject, relation)), or of one batch, or (neither)
+    all of them, optionally of one kind; records a `release` event. The next diff queues a released
+    fact if the model still disagrees with the KB."""
+    report = ReleaseReport()
+    with db.session() as s:
+        if batch_id is not None and s.get(Batch, batch_id) is None:
+            raise ConfigError(f"there is no batch {batch_id}; `kbsync audit` lists the batches")
+        query = select(FactHold).where(FactHold.state == "active")
+        if batch_id is not None:
+            query = query.where(FactHold.batch_id == batch_id)
+        if kind is not None:
+            query = query.where(FactHold.kind == kind)
+        rows = [h for h in s.scalars(query.order_by(FactHold.id))
+                if facts is None or (h.subject, h.relation) in set(facts)]
+        holds.release(s, rows, asked_by or "an operator")
+        report.released = [{"hold": h.id, "subject": h.subject, "relation": h.relation, "kind": h.kind,
+                            "batch": h.batch_id} for h in rows]
+        record_event(s, "release", run_id=run_id, config_hash=config_hash, ok=True, asked_by=asked_by,
+                     released=report.released, batch=batch_id, facts=[list(f) for f in facts or []], hold_kind=kind)
     return report

@@ -24,8 +24,10 @@ from sqlalchemy.orm import Session
 
 from kbsync.editing.delta import Delta
 from kbsync.errors import RollbackError
+from kbsync.store import holds
 from kbsync.store.events import record_event
-from kbsync.store.models import Batch, EditRequestRow, ModelVersion
+from kbsync.store.log import compacted, expand_compactions
+from kbsync.store.models import Batch, EditRequestRow, ModelVersion, utcnow
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
 from kbsync.sync.resolve import plan_resolve, resolve
@@ -59,7 +61,7 @@ def plan(writer: ModelWriter, batch_id: int, dry_run: bool) -> RollbackReport:
             raise RollbackError(f"there is no batch {batch_id} of this model; list batches with `kbsync audit`")
         current = registry.current_version(s, writer.model_key)
         log = list(current.batch_ids) if current is not None else []
-        compacted_in = [c for c in log if batch_id in registry.expand_compactions(s, [c])]
+        compacted_in = [c for c in log if batch_id in expand_compactions(s, [c])]
         if batch_id not in log and not compacted_in:
             raise RollbackError(f"batch {batch_id} is {batch.state}, not part of the current model; "
                                 "only applied batches can be rolled back")
@@ -67,7 +69,7 @@ def plan(writer: ModelWriter, batch_id: int, dry_run: bool) -> RollbackReport:
         if (batch.hparams or {}).get("excluded"):
             raise RollbackError(f"batch {batch_id} is the compaction that rolled back batches "
                                 f"{batch.hparams['excluded']}; undoing it would bring their edits back")
-        restored = (registry.compacted(batch) or []) if batch_id in log else []
+        restored = (compacted(batch) or []) if batch_id in log else []
         # a batch held by a compaction: that compaction is replaced by a new one (its id known after)
         remaining = [r for b in log for r in (restored if b == batch_id else [b])]
         assert current is not None
@@ -136,7 +138,7 @@ def undo(writer: ModelWriter, report: RollbackReport) -> RollbackReport:
             undone = mark_rolled_back(s, writer, report, why)
             report.no_longer_hold = record_rechecks(s, checks, owner, "rollback", version.id,
                                                     f"no longer holds after rollback of batch {batch_id}",
-                                                    writer.run_id)
+                                                    writer.run_id, writer.settings.verify)
             record_event(s, "rollback", run_id=writer.run_id, config_hash=writer.config_hash, batch_id=batch_id,
                          weights_before=report.weights_before, weights_after=t.weights_sha256,
                          restores_version=report.restores_version, no_longer_hold=report.no_longer_hold,
@@ -163,17 +165,23 @@ def restored_log(writer: ModelWriter, report: RollbackReport) -> list[tuple[int,
 
 
 def mark_rolled_back(s: Session, writer: ModelWriter, report: RollbackReport, why: str) -> int:
-    """The batch and its applied requests move to rolled_back; its open damage is closed (returned)."""
+    """The batch and its applied requests move to rolled_back, each fact held (store/holds.py); its open
+    damage is closed (returned)."""
     batch = s.get(Batch, report.batch_id)
     assert batch is not None
     move_batch(s, batch, BatchState.ROLLED_BACK, why)
     undone = damage.close_batch(s, report.batch_id, writer.run_id)
+    now = holds.Now(writer.model_key, writer.version_id, writer.config_hash, utcnow())
     for rid in report.requests:
         row = s.get(EditRequestRow, rid)
         assert row is not None
         if row.state in (RequestState.APPLIED.value, RequestState.VERIFIED.value):
             move_request(s, row, RequestState.ROLLED_BACK, f"batch {report.batch_id} rolled back",
                          run_id=writer.run_id)
+            # an operator undid it: the fact is not queued again until the KB value changes or a release
+            holds.hold(s, subject=row.subject, relation=row.relation, content_hash=row.content_hash or "",
+                       kind="rolled_back", reason=why, now=now, request_id=rid, batch_id=report.batch_id,
+                       run_id=writer.run_id)
     return undone
 
 

@@ -3,6 +3,9 @@ replaces, see `choose_rivals`), all edits of a batch in a few batched passes.
 
 - efficacy_acc   the greedy answer to the prompt names the new value (label or alias)
 - paraphrase_acc the greedy answer to each paraphrase names the new value
+- neighbour_acc  the greedy answer to each neighbour's prompt still names its KB value (a neighbour
+                 that did not name it before the edit either is not the edit's doing: the
+                 verifier asks the model before the edit about those, verification/verifier.py)
 - efficacy       P(new | prompt) > P(rival | prompt)          (score = mean token log-prob)
 - paraphrase     P(new | paraphrase) > P(rival | paraphrase), per paraphrase prompt
 - neighbour      P(true | neighbour prompt) > P(new | neighbour prompt), per neighbour fact
@@ -26,7 +29,7 @@ from kbsync.store.models import EditCheck
 
 log = get_logger(__name__)
 
-KINDS = ("efficacy", "efficacy_acc", "paraphrase", "paraphrase_acc", "neighbour")
+KINDS = ("efficacy_acc", "paraphrase_acc", "neighbour_acc", "efficacy", "paraphrase", "neighbour")  # greedy first
 
 
 @dataclass(frozen=True)
@@ -135,12 +138,19 @@ def run_checks(model, tokenizer, edits: list[EditUnderTest], max_new_tokens: int
     lp = dict(zip(scored, lps, strict=True))
     checks = [Check(rid, kind, prompt, exp, riv, lp[prompt, exp], lp[prompt, riv], lp[prompt, exp] > lp[prompt, riv])
               for rid, kind, prompt, exp, riv in pairs]
-    greedy = [(e, "efficacy_acc", e.prompt) for e in edits]
-    greedy += [(e, "paraphrase_acc", p) for e in edits for p in e.paraphrases]
-    answers = greedy_answers(model, tokenizer, [g[2] for g in greedy], max_new_tokens=max_new_tokens) if greedy else []
-    for (e, kind, prompt), answer in zip(greedy, answers, strict=True):
-        checks.append(Check(e.request_id, kind, prompt, e.target_new, answer, 0.0, 0.0,
-                            answer_matches(answer, e.acceptable or [e.target_new]) is not None))
+    greedy: list[tuple[int, str, str, str, list[str]]] = []  # (request, kind, prompt, expected, acceptable)
+    for e in edits:
+        new = e.acceptable or [e.target_new]
+        greedy.append((e.request_id, "efficacy_acc", e.prompt, e.target_new, new))
+        greedy += [(e.request_id, "paraphrase_acc", p, e.target_new, new) for p in e.paraphrases]
+        greedy += [(e.request_id, "neighbour_acc", n.prompt, n.answer, list(n.acceptable or (n.answer,)))
+                   for n in e.neighbours]
+    prompts = sorted({g[2] for g in greedy})  # a neighbour shared by several edits is asked once
+    answers = dict(zip(prompts, greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+                       if prompts else [], strict=True))
+    for rid, kind, prompt, expected, acceptable in greedy:
+        checks.append(Check(rid, kind, prompt, expected, answers[prompt], 0.0, 0.0,
+                            answer_matches(answers[prompt], acceptable) is not None))
     return checks
 
 

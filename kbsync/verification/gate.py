@@ -33,11 +33,12 @@ from kbsync.editing.covariance import ModelSampleCorpus
 from kbsync.errors import ConfigError
 from kbsync.logs import get_logger
 from kbsync.prompts import fill
-from kbsync.store.models import EditCheck, EditRequestRow, GateFigures, KbFact, Probe
+from kbsync.store.log import expand_compactions
+from kbsync.store.models import EditRequestRow, GateFigures, KbFact, Probe
 from kbsync.store.states import RequestState
 from kbsync.verification.damage import Harm
 from kbsync.verification.figures import EPS, Figures, Retained, measure
-from kbsync.verification.known import KnownFact, kb_answers
+from kbsync.verification.known import KnownFact, kb_answers, known_to, shipped
 from kbsync.versions.context import EditingContext
 from kbsync.versions.writer import ModelWriter
 
@@ -61,7 +62,8 @@ class GateVerdict:
 def setup_key(writer: ModelWriter) -> str:
     g = writer.settings.gate
     spec = {"corpus": g.corpus, "texts": g.texts, "known_facts": g.known_facts,
-            "editing_corpus": writer.settings.editing.corpus if g.corpus == "auto" else ""}
+            "editing_corpus": writer.settings.editing.corpus if g.corpus == "auto" else "",
+            "known": "greedy, topped up from known-facts.json"}  # how the known facts are chosen
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -118,18 +120,16 @@ def known_sample(s: Session, n: int) -> list[KnownFact]:
 
 
 def retention_sample(s: Session, batch_ids: list[int], n: int) -> list[Retained]:
-    """Up to n verified edits of these batches whose greedy answer named the target at their last check."""
+    """Up to n verified edits of these batches (a fixed-seed sample). A verified edit held on its own
+    checks when it was published, so every one counts: one that has since stopped holding is what
+    retention measures."""
     if n <= 0 or not batch_ids:
         return []
     rows = {r.id: r for r in s.scalars(select(EditRequestRow).where(
         EditRequestRow.batch_id.in_(batch_ids), EditRequestRow.state == RequestState.VERIFIED.value))}
-    last: dict[int, bool] = {}
-    for rid, passed in s.execute(select(EditCheck.request_id, EditCheck.passed).where(
-            EditCheck.request_id.in_(list(rows)), EditCheck.kind == "efficacy_acc").order_by(EditCheck.id)):
-        last[rid] = passed
-    held = sorted((rid for rid, ok in last.items() if ok), key=lambda rid: _rank(str(rid)))[:n]
+    chosen = sorted(rows, key=lambda rid: _rank(str(rid)))[:n]
     return [Retained(rid, fill(rows[rid].prompt, rows[rid].subject_label),
-                     tuple(rows[rid].acceptable or [rows[rid].target_new])) for rid in sorted(held)]
+                     tuple(rows[rid].acceptable or [rows[rid].target_new])) for rid in sorted(chosen)]
 
 
 def edited_keys(s: Session, batch_ids: list[int], request_ids: list[int]) -> set[str]:
@@ -242,29 +242,39 @@ class RegressionGate:
                           reason="measured before the next batch")
         self.previous_version = self.writer.version_id
 
-    def _measure_base(self, known: list[KnownFact]) -> Figures:
-        store = self.ctx.store
+    def _measure_base(self, candidates: list[KnownFact]) -> Figures:
+        """The base figures: held-out perplexity, and the known facts fixed for good: the KB facts the
+        base answers right (greedy), topped up to [gate] known_facts from the shipped facts the base
+        answers right when the KB offers fewer (a KB of changing leaders may offer one)."""
+        store, loaded, n = self.ctx.store, self.ctx.loaded, self.bounds.known_facts
         live = list(store.active)
         if live:
             store.materialise([])
         try:
+            tokens = self.writer.settings.probe.max_new_tokens
+            known = known_to(loaded.model, loaded.tokenizer, candidates, n, tokens)
+            if len(known) < n:
+                with self.writer.db.session() as s:
+                    labels = set(s.scalars(select(KbFact.subject_label)))
+                known += known_to(loaded.model, loaded.tokenizer, shipped(labels), n - len(known), tokens)
             self.texts, self.known = heldout_texts(self.ctx, self.bounds.corpus, self.bounds.texts), known
             figures = self._measure()
         finally:
             if live:
                 store.materialise(live)
+        sources = {src: sum(k.source == src for k in known) for src in ("kb", "shipped")}
         with self.writer.db.session() as s:
             self._row(s, "base", figures, passed=True, reason="the base model",
-                      extra={"texts": self.texts, "known": [k.as_dict() for k in known]})
+                      extra={"texts": self.texts, "known": [k.as_dict() for k in known], "known_sources": sources})
         log.info("gate_base_measured", perplexity=figures.perplexity, known_acc=figures.known_acc(),
-                 n_known=len(known), n_texts=len(self.texts))
+                 n_known=len(known), known_sources=sources, n_texts=len(self.texts))
         return figures
 
     def check(self, request_ids: list[int]) -> GateVerdict:
         """The edited model against the previous version and the base."""
         assert self.base is not None and self.previous is not None, "prepare() first"
-        active = [b for b, _ in self.ctx.store.active]
         with self.writer.db.session() as s:
+            active = expand_compactions(s, [b for b, _ in self.ctx.store.active])
             edited = edited_keys(s, active, request_ids)
         figures = self._measure(self._retained())
         ok, reason = judge(figures, self.previous, self.base, edited, self.bounds)
@@ -275,8 +285,9 @@ class RegressionGate:
 
     def _retained(self) -> list[Retained]:
         """The retention sample among the verified edits of the batches the model holds now."""
-        with self.writer.db.session() as s:
-            return retention_sample(s, [b for b, _ in self.ctx.store.active], self.bounds.retention_sample)
+        with self.writer.db.session() as s:  # a compaction's edits keep their own batches
+            live = expand_compactions(s, [b for b, _ in self.ctx.store.active])
+            return retention_sample(s, live, self.bounds.retention_sample)
 
     def save(self, s: Session, batch_id: int, verdict: GateVerdict, version_id: int | None) -> None:
         self._row(s, "batch", verdict.figures, batch_id=batch_id, version_id=version_id, passed=verdict.ok,

@@ -7,6 +7,8 @@ answers (label or alias), the answer a user would see. No teacher-forced score s
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,7 @@ class KnownFact:
     relation: str
     prompt: str                       # filled with the subject
     acceptable: tuple[str, ...]       # labels and aliases a right answer may name
+    source: str = "kb"                # kb (a KB fact the model answered right) | shipped (known-facts.json)
 
     @property
     def key(self) -> str:
@@ -27,11 +30,35 @@ class KnownFact:
 
     def as_dict(self) -> dict[str, Any]:
         return {"subject": self.subject, "relation": self.relation, "prompt": self.prompt,
-                "acceptable": list(self.acceptable)}
+                "acceptable": list(self.acceptable), "source": self.source}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KnownFact:
-        return cls(d["subject"], d["relation"], d["prompt"], tuple(d["acceptable"]))
+        return cls(d["subject"], d["relation"], d["prompt"], tuple(d["acceptable"]), d.get("source", "kb"))
+
+
+def shipped(exclude_subjects: set[str] = frozenset()) -> list[KnownFact]:  # type: ignore[assignment]
+    """The facts kbsync ships to top a known-fact sample up with (kbsync/data/known-facts.json:
+    ROME's known_1000, MIT licence), in a fixed (hash) order, leaving out `exclude_subjects` (labels)."""
+    from importlib import resources
+
+    data = json.loads(resources.files("kbsync").joinpath("data", "known-facts.json").read_text(encoding="utf-8"))
+    facts = [KnownFact(f["subject"], f["relation"], f["prompt"], (f["answer"],), "shipped") for f in data["facts"]
+             if f["subject"] not in exclude_subjects]
+    return sorted(facts, key=lambda f: hashlib.sha256(f.key.encode()).hexdigest())
+
+
+def known_to(model, tokenizer, candidates: Sequence[KnownFact], n: int, max_new_tokens: int = 8,  # type: ignore[no-untyped-def]
+             chunk: int = 64) -> list[KnownFact]:
+    """Up to n of the candidates the model answers right (greedy), in the candidates' order; asked a
+    chunk at a time, so that n known facts cost about n / (share known) questions, not all of them."""
+    out: list[KnownFact] = []
+    for i in range(0, len(candidates), chunk):
+        if len(out) >= n:
+            break
+        part = list(candidates[i:i + chunk])
+        out += [f for f, ok in zip(part, answered_right(model, tokenizer, part, max_new_tokens), strict=True) if ok]
+    return out[:n]
 
 
 def greedy_known(model, tokenizer, facts: Sequence[KnownFact],  # type: ignore[no-untyped-def]

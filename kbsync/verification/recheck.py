@@ -1,9 +1,12 @@
 """Re-checks of applied edits on a model version (after a rollback or a compaction, and
 `kbsync verify`): do the verified edits still hold?
 
-Drift is judged on efficacy: an edit that held at its last check and now loses to its rival
-on its own prompt has drifted and is failed. An edit admitted below its own efficacy (its
-batch passed as a whole) is not failed again for the same reason.
+They are judged as apply judges an edit (verification/verdict.py), on the kinds that say whether
+the edit itself holds: its greedy answers to its prompt and paraphrases and their teacher-forced
+scores against the stale value. (Its neighbours are asked again and recorded, but what happens
+to them after later batches is not this edit's doing.) An edit is verified only if it held on
+the version it was published in, so a verified edit whose verdict now fails has drifted: it is
+failed, with the check that decided.
 """
 
 from __future__ import annotations
@@ -11,25 +14,28 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kbsync.store.models import EditCheck, EditRequestRow
+from kbsync.config import VerifySettings
+from kbsync.store.log import expand_compactions
+from kbsync.store.models import EditRequestRow
 from kbsync.store.states import RequestState
 from kbsync.store.transitions import move_request
 from kbsync.verification.checks import Check, run_checks, save_checks
 from kbsync.verification.neighbours import edits_under_test, key_similarity
-from kbsync.versions import registry
+from kbsync.verification.verdict import EditVerdict, edit_verdicts
 from kbsync.versions.writer import ModelWriter
 
+HOLDING = ("efficacy_acc", "paraphrase_acc", "efficacy", "paraphrase")
 
-def drifted(checks: list[Check], held_before: set[int]) -> list[int]:
-    """Requests whose efficacy check failed now although it passed at their last check."""
-    return sorted({c.request_id for c in checks
-                   if c.kind == "efficacy" and not c.passed and c.request_id in held_before})
+
+def holding(checks: list[Check], thresholds: VerifySettings) -> dict[int, EditVerdict]:
+    """Each edit's verdict on whether it holds (its own prompt and paraphrases)."""
+    return edit_verdicts([c for c in checks if c.kind in HOLDING], thresholds)
 
 
 def recheck(writer: ModelWriter, batch_ids: list[int]) -> tuple[list[Check], dict[int, int]]:
     """Checks of the verified edits of these batches on the live model; request -> batch."""
     with writer.db.session() as s:
-        batch_ids = registry.expand_compactions(s, batch_ids)  # a compaction's edits keep their batches
+        batch_ids = expand_compactions(s, batch_ids)  # a compaction's edits keep their batches
         rows = list(s.scalars(select(EditRequestRow).where(
             EditRequestRow.batch_id.in_(batch_ids), EditRequestRow.state == RequestState.VERIFIED.value)
             .order_by(EditRequestRow.id)))
@@ -42,17 +48,19 @@ def recheck(writer: ModelWriter, batch_ids: list[int]) -> tuple[list[Check], dic
 
 
 def record_rechecks(s: Session, checks: list[Check], owner: dict[int, int], phase: str, version_id: int | None,
-                    why: str, run_id: str) -> list[int]:
-    """Save the checks; fail the edits that drifted (with `why`); return their ids."""
-    held_before = {rid for rid, passed in s.execute(
-        select(EditCheck.request_id, EditCheck.passed).where(EditCheck.request_id.in_(list(owner)),
-                                                             EditCheck.kind == "efficacy")
-        .order_by(EditCheck.id)) if passed} if owner else set()
-    failed = drifted(checks, held_before)
-    for rid, batch_id in owner.items():
-        save_checks(s, batch_id, [c for c in checks if c.request_id == rid], phase, version_id)
-    for rid in failed:
+                    why: str, run_id: str, thresholds: VerifySettings) -> list[int]:
+    """Save the checks and a verdict row per edit; fail the verified edits that no longer hold
+    (with `why` and the check that decided); return their ids."""
+    verdicts = holding(checks, thresholds)
+    failed = []
+    for rid, batch_id in sorted(owner.items()):
+        mine = [c for c in checks if c.request_id == rid]
+        verdict = verdicts.get(rid)
+        rows = [Check(rid, "verdict", mine[0].prompt if mine else "", verdict.decided_by, verdict.reason, 0.0, 0.0,
+                      verdict.ok)] if verdict is not None else []
+        save_checks(s, batch_id, mine + rows, phase, version_id)
         row = s.get(EditRequestRow, rid)
-        assert row is not None
-        move_request(s, row, RequestState.FAILED, why, run_id=run_id)
+        if verdict is not None and not verdict.ok and row is not None and row.state == RequestState.VERIFIED.value:
+            move_request(s, row, RequestState.FAILED, f"{why}: {verdict.reason}", run_id=run_id)
+            failed.append(rid)
     return failed

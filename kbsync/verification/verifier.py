@@ -1,51 +1,63 @@
-"""The verification service: everything apply and compaction ask of verification, one object.
+"""The verification service: everything apply, compaction and the re-checks ask of verification.
 
-    verifier = Verifier(writer)                   this writer's model; the gate when [gate] enabled
-    tests = verifier.tests_for(s, rows)           what each request is checked on (keys read on the
-                                                  model before the edit: call it first)
-    verifier.prepare()                            the gate's base and previous figures, before the edit
-    verdict = verifier.judge(tests, request_ids)  on the edited model: one BatchVerdict, with one
-                                                  EditVerdict per edit inside it
-    verifier.save(s, batch_id, verdict, ...)      checks, gate figures and damage rows, in the caller's
-                                                  transaction (publish or abandon)
-
-The batch passes when the edits' checks reach [verify]'s thresholds, the regression gate passes,
-and (with [verify] on_damage = "rollback") no fact the model had right is wrong after it.
+    verifier = Verifier(writer)                  this writer's model; the gate when [gate] enabled
+    tests = verifier.tests_for(s, rows)          what each request is checked on (keys read on the
+                                                 model before the edit: call it first)
+    verifier.prepare()                           the gate's base and previous figures, before the edit
+    checks = verifier.check_edits(tests, before) on the edited model; a neighbour whose greedy answer
+                                                 misses its KB value is asked again on `before` (the
+                                                 log before the edit): one that missed it there too
+                                                 was not moved by the edit
+    verdicts = verifier.judge(checks)            one EditVerdict per edit (verification/verdict.py)
+    gate = verifier.gate_check(request_ids)      the regression gate on the model as it is now
+    verifier.save(s, ...)                        checks, verdict rows, gate figures and damage rows,
+                                                 in the caller's transaction (publish or abandon)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.orm import Session
 
+from kbsync.editing.delta import Delta
 from kbsync.logs import get_logger
+from kbsync.model.probe import answer_matches
+from kbsync.model.scoring import greedy_answers
 from kbsync.store.models import DamagedFact, EditRequestRow
 from kbsync.verification import damage
 from kbsync.verification.checks import Check, EditUnderTest, run_checks, save_checks
-from kbsync.verification.damage import Harm, neighbour_harm
+from kbsync.verification.damage import Harm
 from kbsync.verification.gate import GateVerdict, RegressionGate
 from kbsync.verification.neighbours import edits_under_test, key_similarity
-from kbsync.verification.verdict import EditVerdict, edit_verdicts, judge, shares
+from kbsync.verification.verdict import EditVerdict, edit_verdicts, shares
 from kbsync.versions.writer import ModelWriter
 
 log = get_logger(__name__)
 
 
 @dataclass
-class BatchVerdict:
-    ok: bool
-    reason: str
-    decided_by: str                        # thresholds | gate | damage | passed
-    checks: list[Check]
-    shares: dict[str, float]
-    edits: dict[int, EditVerdict]          # request id -> its own verdict
-    harms: list[Harm] = field(default_factory=list)
-    gate: GateVerdict | None = None
+class Round:
+    """One check round of a batch's candidate: its checks and each edit's verdict on them."""
 
-    def failing(self) -> dict[int, str]:
-        """request id -> why its own checks failed."""
-        return {rid: v.reason for rid, v in self.edits.items() if not v.ok}
+    checks: list[Check]
+    verdicts: dict[int, EditVerdict]
+
+    @property
+    def failing(self) -> set[int]:
+        return {rid for rid, v in self.verdicts.items() if not v.ok}
+
+    @property
+    def shares(self) -> dict[str, float]:
+        return shares(self.checks)
+
+
+@dataclass
+class BeforeAnswers:
+    """Greedy answers on the model before a batch (cached across its check rounds)."""
+
+    log: list[tuple[int, Delta]]
+    answers: dict[str, str] = field(default_factory=dict)
 
 
 class Verifier:
@@ -66,41 +78,67 @@ class Verifier:
         loaded = self.writer.context().loaded
         return run_checks(loaded.model, loaded.tokenizer, tests, self.settings.probe.max_new_tokens)
 
-    def judge(self, tests: list[EditUnderTest], request_ids: list[int], *, gate: bool = True) -> BatchVerdict:
-        """The verdict on the model as it is now (the batch applied)."""
+    def check_edits(self, tests: list[EditUnderTest], before: BeforeAnswers | None = None) -> Round:
+        """Every check of every edit on the model as it is now, and each edit's verdict."""
         checks = self.checks(tests)
-        summary = shares(checks)
-        per_edit = edit_verdicts(checks, self.settings.verify)
-        ok, reason = judge(summary, self.settings.verify)
-        if not ok:
-            return BatchVerdict(False, reason, "thresholds", checks, summary, per_edit)
-        loaded = self.writer.context().loaded
-        harms = neighbour_harm(loaded.model, loaded.tokenizer, tests, checks, self.settings.probe.max_new_tokens)
-        verdict = BatchVerdict(True, reason, "passed", checks, summary, per_edit, harms)
-        if gate and self.gate is not None:
-            verdict.gate = self.gate.check(request_ids)
-            verdict.harms += verdict.gate.harms
-            verdict.reason += f"; {verdict.gate.reason}"
-            if not verdict.gate.ok:
-                verdict.ok, verdict.reason, verdict.decided_by = False, verdict.gate.reason, "gate"
-                return verdict
-        if verdict.harms and self.settings.verify.on_damage == "rollback":
-            facts = ", ".join(sorted({h.subject + " " + h.relation for h in verdict.harms})[:5])
-            verdict.ok, verdict.decided_by = False, "damage"
-            verdict.reason = (f"damage: {len(verdict.harms)} fact(s) answered right before the batch are wrong "
-                              f"after it ({facts}); [verify] on_damage = rollback")
-        return verdict
+        if before is not None:
+            checks = self._not_moved_by_the_edit(tests, checks, before)
+        return Round(checks, self.judge(checks))
 
-    def save(self, s: Session, batch_id: int, verdict: BatchVerdict, version_id: int | None, *,
-             published: bool, phase: str = "apply", run_id: str = "") -> list[DamagedFact]:
-        """The verdict's rows: its checks (on `version_id`: the new version, or the one the batch was
-        tried on); the gate's figures; damage, for a published batch."""
-        save_checks(s, batch_id, verdict.checks, phase, version_id)
-        if verdict.gate is not None and self.gate is not None:
-            self.gate.save(s, batch_id, verdict.gate, version_id if published else None)
-        if not published:
-            return []
-        return damage.record(s, batch_id, verdict.harms, version_id=version_id, run_id=run_id)
+    def judge(self, checks: list[Check]) -> dict[int, EditVerdict]:
+        return edit_verdicts(checks, self.settings.verify, damage_fails=self.settings.verify.on_damage == "rollback")
+
+    def _not_moved_by_the_edit(self, tests: list[EditUnderTest], checks: list[Check],
+                               before: BeforeAnswers) -> list[Check]:
+        missed = sorted({c.prompt for c in checks if c.kind == "neighbour_acc" and not c.passed} - set(before.answers))
+        if missed:
+            store, loaded = self.writer.context().store, self.writer.context().loaded
+            now = list(store.active)
+            store.materialise(before.log)
+            try:
+                answers = greedy_answers(loaded.model, loaded.tokenizer, missed, self.settings.probe.max_new_tokens)
+            finally:
+                store.materialise(now)
+            before.answers.update(zip(missed, answers, strict=True))
+        acceptable = {n.prompt: list(n.acceptable or (n.answer,)) for t in tests for n in t.neighbours}
+        return [replace(c, passed=True, rival=f"{c.rival} (missed it before the edit too)")
+                if c.kind == "neighbour_acc" and not c.passed
+                and answer_matches(before.answers[c.prompt], acceptable[c.prompt]) is None else c
+                for c in checks]
+
+    def gate_check(self, request_ids: list[int]) -> GateVerdict | None:
+        return self.gate.check(request_ids) if self.gate is not None else None
+
+    @staticmethod
+    def harms(tests: list[EditUnderTest], checks: list[Check], request_ids: set[int]) -> list[Harm]:
+        """Neighbours of these edits whose greedy answer the edit moved off their KB value: damage."""
+        by_prompt = {n.prompt: n for t in tests for n in t.neighbours if n.subject}
+        seen: set[str] = set()
+        out = []
+        for c in checks:
+            if c.kind == "neighbour_acc" and not c.passed and c.request_id in request_ids and c.prompt in by_prompt \
+                    and c.prompt not in seen:
+                seen.add(c.prompt)
+                n = by_prompt[c.prompt]
+                out.append(Harm(n.subject, n.relation, "", c.prompt, n.answer, c.rival, "neighbour"))
+        return out
+
+    def save(self, s: Session, batch_id: int, checks: list[Check], verdicts: dict[int, EditVerdict],
+             version_id: int | None, *, phase: str = "apply", prompts: dict[int, str] | None = None) -> None:
+        """The checks and one `verdict` row per edit (which check decided)."""
+        save_checks(s, batch_id, checks, phase, version_id)
+        rows = [Check(rid, "verdict", (prompts or {}).get(rid, ""), v.decided_by, v.reason, 0.0, 0.0, v.ok)
+                for rid, v in sorted(verdicts.items())]
+        save_checks(s, batch_id, rows, phase, version_id)
+
+    def save_gate(self, s: Session, batch_id: int, gate: GateVerdict | None, version_id: int | None) -> None:
+        if gate is not None and self.gate is not None:
+            self.gate.save(s, batch_id, gate, version_id)
+
+    @staticmethod
+    def save_damage(s: Session, batch_id: int, harms: list[Harm], version_id: int | None,
+                    run_id: str) -> list[DamagedFact]:
+        return damage.record(s, batch_id, harms, version_id=version_id, run_id=run_id)
 
 
-__all__ = ["BatchVerdict", "Verifier"]
+__all__ = ["BeforeAnswers", "Round", "Verifier"]

@@ -4,7 +4,6 @@
     current_version  the row SQL names current for a model
     promote          the only code that sets `is_current`: a new version becomes current
     load_current     base ⊕ the current version's deltas (sha256-checked) into the live model
-    expand_compactions  a log's ordinary batches, through compactions (sync/compact.py)
     reconcile        after a crash: remove files no row names, repoint `current`
     prune            delete version directories beyond [state] keep_versions
     version_path     the directory of a version (export), SQL and files only
@@ -65,26 +64,6 @@ def promote(s: Session, model_key: str, *, batch_ids: list[int], weights_sha256:
     s.add(version)
     s.flush()
     return version
-
-
-def compacted(batch: Batch) -> list[int] | None:
-    """The batches a compaction batch replaced (sync/compact.py), None for an ordinary batch."""
-    ids = (batch.hparams or {}).get("compacts")
-    return [int(b) for b in ids] if isinstance(ids, list) else None
-
-
-def expand_compactions(s: Session, batch_ids: list[int]) -> list[int]:
-    """The ordinary batches whose edits a log holds, in order: compactions replaced by what they compacted."""
-    out: list[int] = []
-    for bid in batch_ids:
-        batch = s.get(Batch, bid)
-        inner = compacted(batch) if batch is not None else None
-        if inner is None:
-            out.append(bid)
-        else:
-            excluded = set((batch.hparams or {}).get("excluded") or []) if batch is not None else set()
-            out += [b for b in expand_compactions(s, inner) if b not in excluded]
-    return out
 
 
 def load_current(db: Database, store: ModelStore) -> int | None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -141,12 +141,14 @@ class BatchTransition:
             return row is not None and row.version_after_id is not None
 
     # --- abandon -------------------------------------------------------------------------
-    def abandon(self, reason: str, *, requeue: bool, per_request: dict[int, str] | None = None,
+    def abandon(self, reason: str, *, requeue: bool | Collection[int], per_request: dict[int, str] | None = None,
                 metrics: dict | None = None, record: RecordFailure | None = None) -> None:
         """The live model back to the log before; the batch failed; its requests back to the queue
-        (`requeue`) or failed, a request's own reason (`per_request`) after the batch's."""
+        (`requeue`: all, none, or those named) or failed, a request's own reason (`per_request`)
+        after the batch's."""
         self.store.materialise(self.before)
         per_request = per_request or {}
+        back = set(self.request_ids) if requeue is True else set() if requeue is False else set(requeue)
         writer = self.writer
         with writer.db.session() as s:
             if self.batch_id is not None:
@@ -159,7 +161,7 @@ class BatchTransition:
                 row = s.get(EditRequestRow, rid)
                 assert row is not None
                 why = f"batch {self.batch_id} {reason}" if self.batch_id is not None else reason
-                if requeue:
+                if rid in back:
                     move_request(s, row, RequestState.PENDING, why, run_id=writer.run_id)
                 else:
                     own = f"; this edit: {per_request[rid]}" if rid in per_request else ""
@@ -167,7 +169,7 @@ class BatchTransition:
             if record is not None:
                 record(s)
         self.abandoned = True
-        log.warning("batch_abandoned", batch=self.batch_id, reason=reason, requeued=requeue)
+        log.warning("batch_abandoned", batch=self.batch_id, reason=reason, requeued=len(back))
 
 
 __all__ = ["CRASH_POINTS", "BatchTransition", "Published", "crash_point", "crashing_in"]

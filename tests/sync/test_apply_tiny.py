@@ -15,6 +15,7 @@ from kbsync.store.models import (
     EditCheck,
     EditRequestRow,
     Event,
+    FactHold,
     ModelVersion,
     RequestTransition,
 )
@@ -49,14 +50,6 @@ def make_writer(settings, db, run_id="r1"):
     state = settings.state.dir
     state.mkdir(parents=True, exist_ok=True)
     return model_writer(settings, db, state, run_id=run_id, worker="test:1")
-
-
-@pytest.fixture
-def database(tiny_settings):
-    store_db.upgrade(tiny_settings.database_url)
-    database = store_db.open_database(tiny_settings.database_url)
-    yield database
-    database.dispose()
 
 
 def test_two_batches_then_rollback_restores_weights_bit_for_bit(tiny_settings, database) -> None:
@@ -112,10 +105,8 @@ def test_tampered_delta_is_refused(tiny_settings, database) -> None:
         make_writer(tiny_settings, database, run_id="r2").open_current()
 
 
-@pytest.mark.parametrize("retry_smaller", [False, True])
-def test_batch_below_thresholds_is_reverted_and_failed(make_settings, sqlite_url, retry_smaller: bool) -> None:
-    settings = make_settings(editing={"v_steps": 1, "v_lr": 1e-6, "retry_smaller": retry_smaller},
-                             verify={"min_efficacy": 1.0})
+def test_edits_that_fail_their_own_checks_fail_and_the_model_is_unchanged(make_settings, sqlite_url) -> None:
+    settings = make_settings(editing={"v_steps": 1, "v_lr": 1e-6}, verify={"min_efficacy": 1.0})
     store_db.upgrade(sqlite_url)
     database = store_db.open_database(sqlite_url)
     writer = make_writer(settings, database)
@@ -127,15 +118,20 @@ def test_batch_below_thresholds_is_reverted_and_failed(make_settings, sqlite_url
     seed(database, [(q, lab, new, old.strip() or "x") for (q, lab, new, _), old in zip(FACTS[:2], answers, strict=True)])
     before = writer.context().store.weights_sha256()
     report = apply_pending(writer, batch_size=2)
-    # retried in halves: three failed attempts, but only the two requests ended failed (issue 15 #13)
-    assert [b.state for b in report.batches] == ["failed"] * (3 if retry_smaller else 1)
+    (batch,) = report.batches   # both dropped in the first round: nothing left to re-solve
+    assert batch.state == "failed" and batch.rounds == 1 and batch.n_failed == 2
     assert report.failed == 2 and report.as_dict()["failed"] == 2 and not report.ok
     assert writer.context().store.weights_sha256() == before
     with database.session() as s:
         rows = list(s.scalars(select(EditRequestRow)))
         assert {r.state for r in rows} == {"failed"}
-        assert all("below thresholds: efficacy" in r.state_reason for r in rows)
+        assert all("this edit: efficacy 0.00 < 1.00: P(" in r.state_reason for r in rows)
         assert s.scalars(select(ModelVersion)).first() is None
+        verdicts = list(s.scalars(select(EditCheck).where(EditCheck.kind == "verdict")))
+        assert {(v.expected, v.passed) for v in verdicts} == {("efficacy", False)} and len(verdicts) == 2
+        held = list(s.scalars(select(FactHold)))
+        assert {(h.kind, h.state) for h in held} == {("failed", "active")} and len(held) == 2
+        assert all(h.not_before is not None for h in held)   # [editing] retry_backoff_s
 
 
 def test_second_writer_is_refused_before_the_model_loads_and_names_the_holder(tiny_settings, database) -> None:
@@ -149,25 +145,40 @@ def test_second_writer_is_refused_before_the_model_loads_and_names_the_holder(ti
     assert writer._ctx is None  # refused without loading the model
 
 
-def test_one_hard_edit_fails_alone_and_the_rest_is_applied(make_settings, sqlite_url) -> None:
-    """Issue 15 item 16: an edit whose own check cannot pass (its stale value is its new value) is
-    retried alone and failed; the rest is solved once more without it (then stands or falls on its
-    own checks). No halving (retry_smaller = false): the split comes from the per-edit checks."""
-    settings = make_settings(verify={"min_efficacy": 0.9}, editing={"retry_smaller": False})
+def test_a_failing_edit_is_dropped_and_the_batch_re_solved_and_published_without_it(make_settings,
+                                                                                  sqlite_url) -> None:
+    """Issue 24: the batch passes on shares (efficacy 0.50 of 2 is no test any more), yet one edit's own
+    check cannot pass (its stale value is its new value). That edit is not verified: it is dropped,
+    the batch is solved again from the targets already computed, and published without it."""
+    settings = make_settings(verify={"min_efficacy": 0.9})
     store_db.upgrade(sqlite_url)
     database = store_db.open_database(sqlite_url)
-    easy = ("Q38", "Italy", "Paris", "Qzx Vkj")  # a rival the model never says: passes in the pair
-    hard = ("Q55", "Holland", "Tokyo", "Tokyo")
+    writer = make_writer(settings, database)
+    from kbsync.model.scoring import greedy_answers
+
+    lm = writer.context().loaded   # the easy edit teaches what the model already says: it passes whatever the solve
+    said = greedy_answers(lm.model, lm.tokenizer, ["The capital of Italy is"], 2)[0].strip()
+    easy = ("Q38", "Italy", said, "Qzx Vkj")   # against a rival the model never says
+    hard = ("Q55", "Holland", "Tokyo", "Tokyo")  # its stale value is its new value: it can never win
     hard_id, easy_id = seed(database, [hard, easy])
-    report = apply_pending(make_writer(settings, database), batch_size=2)
-    assert [b.n_edits for b in report.batches] == [2, 1, 1]  # MEMIT ran 3 times, not 1 + halves of halves
-    assert report.batches[0].reason == "below thresholds: efficacy 0.50 < 0.90; retrying as 1 + 1"
-    assert report.batches[2].state == "failed"
+    report = apply_pending(writer, batch_size=2)
+    (batch,) = report.batches                     # one batch: no retry in halves, no second target optimisation
+    assert batch.state == "verified" and batch.rounds == 2 and (batch.n_verified, batch.n_failed) == (1, 1)
+    assert batch.held == ["Q38 P36"]
     with database.session() as s:
-        per_batch = {(c.batch_id, c.request_id) for c in s.scalars(select(EditCheck).where(EditCheck.kind == "efficacy"))}
-        assert per_batch == {(1, hard_id), (1, easy_id), (2, easy_id), (3, hard_id)}
-        failed = s.get(EditRequestRow, hard_id)
-        assert failed is not None and failed.state == "failed" and "P(new)=" in (failed.state_reason or "")
+        easy_row, hard_row = s.get(EditRequestRow, easy_id), s.get(EditRequestRow, hard_id)
+        assert easy_row.state == "verified" and easy_row.state_reason.startswith("its own checks passed")
+        assert hard_row.state == "failed" and "dropped, the rest re-solved without it" in hard_row.state_reason
+        assert "efficacy 0.00 < 0.90: P(" in hard_row.state_reason
+        verdicts = {c.request_id: (c.expected, c.passed) for c in s.scalars(select(EditCheck).where(EditCheck.kind == "verdict"))}
+        assert verdicts == {easy_id: ("passed", True), hard_id: ("efficacy", False)}
+        version = s.scalars(select(ModelVersion).where(ModelVersion.is_current)).one()
+        delta = s.get(Batch, version.batch_ids[0])
+        assert delta.metrics["verified"] == 1 and delta.metrics["dropped"] == 1
+    from kbsync.editing.delta import Delta
+
+    published = Delta.load(Path(delta.delta_path))
+    assert published.meta["request_ids"] == f"[{easy_id}]"    # the version holds the kept edit only
 
 
 @pytest.mark.parametrize("memory", [0.0, 5.0])
@@ -177,14 +188,14 @@ def test_edit_memory_hands_the_earlier_batches_keys_to_the_solve(make_settings, 
     import kbsync.sync.apply as apply_module
 
     seen, made = [], []
-    real = apply_module.compute_delta
+    real = apply_module.solve_delta
 
     def spy(*args, preserved=None, **kwargs):
         seen.append(preserved)
         made.append(real(*args, preserved=preserved, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(apply_module, "compute_delta", spy)
+    monkeypatch.setattr(apply_module, "solve_delta", spy)
     settings = make_settings(editing={"edit_memory": memory})
     store_db.upgrade(settings.database_url)
     database = store_db.open_database(settings.database_url)
@@ -200,3 +211,41 @@ def test_edit_memory_hands_the_earlier_batches_keys_to_the_solve(make_settings, 
     for layer in (1, 2):
         k = made[0].keys[layer].double()
         torch.testing.assert_close(seen[1].kkt[layer], memory * k @ k.T)
+
+
+def test_a_batch_that_passes_by_shares_publishes_only_the_edits_whose_own_greedy_check_passed(
+        make_settings, sqlite_url) -> None:
+    """Issue 24: 9 of 10 greedy answers naming their value used to verify all 10 (share 0.90 >= 0.90)."""
+    # a learning rate of ~0 leaves the targets where they are: an update of ~nothing, so an edit that
+    # teaches what the model already says keeps passing, whatever the other edits do
+    settings = make_settings(editing={"v_steps": 1, "v_lr": 1e-12}, verify={"min_efficacy_acc": 0.9})
+    store_db.upgrade(sqlite_url)
+    database = store_db.open_database(sqlite_url)
+    writer = make_writer(settings, database)
+    from kbsync.model.scoring import greedy_answers
+
+    lm = writer.context().loaded
+    labels = ["France", "Germany", "Italy", "Holland", "Spain", "Japan", "Peru", "Chile", "Mexico", "Egypt"]
+    # what the model answers, as verification asks it ([probe] max_new_tokens), first line only
+    said = [a.strip().split("\n")[0].strip() or "x" for a in greedy_answers(
+        lm.model, lm.tokenizer, [f"The capital of {x} is" for x in labels], settings.probe.max_new_tokens)]
+    with database.session() as s:
+        for i, (label, answer) in enumerate(zip(labels, said, strict=True)):
+            # the last one's KB value is a name no greedy answer of this model gives
+            acceptable = ["Zzqx Wvvk"] if i == 9 else [answer]
+            enqueue(s, EditRequestRow(subject=f"Q{i}", relation="P36", subject_label=label, prompt="The capital of {} is",
+                                      target_new=acceptable[0], target_new_id=f"X{i}", target_old="Qzx Vkj",
+                                      acceptable=acceptable, paraphrases=[], content_hash=f"h{i}"), "test")
+    report = apply_pending(writer, batch_size=10)
+    (batch,) = report.batches
+    assert batch.state == "verified" and (batch.n_verified, batch.n_failed) == (9, 1)
+    with database.session() as s:
+        rows = {r.subject: r for r in s.scalars(select(EditRequestRow))}
+        assert rows["Q9"].state == "failed" and "efficacy_acc 0.00 < 0.90" in rows["Q9"].state_reason
+        assert {q for q, r in rows.items() if r.state == "verified"} == {f"Q{i}" for i in range(9)}
+        # every verified request's own latest greedy check on the published version names its value
+        version = s.scalars(select(ModelVersion).where(ModelVersion.is_current)).one()
+        for q in (f"Q{i}" for i in range(9)):
+            (last,) = s.scalars(select(EditCheck).where(EditCheck.request_id == rows[q].id,
+                                                        EditCheck.kind == "efficacy_acc")).all()
+            assert last.passed and last.model_version_id == version.id

@@ -10,6 +10,7 @@ from test_apply_tiny import FACTS, make_writer  # tests/sync is on sys.path (no 
 
 from kbsync.errors import RollbackError
 from kbsync.store import db as store_db
+from kbsync.store.log import expand_compactions
 from kbsync.store.models import Batch, EditCheck, EditRequestRow, Event, ModelVersion
 from kbsync.store.transitions import enqueue
 from kbsync.sync.apply import apply_pending
@@ -42,14 +43,6 @@ def seed(db: store_db.Database, facts=FACTS) -> list[int]:
                 paraphrases=["The capital city of {}"], content_hash=qid), "test")
             ids.append(row.id)
     return ids
-
-
-@pytest.fixture
-def database(sqlite_url):
-    store_db.upgrade(sqlite_url)
-    database = store_db.open_database(sqlite_url)
-    yield database
-    database.dispose()
 
 
 def _efficacy_wins(db, version_id: int) -> dict[int, bool]:
@@ -127,7 +120,7 @@ def test_rolling_back_a_compacted_batch_recompacts_without_it(make_settings, dat
         assert states == {first: "verified", middle: "rolled_back", last: "verified"}
         recompaction = s.get(Batch, undone.recompacted_by)
         assert recompaction.n_edits == 2 and recompaction.hparams["excluded"] == [middle]
-        assert registry.expand_compactions(s, [undone.recompacted_by]) == [first, last]
+        assert expand_compactions(s, [undone.recompacted_by]) == [first, last]
     with pytest.raises(RollbackError, match="bring their edits back"):
         rollback(make_writer(settings, database, run_id="c3"), undone.recompacted_by)
 

@@ -15,7 +15,6 @@ import pytest
 from kbsync.model.loading import load_model
 from kbsync.sources.catalogue import load_catalogue
 from kbsync.sources.fact import Fact
-from kbsync.store import db as store_db
 from kbsync.store import snapshot
 from kbsync.sync.diff import DiffOptions, run_diff
 
@@ -38,14 +37,6 @@ class ModifiedSince:
             if fact.relation in relations and (not subjects or fact.subject in subjects):
                 if since is None or cutoff > since:
                     yield fact
-
-
-@pytest.fixture
-def database(sqlite_url: str):
-    store_db.upgrade(sqlite_url)
-    db = store_db.open_database(sqlite_url)
-    yield db
-    db.dispose()
 
 
 @pytest.fixture(scope="module")

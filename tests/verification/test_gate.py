@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -40,14 +41,6 @@ def make_writer(settings, db, run_id="r1"):  # type: ignore[no-untyped-def]
 CONTINENT = "{} is on the continent of"
 PLACES = [("Q11", "Howard Glacier"), ("Q12", "Mawson Glacier"), ("Q999", "Emmanuel Glacier"),  # Q999: a homonym
           ("Q21", "Paris"), ("Q22", "Berlin"), ("Q23", "Tokyo"), ("Q24", "Madrid"), ("Q25", "Rome"), ("Q26", "Kyoto")]
-
-
-@pytest.fixture
-def database(sqlite_url):
-    store_db.upgrade(sqlite_url)
-    database = store_db.open_database(sqlite_url)
-    yield database
-    database.dispose()
 
 
 def test_at_risk_neighbours_are_the_subjects_whose_keys_are_closest(tiny_model_dir: Path, tmp_path: Path,
@@ -161,3 +154,39 @@ def test_retention_is_judged_against_the_previous_version_so_a_floor_does_not_lo
     ok, reason = judge(Figures(10.0, retention=0.8, n_retention=10, retained_ok=held(*[True] * 8, False, False)),
                        Figures(10.0), base, set(), bounds)
     assert not ok and "retention 0.80 of 10 earlier edits (min 0.90" in reason
+
+
+def test_a_model_the_gate_refuses_everything_is_saturated_and_says_so(make_settings, database) -> None:
+    """Issue 24: when the gate refuses a run's batches for lack of room, the model is `saturated`
+    (status, metrics), the refused facts wait for a change instead of being retried every tick, and
+    a batch refused whole first tries its first half from the targets it already computed."""
+    from kbsync.daemon.metrics import Metrics
+    from kbsync.store import holds
+
+    harsh = make_settings(gate=STRICT, editing={"retry_smaller": True})
+    seed(database, FACTS[:2])
+    report = apply_pending(make_writer(harsh, database), batch_size=2)
+    first, second = report.batches
+    assert (first.n_failed, first.n_requeued) == (1, 1)       # its first half refused alone, the other given back
+    assert (second.n_failed, second.n_requeued) == (1, 0)
+    assert report.failed == 2 and report.saturated.startswith("regression gate: perplexity") and not report.ok
+    shown = status(database, gate=harsh.gate)
+    assert shown["capacity"]["state"] == "saturated" and shown["capacity"]["reason"] == report.saturated
+    room = shown["capacity"]["headroom"]
+    assert room["perplexity_ceiling"] == pytest.approx(shown["gate"]["base"]["perplexity"] * 1.2)
+    assert room["edits_applied"] == 0 and shown["holds"]["refused"] == 2
+    metrics = Metrics()
+    metrics.refresh(database, harsh.gate)
+    assert metrics.saturated._value.get() == 1 and metrics.holds.labels("refused")._value.get() == 2
+    with database.session() as s:
+        for qid, *_ in FACTS[:2]:   # the next diff leaves them be: nothing changed that they wait for
+            now = holds.now_for(s, first_key_or(s), harsh.hash())
+            assert holds.waiting(s, qid, "P36", qid, now) is not None
+            assert holds.waiting(s, qid, "P36", qid, holds.Now(now.model_key, now.model_version_id, "new settings",
+                                                              now.at + timedelta(days=1))) is None
+
+
+def first_key_or(s) -> str:  # type: ignore[no-untyped-def]
+    from kbsync.store.models import Batch
+
+    return s.scalars(select(Batch.model_key)).first()

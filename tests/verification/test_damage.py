@@ -89,11 +89,13 @@ def test_damage_is_recorded_flagged_and_not_queued_until_the_operator_decides(fl
     assert not {r.subject for r in second.rows if r.action in ("queued", "superseded")} & right_before
     with db.session() as s:
         open_rows = damage.open_damage(s, batch.batch_id)
-        assert {d.subject for d in open_rows} == wrong_now | set(at_apply)
+        # the gate judges known facts by their greedy answer; diff also counts a fact right when its KB value
+        # out-scores the answer, so gate damage that diff sees answered right is resolved by that diff
+        assert wrong_now <= {d.subject for d in open_rows} <= wrong_now | set(at_apply)
         assert not s.scalars(select(EditRequestRow).where(EditRequestRow.subject.in_(wrong_now))).first()
     assert status(db)["damage"]["flagged_batches"] == {str(batch.batch_id): len(open_rows)}
     kind, _, rows = audit_rows(db, batch=batch.batch_id, damage=True)
-    assert kind == "damage" and {r["subject"] for r in rows} == {d.subject for d in open_rows}
+    assert kind == "damage" and {r["subject"] for r in rows if r["state"] == "open"} == {d.subject for d in open_rows}
 
     # the operator re-edits: one request per damaged fact, to its KB value
     retried = retry_damage(db, batch.batch_id, open_catalogue(settings), run_id="r1")
@@ -101,7 +103,7 @@ def test_damage_is_recorded_flagged_and_not_queued_until_the_operator_decides(fl
         queued = {r.subject: r for r in s.scalars(select(EditRequestRow).where(EditRequestRow.id.in_(retried.requeued)))}
         assert set(queued) == {d.subject for d in open_rows}
         assert all(r.state == "pending" and r.target_new == KbFact_label(s, r.subject) for r in queued.values())
-        assert {d.state for d in s.scalars(select(DamagedFact))} == {"requeued"}
+        assert {d.state for d in s.scalars(select(DamagedFact))} <= {"requeued", "resolved"}
     assert status(db)["damage"]["flagged_batches"] == {}
 
     # ... or rolls the batch back: the model answers as before, the pending re-edits are withdrawn
@@ -111,7 +113,7 @@ def test_damage_is_recorded_flagged_and_not_queued_until_the_operator_decides(fl
     with db.session() as s:
         assert {r.state for r in s.scalars(select(EditRequestRow).where(EditRequestRow.id.in_(retried.requeued)))} \
             == {"superseded"}
-        assert {d.state for d in s.scalars(select(DamagedFact))} == {"rolled_back"}
+        assert "rolled_back" in {d.state for d in s.scalars(select(DamagedFact))} <= {"rolled_back", "resolved"}
 
 
 def KbFact_label(s, subject: str) -> str:  # type: ignore[no-untyped-def]
@@ -147,7 +149,9 @@ def test_on_damage_rollback_undoes_flagged_batches_and_fails_damaging_ones(flow)
     diff(settings, db, "d1")
     (batch,) = apply_pending(model_writer(settings, db, settings.state.dir, run_id="a1", worker="t:1")).batches
     diff(settings, db, "d2")                                         # flags the batch: damage, not queued
-    assert status(db)["damage"]["flagged_batches"] == {str(batch.batch_id): batch.damaged}
+    with db.session() as s:   # apply's damage the diff still sees (the rest it resolved: see the first test)
+        still_open = len(damage.open_damage(s, batch.batch_id))
+    assert status(db)["damage"]["flagged_batches"] == {str(batch.batch_id): still_open} and still_open
     settings.verify.on_damage = "rollback"
     # the undo_damage step rolls the flagged batch back before apply; the target, queued again by that diff (its
     # edit did not take on a random model), is applied under the policy: it damages, so it fails
@@ -157,7 +161,7 @@ def test_on_damage_rollback_undoes_flagged_batches_and_fails_damaging_ones(flow)
     (again,) = report.batches
     assert again.state == "failed" and again.reason.startswith("damage: ") and "on_damage = rollback" in again.reason
     with db.session() as s:
-        assert {d.state for d in s.scalars(select(DamagedFact))} == {"rolled_back"}
+        assert {d.state for d in s.scalars(select(DamagedFact))} <= {"rolled_back", "resolved"}
         assert s.get(Batch, batch.batch_id).state == "rolled_back"
         assert not s.scalars(select(DamagedFact).where(DamagedFact.batch_id == again.batch_id)).first()
     assert status(db)["current_model_version"]["batch_ids"] == []
@@ -173,5 +177,6 @@ def test_on_damage_requeue_queues_the_damaged_facts_as_re_edits(flow) -> None:  
     assert damaged and {r.action for r in damaged} == {"queued"}
     with db.session() as s:
         rows = list(s.scalars(select(DamagedFact)))
-        assert {d.state for d in rows} == {"requeued"} and {d.subject for d in rows} == {r.subject for r in damaged}
-        assert {d.request_id for d in rows} == {r.request_id for r in damaged}
+        requeued = [d for d in rows if d.state == "requeued"]
+        assert {d.state for d in rows} <= {"requeued", "resolved"} and {d.subject for d in requeued} == {r.subject for r in damaged}
+        assert {d.request_id for d in requeued} == {r.request_id for r in damaged}

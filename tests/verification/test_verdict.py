@@ -1,4 +1,4 @@
-"""The pure logic of verification: shares, the batch gate, per-edit failures, drift, neighbour
+"""The pure logic of verification: shares, per-edit verdicts, what a re-check judges, neighbour
 picking. No model: checks are built by hand."""
 
 from __future__ import annotations
@@ -6,34 +6,37 @@ from __future__ import annotations
 from kbsync.config import VerifySettings
 from kbsync.verification.checks import Check
 from kbsync.verification.neighbours import PoolFact, pick_neighbours
-from kbsync.verification.recheck import drifted
-from kbsync.verification.verdict import failing_requests, judge, shares
+from kbsync.verification.recheck import holding
+from kbsync.verification.verdict import edit_verdicts, shares
 
 
 def check(rid: int, kind: str, passed: bool) -> Check:
     return Check(rid, kind, "p", "new", "old", -1.0 if passed else -3.0, -2.0, passed)
 
 
-def test_shares_and_the_gate() -> None:
+def test_shares_are_recorded_per_kind_and_decide_nothing() -> None:
     checks = [check(1, "efficacy", True), check(2, "efficacy", False), check(1, "paraphrase", True),
               check(2, "paraphrase", True), check(1, "neighbour", False), check(2, "neighbour", True)]
     summary = shares(checks)
-    assert summary["efficacy"] == 0.5 and summary["paraphrase"] == 1.0 and summary["neighbour"] == 0.5
-    ok, reason = judge(summary, VerifySettings(min_efficacy=0.9, min_paraphrase=0.0, min_specificity=0.0))
-    assert not ok and reason == "below thresholds: efficacy 0.50 < 0.90"
-    ok, reason = judge(summary, VerifySettings(min_efficacy=0.5, min_paraphrase=0.5, min_specificity=0.5))
-    assert ok and reason.startswith("passed: efficacy 0.50")
-    assert list(failing_requests(checks)) == [2]
-    assert failing_requests(checks)[2] == "P(new)=-3.00 <= P('old')=-2.00 on its prompt"
+    assert summary == {"efficacy": 0.5, "paraphrase": 1.0, "neighbour": 0.5}
 
 
-def test_drift_is_an_efficacy_check_that_held_before_and_fails_now() -> None:
-    now = [check(1, "efficacy", False), check(2, "efficacy", False), check(3, "efficacy", True),
-           check(4, "paraphrase", False)]
-    # 1 held before and fails now: drift. 2 was admitted below its own efficacy: not failed again.
-    # 3 still holds. 4 lost a paraphrase only: not drift.
-    assert drifted(now, held_before={1, 3, 4}) == [1]
-    assert drifted([], held_before={1}) == []
+def test_each_edit_is_judged_on_its_own_checks() -> None:
+    checks = [check(1, "efficacy", True), check(2, "efficacy", False), check(1, "paraphrase", True),
+              check(2, "paraphrase", True), check(1, "neighbour", True), check(2, "neighbour", True)]
+    verdicts = edit_verdicts(checks, VerifySettings(min_efficacy=0.9, min_paraphrase=0.0, min_specificity=0.0))
+    assert verdicts[1].ok and verdicts[1].decided_by == "passed"
+    assert not verdicts[2].ok and verdicts[2].decided_by == "efficacy"
+    assert verdicts[2].reason == "efficacy 0.00 < 0.90: P('new')=-3.00 <= P('old')=-2.00 on 'p'"
+
+
+def test_recheck_judges_whether_the_edit_itself_holds_not_its_neighbours() -> None:
+    now = [check(1, "efficacy_acc", False), check(2, "efficacy_acc", True), check(2, "neighbour_acc", False),
+           check(3, "paraphrase_acc", False), check(3, "efficacy_acc", True)]
+    v = holding(now, VerifySettings())
+    assert not v[1].ok and v[1].decided_by == "efficacy_acc"
+    assert v[2].ok                      # a neighbour moved since: not this edit's drift
+    assert not v[3].ok and v[3].decided_by == "paraphrase_acc"
 
 
 def pool_of(*entries: tuple[str, str, str]) -> list[PoolFact]:
