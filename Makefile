@@ -1,5 +1,6 @@
 # kbsync: `make demo` runs the whole flow on the embedded defaults; `make test` runs every test
-# (CI calls it); `make test-fast` runs those that do not load the bundled model (-m "not slow").
+# (CI calls it); `make test-fast` runs the pure and tiny-model tests: not those that load the
+# bundled model (slow), start processes, servers or a browser (process), or need PostgreSQL.
 # Both create .venv if missing and install what they need (torch first: the CPU build 2.13.0).
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
@@ -51,7 +52,8 @@ test: setup lint
 	@$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test-fast: setup lint
-	@$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
+	@$(PY) scripts/import_graph.py > /dev/null
+	@$(VENV)/bin/pytest -q -m "not slow and not process and not postgres" $(PYTEST_ARGS)
 
 bench: setup
 	@$(PY) benchmarks/eval_counterfact.py

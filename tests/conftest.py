@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import uuid
 from collections.abc import Iterator
@@ -92,15 +93,40 @@ def run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     return run
 
 
-# Fixtures that load (or de-quantise) the bundled SmolLM2: a test that uses one is `slow`, so
-# `make test-fast` (-m "not slow") never loads the bundled model, whatever the test's own marks.
+# The test tiers (`make test-fast` runs the first two, `make test` all three):
+#   pure tests (no model) and tiny-model tests   unmarked
+#   the bundled model                            slow      (by fixture: a test that loads it)
+#   processes, servers, a browser; PostgreSQL    process, postgres
+# Marked here from what a test uses, so a new test lands in the right tier without a decorator.
 BUNDLED_FIXTURES = frozenset({"bundled", "bundled_state_dir", "shared_stats"})
+PROCESS_FIXTURES = frozenset({"oxigraph_kb", "fresh_oxigraph", "leaders_server", "browser", "screenshot"})
+PROCESS_CALLS = ("subprocess.", "run_in_process(", "Popen(", "serve(")
+
+
+def starts_processes(item: pytest.Item) -> bool:
+    if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    try:
+        source = inspect.getsource(item.function)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, TypeError):
+        return False
+    return any(call in source for call in PROCESS_CALLS)
+
+
+def uses_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return "postgres_url" in getattr(item, "fixturenames", ()) or \
+        (callspec is not None and callspec.params.get("db_url") == "postgresql")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if BUNDLED_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if starts_processes(item):
+            item.add_marker(pytest.mark.process)
+        if uses_postgres(item):
+            item.add_marker(pytest.mark.postgres)
 
 
 def bundled_gguf() -> Path:

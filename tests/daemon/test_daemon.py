@@ -27,6 +27,7 @@ from .conftest import (
     write_config,
 )
 
+pytestmark = pytest.mark.process  # starts kbsync processes: the third test tier
 
 def events(db, kind: str) -> list[Event]:  # type: ignore[no-untyped-def]
     with db.session() as s:

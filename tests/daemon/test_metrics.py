@@ -23,6 +23,8 @@ from .conftest import (
     write_config,
 )
 
+pytestmark = pytest.mark.process  # starts kbsync processes: the third test tier
+
 COUNTERS = {  # metric -> the tick-event count it sums
     "kbsync_facts_read_total": "read",
     "kbsync_facts_probed_total": "probed",

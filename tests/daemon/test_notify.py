@@ -14,6 +14,7 @@ from kbsync.daemon.notify import Heartbeat, Notifier, socket_address
 
 from .conftest import migrate, run_in_process, wait_for, write_config
 
+pytestmark = pytest.mark.process  # starts kbsync processes: the third test tier
 
 class FakeSystemd:
     """The receiving end of NOTIFY_SOCKET: collects every datagram's KEY=value lines."""

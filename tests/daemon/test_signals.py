@@ -17,6 +17,7 @@ from kbsync.store.states import BatchState, RequestState
 
 from .conftest import migrate, run_in_process, seed_queue, wait_for, write_config
 
+pytestmark = pytest.mark.process  # starts kbsync processes: the third test tier
 
 def _rows(db, model):  # type: ignore[no-untyped-def]
     with db.session() as s:

@@ -12,6 +12,8 @@ import pytest
 
 from kbsync.config import load_settings
 
+pytestmark = pytest.mark.process  # starts kbsync processes: the third test tier
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNITS = ("kbsync.service", "kbsync-once.service", "kbsync.timer")
 INSTALLED = "/opt/kbsync/bin/kbsync"

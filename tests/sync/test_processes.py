@@ -25,6 +25,8 @@ from kbsync.store.models import EditRequestRow
 from kbsync.store.transitions import enqueue
 from kbsync.versions.transition import CRASH_POINTS
 
+pytestmark = pytest.mark.process  # starts kbsync processes: the third test tier
+
 FACTS = [("Q142", "France", "Berlin", "Paris"), ("Q183", "Germany", "Rome", "Berlin"),
          ("Q38", "Italy", "Paris", "Rome")]
 
