@@ -36,9 +36,6 @@ from dataclasses import asdict, dataclass, field
 
 from sqlalchemy.orm import Session
 
-from kbsync.editing.delta import Delta
-from kbsync.editing.memit import BatchTargets, compute_batch_targets, solve_delta
-from kbsync.editing.nullspace import PreservedKeys
 from kbsync.editing.request import EditRequest
 from kbsync.errors import EditError, TokenizationError
 from kbsync.logs import get_logger
@@ -49,13 +46,13 @@ from kbsync.store.models import Batch, EditRequestRow, ModelVersion, utcnow
 from kbsync.store.queue import claim, count_pending, reap
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
+from kbsync.sync.candidate import Candidate, Candidates, Plan
 from kbsync.verification import damage
-from kbsync.verification.checks import EditUnderTest
 from kbsync.verification.gate import GateVerdict
-from kbsync.verification.verdict import EditVerdict, split_in_halves, summary, with_subjects
-from kbsync.verification.verifier import BeforeAnswers, Round, Verifier
+from kbsync.verification.verdict import summary
+from kbsync.verification.verifier import BeforeAnswers, Verifier
 from kbsync.versions import registry
-from kbsync.versions.transition import BatchTransition, crashing_in
+from kbsync.versions.transition import BatchTransition
 from kbsync.versions.writer import ModelWriter
 
 log = get_logger(__name__)
@@ -103,33 +100,6 @@ class ApplyReport:
                 "batches": [asdict(b) for b in self.batches]}
 
 
-@dataclass
-class Plan:
-    batch_id: int
-    request_ids: list[int]
-    edits: list[EditRequest]
-    tests: list[EditUnderTest]
-    rows: dict[int, tuple[str, str, str, str]]     # request id -> (subject, relation, content hash, prompt)
-    t0: float
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def tests_of(self, ids: set[int]) -> list[EditUnderTest]:
-        return [t for t in self.tests if t.request_id in ids]
-
-
-@dataclass
-class Candidate:
-    """The edits of a batch that passed their own checks, their delta, and the check rounds so far."""
-
-    kept: list[int]
-    delta: Delta | None
-    round: Round | None
-    dropped: dict[int, tuple[EditVerdict, Round]] = field(default_factory=dict)  # with the round that decided
-    rounds: int = 0
-    capped: bool = False        # edits still failed after [verify] max_resolves re-solves
-    first: dict[str, float] = field(default_factory=dict)   # the first round's shares (what a batch rule saw)
-
-
 def apply_pending(writer: ModelWriter, *, batch_size: int | None = None, max_edits: int | None = None,
                   lock_wait_s: float = 0.0, on_batch: Callable[[BatchOutcome], None] | None = None,
                   progress: Callable[[int, int], None] | None = None,
@@ -159,6 +129,7 @@ class Applier:
         self.writer, self.on_batch = writer, on_batch
         self.db, self.ctx, self.stop, self.settings = writer.db, writer.context(), writer.stop, writer.settings
         self.verifier = Verifier(writer)
+        self.candidates = Candidates(writer, self.verifier)
         self.refused = ""            # the latest gate refusal of this run
 
     def run(self, report: ApplyReport, batch_size: int, max_edits: int | None = None) -> ApplyReport:
@@ -198,32 +169,32 @@ class Applier:
         with BatchTransition(self.writer, plan.batch_id, request_ids) as t:
             self.verifier.prepare()  # the gate's figures of the base and of the current version, before the edit
             try:
-                targets = self.targets(plan)
+                targets = self.candidates.targets(plan)
             except (EditError, TokenizationError) as exc:  # the requests themselves cannot be edited
                 self.abandon(t, plan, str(exc), Candidate([], None, None), {}, requeue=set())
                 return self.outcome(plan, BatchState.FAILED, str(exc), n_failed=len(request_ids))
             before = BeforeAnswers(list(t.before))
-            candidate = self.converge(t, plan, targets, list(request_ids), before)
+            candidate = self.candidates.converge(t, plan, targets, list(request_ids), before)
             gate: GateVerdict | None = None
             requeue: set[int] = set()
             refused: list[int] = []
             refusal = ""
             while candidate.kept and not candidate.capped:
                 self.stop.check_in_batch()  # a second signal during the checks: abort before the publish
-                self.phase(plan, "gate", edits=len(candidate.kept))
+                self.candidates.phase(plan, "gate", edits=len(candidate.kept))
                 t_gate = time.perf_counter()
                 gate = self.verifier.gate_check(candidate.kept)
                 plan.timings["gate_s"] = plan.timings.get("gate_s", 0.0) + time.perf_counter() - t_gate
                 refusal = self.refusal(gate)
                 if not refusal:
                     break
-                first, rest = self.halves(plan, candidate.kept)
+                first, rest = self.candidates.halves(plan, candidate.kept)
                 if not first or not self.settings.editing.retry_smaller:
                     refused, candidate.kept = candidate.kept, []
                     break
                 requeue |= set(rest)   # the other half: claimed again in a later batch
                 log.info("refused_trying_half", batch=plan.batch_id, kept=len(first), back=len(rest), why=refusal)
-                candidate = self.converge(t, plan, targets, first, before, candidate)
+                candidate = self.candidates.converge(t, plan, targets, first, before, candidate)
             if candidate.capped:
                 requeue |= set(candidate.kept)
                 candidate.kept = []
@@ -272,80 +243,6 @@ class Applier:
             plan = Plan(batch.id, request_ids, edits, self.verifier.tests_for(s, present), facts, time.perf_counter())
         log.info("batch_started", batch=plan.batch_id, n_edits=len(edits))
         return plan
-
-    @staticmethod
-    def phase(plan: Plan, name: str, **details: object) -> None:
-        """A batch takes minutes: say which step it is in (targets, solve, checks, gate, publish)."""
-        log.info("batch_phase", batch=plan.batch_id, phase=name, seconds=round(time.perf_counter() - plan.t0, 1),
-                 **details)
-
-    def targets(self, plan: Plan) -> BatchTargets:
-        loaded = self.ctx.loaded
-        self.phase(plan, "targets", edits=len(plan.edits))
-        t0 = time.perf_counter()
-        targets = compute_batch_targets(loaded, loaded.tokenizer, loaded.adapter, plan.edits, self.ctx.hparams,
-                                        timings=plan.timings, check_stop=crashing_in("targets", self.stop.check_in_batch))
-        plan.timings["delta_s"] = time.perf_counter() - t0
-        return targets
-
-    def solve(self, plan: Plan, targets: BatchTargets, kept: list[int]) -> Delta:
-        hp, loaded = self.ctx.hparams, self.ctx.loaded
-        t0 = time.perf_counter()
-        preserved = PreservedKeys.kept_by(hp, [d for _, d in self.ctx.store.active])  # AlphaEdit; edit_memory
-        delta = solve_delta(loaded, loaded.tokenizer, loaded.adapter, targets.without(set(plan.request_ids) - set(kept)),
-                            hp, self.ctx.moments(), preserved=preserved, timings=plan.timings,
-                            check_stop=self.stop.check_in_batch)
-        plan.timings["delta_s"] = plan.timings.get("delta_s", 0.0) + time.perf_counter() - t0
-        return delta
-
-    def converge(self, t: BatchTransition, plan: Plan, targets: BatchTargets, kept: list[int],
-                 before: BeforeAnswers, previous: Candidate | None = None) -> Candidate:
-        """Solve the kept edits, check each on its own, drop those that fail (with their subject's other
-        edits) and solve again, until every kept edit passes, none is left, or [verify] max_resolves."""
-        c = Candidate(list(kept), None, None, dict(previous.dropped) if previous else {},
-                      previous.rounds if previous else 0, first=dict(previous.first) if previous else {})
-        subjects = self.subjects(plan)
-        while c.kept:
-            store = self.ctx.store
-            if [b for b, _ in store.active] != [b for b, _ in t.before]:
-                store.materialise(t.before)           # the model before the batch, bit for bit
-            self.phase(plan, "solve", edits=len(c.kept), round=c.rounds + 1)
-            c.delta = self.solve(plan, targets, c.kept)
-            store.push(plan.batch_id, c.delta)
-            self.phase(plan, "checks", edits=len(c.kept), round=c.rounds + 1)
-            t_verify = time.perf_counter()
-            c.round = self.verifier.check_edits(plan.tests_of(set(c.kept)), before)
-            plan.timings["verify_s"] = plan.timings.get("verify_s", 0.0) + time.perf_counter() - t_verify
-            c.rounds += 1
-            if c.rounds == 1:
-                c.first = c.round.shares
-            failing = with_subjects(c.round.failing, plan.request_ids, subjects) & set(c.kept)
-            if not failing:
-                break
-            for rid in failing:
-                c.dropped[rid] = (c.round.verdicts.get(rid) or EditVerdict(
-                    rid, False, "subject", "dropped with its subject's other edits, one of which failed"), c.round)
-            if c.rounds > self.settings.verify.max_resolves:
-                c.capped = True
-                break
-            c.kept = [r for r in c.kept if r not in failing]
-            log.info("batch_resolving", batch=plan.batch_id, dropped=len(failing), kept=len(c.kept), round=c.rounds)
-        return c
-
-    def subjects(self, plan: Plan) -> list[str] | None:
-        """Each edit's subject when the editor merges a subject's edits (they are kept or dropped together)."""
-        return [e.subject for e in plan.edits] if self.ctx.hparams.merge_same_subject else None
-
-    def halves(self, plan: Plan, kept: list[int]) -> tuple[list[int], list[int]]:
-        """The kept edits in two parts, a subject's edits together; ([], kept) when they cannot be split."""
-        if len(kept) < 2:
-            return [], kept
-        subjects = self.subjects(plan)
-        mine = [subjects[plan.request_ids.index(r)] for r in kept] if subjects is not None else None
-        if mine is not None and len(set(mine)) < 2:
-            return [], kept
-        first, rest = split_in_halves(kept, mine)
-        return first, rest
 
     @staticmethod
     def failure_reason(c: Candidate, refused: list[int], requeue: set[int], refusal: str) -> str:
@@ -405,7 +302,7 @@ class Applier:
                          weights_sha256=t.weights_sha256, delta_sha256=t.delta_sha256, shares=final.shares,
                          damaged=len(damaged), rounds=c.rounds, gate=gate.reason if gate is not None else "off")
 
-        self.phase(plan, "publish", edits=len(kept))
+        self.candidates.phase(plan, "publish", edits=len(kept))
         # the version holds the kept edits only: their delta is the last solve's (the live model)
         published = t.publish(f"b{plan.batch_id:06d}", f"batch {plan.batch_id} applied", delta=c.delta,
                               record=record)

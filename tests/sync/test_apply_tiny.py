@@ -185,7 +185,7 @@ def test_a_failing_edit_is_dropped_and_the_batch_re_solved_and_published_without
 def test_edit_memory_hands_the_earlier_batches_keys_to_the_solve(make_settings, monkeypatch, memory: float) -> None:
     import torch
 
-    import kbsync.sync.apply as apply_module
+    import kbsync.sync.candidate as apply_module
 
     seen, made = [], []
     real = apply_module.solve_delta
