@@ -133,9 +133,13 @@ def table(results: dict[str, dict]) -> str:
     comp = [(n, r["compaction"]) for n, r in results.items() if r.get("compaction")]
     if comp:
         lines += ["", "| config | edits | retention, sequential log | retention, compacted | greedy acc, compacted "
-                  "| re-solve s |", "|---|---|---|---|---|---|"]
+                  "| known acc, sequential / compacted | perplexity, sequential / compacted | re-solve s |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {n} | {results[n]['checkpoints'][-1]['n_edits']} | {f(c['retention_sequential'])} | "
-                  f"{f(c['retention_compacted'])} | {f(c['edit_acc_compacted'])} | {c['seconds']:.0f} |" for n, c in comp]
+                  f"{f(c['retention_compacted'])} | {f(c['edit_acc_compacted'])} | "
+                  f"{f(results[n]['checkpoints'][-1].get('known_acc'))} / {f(c.get('known_acc_compacted'))} | "
+                  f"{f(results[n]['checkpoints'][-1].get('perplexity'))} / {f(c.get('perplexity_compacted'))} | "
+                  f"{c['seconds']:.0f} |" for n, c in comp]
     return "\n".join(lines) + "\n"
 
 

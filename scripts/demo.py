@@ -34,12 +34,12 @@ DEMO_KB = ROOT / "kbsync" / "data" / "demo.ttl"
 # As wide as the terminal (at least 120 columns), and table cells fold instead of being cut.
 console = Console(width=max(shutil.get_terminal_size((120, 40)).columns, 120))
 
-SHARES = ("apply's table, per batch: efficacy_acc = share of the batch's edits whose own prompt now makes "
-          "the model say the KB value (greedy answer); paraphrase_acc = the same on reworded prompts; "
-          "efficacy / paraphrase = the same judged by score (the KB value out-scores the stale one, "
-          "teacher-forced); neighbour = share of other facts checked beside each edit (answered right "
-          "before) whose answer did not move, e.g. 0.82 = 82 % kept their answer. A batch below any "
-          "[verify] threshold is reverted.")
+SHARES = ("Each edit is verified on its own checks: its greedy answer names the KB value, so do enough of its "
+          "paraphrases, and its neighbours (facts answered right before) keep their answers. An edit that "
+          "fails is dropped and the rest of its batch solved again without it; only edits whose own checks "
+          "passed are published. apply's table, per batch: claimed / verified / failed / back in the queue, "
+          "the shares of the published edits' checks (efficacy_acc = greedy answer names the value, "
+          "paraphrase_acc = on reworded prompts, neighbour_acc = neighbours kept), and the facts it holds.")
 
 GATE = ("Before each batch's version becomes current, the regression gate compares it with the previous "
         "version and the base model: perplexity on held-out text, accuracy on facts the model knew, and "
@@ -188,7 +188,7 @@ def run(env: dict[str, str], state: Path) -> dict[str, object]:
     before = {key: str(row["model_answer"]) for key, row in before_rows.items()}
     kbsync("diff", env=env)
 
-    step(3, "apply: write the queued facts into the weights (MEMIT batches), verify each batch")
+    step(3, "apply: write the queued facts into the weights (MEMIT batches), verify each edit on its own")
     kbsync("apply", env=env)
     console.print(SHARES)
     console.print(GATE)

@@ -220,6 +220,9 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
             sequential = edit_wins(model, tok, done)
             compaction = _compact(loaded, hp, moments, done, base, batch_size, paraphrases)
             compaction["retention_sequential"] = _share(sequential)
+            # the headroom a compaction wins back: the same figures as the last checkpoint's, compacted
+            compaction["perplexity_compacted"] = round(perplexity(model, tok, heldout), 4) if heldout else None
+            compaction["known_acc_compacted"] = _share(answered_right(model, tok, facts))
     finally:
         with torch.no_grad():
             for n, t in base.items():
