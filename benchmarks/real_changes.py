@@ -37,11 +37,24 @@ from kbsync.model.probe import answer_matches  # noqa: E402
 from kbsync.model.scoring import greedy_answers  # noqa: E402
 from kbsync.sources.catalogue import fill  # noqa: E402
 from kbsync.store import db as store_db  # noqa: E402
-from kbsync.store.models import EditRequestRow  # noqa: E402
+from kbsync.store.models import Batch, EditRequestRow, GateFigures  # noqa: E402
 from kbsync.sync.apply import apply_pending  # noqa: E402
 from kbsync.sync.from_settings import current_model, diff_from_settings, model_writer  # noqa: E402
 
 RELATIONS = ["P6", "P35", "P54", "P169", "P286", "P488", "P1037", "P1308"]
+
+# Phrasings people use, written for this benchmark and never given to kbsync (not in the relation
+# catalogue, not trained on): how often the edited model names the current holder when asked so.
+HELD_OUT = {
+    "P6": ["The prime minister of {} is", "Who leads the government of {}? It is", "{} is governed by"],
+    "P35": ["The president of {} is", "Who is the head of state of {}? It is", "{} has as its head of state"],
+    "P54": ["{} is a player of", "Which club does {} play for? The answer is", "{} signed for"],
+    "P169": ["The chief executive of {} is", "Who runs {}? The CEO is", "{} is led by its CEO,"],
+    "P286": ["The manager of {} is", "Who coaches {}? It is", "{} is coached by"],
+    "P488": ["The chair of {} is", "Who chairs {}? It is", "{} has as its chairperson"],
+    "P1037": ["The head of {} is", "Who directs {}? It is", "{} is headed by"],
+    "P1308": ["The person who is {} now is", "Who is the {}? It is", "Today the {} is"],
+}
 
 
 def settings_for(work: Path, kb: Path, mode: str, args: argparse.Namespace) -> Settings:
@@ -119,6 +132,19 @@ def main() -> None:
                     "batches": Counter(b.state for b in report.batches)}
     edited = current_model(settings, db, settings.state.dir)
     db.dispose()
+    out["apply"]["verified"] = report.applied
+    out["apply"]["failed"] = report.failed
+    out["apply"]["seconds_per_verified_edit"] = round(out["apply"]["seconds"] / max(1, report.applied), 1)
+    out["apply"]["saturated"] = report.saturated or None
+    out["apply"]["batch_rule_would_verify_although_own_check_failed"] = batch_rule_count(settings, report)
+    with store_db.open_database(settings.database_url).session() as s:
+        version = s.scalars(select(GateFigures).where(GateFigures.scope == "version").order_by(GateFigures.id.desc())
+                            ).first() or s.scalars(select(GateFigures).where(GateFigures.passed)
+                                                   .order_by(GateFigures.id.desc())).first()
+        base = s.scalars(select(GateFigures).where(GateFigures.scope == "base")).first()
+        out["known_acc"] = {"base": base.known_acc if base else None, "after": version.known_acc if version else None,
+                            "n_known": base.n_known if base else None,
+                            "sources": (base.details or {}).get("known_sources") if base else None}
     rows = [r for r in queued(settings) if r.state != "pending"]  # the edits this run applied or failed
     per_subject = Counter(r.subject for r in rows)
     prompts = [fill(r.prompt, r.subject_label) for r in rows]
@@ -140,7 +166,37 @@ def main() -> None:
         "other": accuracy(lambda i: per_subject[rows[i].subject] == 1),
         "states": Counter(r.state for r in rows),
     }
+    verified = [r for r in rows if r.state == "verified"]
+    held = [(r, fill(t, r.subject_label)) for r in rows for t in HELD_OUT.get(r.relation, [])]
+    held_answers = greedy_answers(edited.model, edited.tokenizer, [p for _, p in held]) if held else []
+    held_ok = [(r, answer_matches(a, r.acceptable) is not None) for (r, _), a in zip(held, held_answers, strict=True)]
+    out["held_out_phrasings"] = {
+        "all_queued": round(sum(ok for _, ok in held_ok) / len(held_ok), 3) if held_ok else None,
+        "verified_only": round(sum(ok for r, ok in held_ok if r.state == "verified")
+                               / max(1, sum(r.state == "verified" for r, _ in held_ok)), 3) if verified else None,
+        "trained_paraphrases_verified_only": accuracy(lambda i: rows[i].state == "verified")["paraphrase_acc"],
+        "n_prompts": len(held_ok)}
+    wrong = [r.id for r in verified if not prompt_ok[rows.index(r)]]
+    out["verified_whose_prompt_answer_is_wrong_now"] = wrong   # per-edit truth: must be []
     _finish(out, args)
+
+
+def batch_rule_count(settings: Settings, report) -> int:  # type: ignore[no-untyped-def]
+    """Edits a batch-level rule (every kind's share of the first check round >= its [verify]
+    threshold: all of the batch verified) would have marked verified although their own checks failed."""
+    v = settings.verify
+    bounds = {"efficacy_acc": v.min_efficacy_acc, "paraphrase_acc": v.min_paraphrase_acc, "efficacy": v.min_efficacy,
+              "paraphrase": v.min_paraphrase, "neighbour": v.min_specificity}
+    db = store_db.open_database(settings.database_url)
+    n = 0
+    with db.session() as s:
+        for outcome in report.batches:
+            batch = s.get(Batch, outcome.batch_id)
+            first = (batch.metrics or {}).get("first_round", {}) if batch else {}
+            if first and all(first.get(k, 1.0) >= limit for k, limit in bounds.items()):
+                n += int((batch.metrics or {}).get("dropped_first_round", 0))
+    db.dispose()
+    return n
 
 
 def _finish(out: dict[str, object], args: argparse.Namespace) -> None:

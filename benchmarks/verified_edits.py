@@ -141,7 +141,7 @@ def summarise(db, report, args, first, second, t_diff: float, t_apply: float) ->
     bounds = {"efficacy_acc": v.min_efficacy_acc, "paraphrase_acc": v.min_paraphrase_acc, "efficacy": v.min_efficacy,
               "paraphrase": v.min_paraphrase, "neighbour": v.min_specificity}
     rule_passes = all(first_round.get(k, 1.0) >= limit for k, limit in bounds.items())
-    dropped_first = [rid for rid, why in reasons.items() if "dropped" in why or "own checks" in why]
+    dropped_first = sum(int((b.metrics or {}).get("dropped_first_round", 0)) for b in batches)
     exported = transformers_answers(db, args, prompts, acceptable)
     return {
         "n_changed": args.n, "queued": second.queued, "probed_true_kb": first.probed,
@@ -150,7 +150,7 @@ def summarise(db, report, args, first, second, t_diff: float, t_apply: float) ->
         "verified_whose_latest_greedy_check_passed_sql": sum(latest.get(r.id, False) for r in verified),
         "verified_named_by_exported_model_transformers": sum(exported.values()),
         "first_round_shares": first_round, "batch_rule_passes_first_round": rule_passes,
-        "batch_rule_would_verify_although_own_check_failed": len(dropped_first) if rule_passes else 0,
+        "batch_rule_would_verify_although_own_check_failed": dropped_first if rule_passes else 0,
         "batches": [{"id": b.id, "state": b.state, "metrics": b.metrics, "timings": b.timings} for b in batches],
         "failed_reasons": reasons,
         "seconds": {"diff": round(t_diff, 1), "apply": round(t_apply, 1),

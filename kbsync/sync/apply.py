@@ -279,7 +279,7 @@ class Applier:
             batch.timings = {k: round(v, 3) for k, v in plan.timings.items()} | {
                 "total_s": round(time.perf_counter() - plan.t0, 3)}
             batch.metrics = final.shares | {"verified": len(kept), "dropped": len(c.dropped), "rounds": c.rounds,
-                                            "first_round": c.first}
+                                            "first_round": c.first, "dropped_first_round": c.first_failing}
             move_batch(s, batch, BatchState.APPLIED, "delta in the log, version written")
             move_batch(s, batch, BatchState.VERIFIED, reason)
             for rid in c.kept:
@@ -335,7 +335,7 @@ class Applier:
 
         t.abandon(reason, requeue=requeue, per_request=per_request,
                   metrics=(c.round.shares if c.round else {}) | {"dropped": len(c.dropped), "rounds": c.rounds,
-                                                                 "first_round": c.first},
+                                                                 "first_round": c.first, "dropped_first_round": c.first_failing},
                   record=record)
 
     def fail_dropped(self, s: Session, plan: Plan, c: Candidate, version_id: int | None) -> None:

@@ -55,6 +55,7 @@ class Candidate:
     rounds: int = 0
     capped: bool = False        # edits still failed after [verify] max_resolves re-solves
     first: dict[str, float] = field(default_factory=dict)   # the first round's shares (what a batch rule saw)
+    first_failing: int = 0      # edits that failed their own checks in the first round
 
 
 class Candidates:
@@ -94,7 +95,8 @@ class Candidates:
         """Solve the kept edits, check each on its own, drop those that fail (with their subject's other
         edits) and solve again, until every kept edit passes, none is left, or [verify] max_resolves."""
         c = Candidate(list(kept), None, None, dict(previous.dropped) if previous else {},
-                      previous.rounds if previous else 0, first=dict(previous.first) if previous else {})
+                      previous.rounds if previous else 0, first=dict(previous.first) if previous else {},
+                      first_failing=previous.first_failing if previous else 0)
         subjects = self.subjects(plan)
         while c.kept:
             store = self.ctx.store
@@ -111,6 +113,8 @@ class Candidates:
             if c.rounds == 1:
                 c.first = c.round.shares
             failing = with_subjects(c.round.failing, plan.request_ids, subjects) & set(c.kept)
+            if c.rounds == 1:
+                c.first_failing = len(c.round.failing & set(c.kept))
             if not failing:
                 break
             for rid in failing:
