@@ -88,8 +88,10 @@ def main() -> None:
     kb, changed = pick(records, args.n, set(catalogue.ids()), args.extra)
     by_id = {r["known_id"]: r for r in changed}
     true_kb, new_kb = args.work / "true.ttl", args.work / "changed.ttl"
-    true_kb.write_text(build_turtle(kb), encoding="utf-8")
-    new_kb.write_text(build_turtle([by_id.get(r["known_id"], r) for r in kb]), encoding="utf-8")
+    changed_kb = [by_id.get(r["known_id"], r) for r in kb]
+    labels = {r[k] for r in kb + changed_kb for k in ("subject", "attribute")}   # the same ids in both KBs
+    true_kb.write_text(build_turtle(kb, numbered=labels), encoding="utf-8")
+    new_kb.write_text(build_turtle(changed_kb, numbered=labels), encoding="utf-8")
     relations = sorted({r["relation_id"] for r in kb})
     url = f"sqlite:///{args.work / 'kbsync.db'}"
     for stale in ("kbsync.db", "kbsync.db-wal", "kbsync.db-shm"):
@@ -146,6 +148,7 @@ def summarise(db, report, args, first, second, t_diff: float, t_apply: float) ->
     exported = transformers_answers(db, args, prompts, acceptable)
     return {
         "n_changed": args.n, "queued": second.queued, "probed_true_kb": first.probed,
+        "probed_changed_kb": second.probed,
         "verified": len(verified), "failed": sum(st == "failed" for st in states.values()),
         "requeued_or_pending": sum(st == "pending" for st in states.values()),
         "verified_whose_latest_greedy_check_passed_sql": sum(latest.get(r.id, False) for r in verified),

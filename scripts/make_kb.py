@@ -63,8 +63,9 @@ def literal(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)  # JSON string escapes are valid Turtle escapes
 
 
-def build_turtle(records: list[dict], copies: int = 1) -> str:
-    labels = sorted({r["subject"] for r in records} | {r["attribute"] for r in records})
+def build_turtle(records: list[dict], copies: int = 1, numbered: set[str] | None = None) -> str:
+    """`numbered`: more labels to number (ids stay the same between two KBs that number the same set)."""
+    labels = sorted({r["subject"] for r in records} | {r["attribute"] for r in records} | (numbered or set()))
     number = {label: i for i, label in enumerate(labels)}
     facts: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for r in records:

@@ -132,7 +132,9 @@ def run_checks(model, tokenizer, edits: list[EditUnderTest], max_new_tokens: int
         rival = rivals[e.request_id].text
         pairs.append((e.request_id, "efficacy", e.prompt, e.target_new, rival))
         pairs += [(e.request_id, "paraphrase", p, e.target_new, rival) for p in e.paraphrases]
-        pairs += [(e.request_id, "neighbour", n.prompt, n.answer, e.target_new) for n in e.neighbours]
+        # a neighbour whose own answer is the edit's new value cannot out-score it: no teacher-forced check
+        pairs += [(e.request_id, "neighbour", n.prompt, n.answer, e.target_new) for n in e.neighbours
+                  if normalise_answer(n.answer) != normalise_answer(e.target_new)]
     scored = sorted({(p[2], t) for p in pairs for t in (p[3], p[4])})  # each (prompt, value) scored once
     lps = target_logprobs(model, tokenizer, [p for p, _ in scored], [t for _, t in scored]).tolist() if scored else []
     lp = dict(zip(scored, lps, strict=True))
