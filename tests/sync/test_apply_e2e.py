@@ -58,6 +58,12 @@ def test_diff_apply_rollback_end_to_end(run_cli, bundled, db_url: str, tmp_path:
     before_last = [b["batch_id"] for b in verified[:-1]]
     after_first = next(v for v in versions if ids(v.batch_ids) == before_last)
 
+    def edit_states(batch: int) -> dict[int, str]:
+        with engine.connect() as conn:
+            return dict(conn.execute(text("SELECT id, state FROM edit_requests WHERE batch_id = :b"), {"b": batch}).all())
+
+    first_before = edit_states(first)  # per edit: verified, or failed (dropped from the batch and re-solved)
+    assert "verified" in first_before.values()
     r = run_cli("rollback", str(second), "--json", env=env)
     assert r.exit_code == 0, r.err[-3000:]
     result = json.loads(r.out)
@@ -66,12 +72,11 @@ def test_diff_apply_rollback_end_to_end(run_cli, bundled, db_url: str, tmp_path:
     with engine.connect() as conn:
         states = dict(conn.execute(text("SELECT id, state FROM batches")).all())
         assert states[second] == "rolled_back"
-        first_edits = conn.execute(text("SELECT state FROM edit_requests WHERE batch_id = :b"), {"b": first}).all()
-        assert first_edits and all(s.state == "verified" for s in first_edits)
         second_edits = conn.execute(text("SELECT state FROM edit_requests WHERE batch_id = :b"), {"b": second}).all()
         assert all(s.state == "rolled_back" for s in second_edits)
         event = conn.execute(text("SELECT details FROM events WHERE kind = 'rollback'")).scalar_one()
     details = event if isinstance(event, dict) else json.loads(event)
+    assert edit_states(first) == first_before  # the earlier batch's edits keep their own verdicts
     assert details["weights_after"] == after_first.weights_sha256
     engine.dispose()
     status = json.loads(run_cli("status", "--json", env=env).out)
