@@ -18,7 +18,7 @@ fresh PostgreSQL database on the server of ``KBSYNC_TEST_POSTGRES_URL``, dropped
    disagreements. Probing is real: the model named by --model is loaded and asked each prompt.
    ``tiny`` (the default) is a random 4-layer Llama (hidden 32) made by this script, so that the
    probing, which is not what this measures, does not dominate; the bundled model probes about
-   7 facts/s on 2 CPU cores (README, "Probing"). Probe batches of 128 ([probe] batch_size).
+   7 facts/s on 2 CPU cores (docs/how-it-works.md, "Probing"). Probe batches of 128 ([probe] batch_size).
 
 Every kbsync command runs in its own process; its peak RSS comes from ``os.wait4`` (that process
 and its children), its time from the wall clock around it. An RDF file is read whole on every run

@@ -1,7 +1,7 @@
 """Typed, layered configuration: defaults → `kbsync.toml` → `KBSYNC_<SECTION>__<KEY>` → flags.
 
 Every setting has a default and a help line (the Field description); `tests/test_docs.py`
-checks that each one is documented in README.md. A bad file gives one line per problem,
+checks that each one is documented in docs/reference.md. A bad file gives one line per problem,
 naming the key and what is expected (ConfigError, exit code 2).
 """
 

@@ -1,7 +1,8 @@
-"""Reference tables for README.md, generated from the settings and the CLI so they cannot drift.
+"""Reference tables generated from the settings and the CLI so they cannot drift.
 
-`python -m kbsync.docs` rewrites the marked sections of README.md; tests/test_docs.py fails
-when README.md differs from what this generates (a setting or command added without docs).
+`python -m kbsync.docs` rewrites the marked sections: the commands table in README.md and the
+settings table in docs/reference.md. tests/test_docs.py fails when either differs from what
+this generates (a setting or command added without docs).
 """
 
 from __future__ import annotations
@@ -53,21 +54,25 @@ def _filler(body: str):  # type: ignore[no-untyped-def]
     return lambda m: m.group(1) + body + "\n" + m.group(2)
 
 
-SECTIONS = {"settings": settings_table, "commands": commands_table}
+ROOT = Path(__file__).resolve().parents[1]
+# file (relative to the repository) -> the generated sections it holds
+SECTIONS = {"README.md": {"commands": commands_table}, "docs/reference.md": {"settings": settings_table}}
 
 
-def render(readme: str) -> str:
-    for name, make in SECTIONS.items():
+def render(text: str, where: str) -> str:
+    for name, make in SECTIONS[where].items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
-        if not pattern.search(readme):
-            raise SystemExit(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> section")
-        readme = pattern.sub(_filler(make()), readme)
-    return readme
+        if not pattern.search(text):
+            raise SystemExit(f"{where} has no <!-- {name}:start --> ... <!-- {name}:end --> section")
+        text = pattern.sub(_filler(make()), text)
+    return text
 
 
 def main() -> None:
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    path.write_text(render(path.read_text(encoding="utf-8")), encoding="utf-8")
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
+    for where in SECTIONS:
+        path = root / where
+        path.write_text(render(path.read_text(encoding="utf-8"), where), encoding="utf-8")
 
 
 if __name__ == "__main__":

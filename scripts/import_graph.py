@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dashboard",),
     ("daemon",),
     ("cli",),
-    ("(docs)",),              # README's tables, generated from the CLI
+    ("(docs)",),              # README's and docs/reference.md's tables, generated from the CLI
 )
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 PACKAGES = {name for names in LAYERS for name in names if not name.startswith("(")}

@@ -12,7 +12,7 @@ from kbsync.store.status import status as read_status
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys documented in README).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys documented in docs/reference.md).")
 @click.pass_obj
 def status(app: App, as_json: bool) -> None:
     """Schema version, queue counts by state, current model version, last run.

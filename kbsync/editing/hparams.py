@@ -98,11 +98,11 @@ def scaled_layers(n_layers: int, first: int = 4, last: int = 8, depth: int = 32)
 # and ES 0.97 / PS 0.88 at 500, neighbourhood within 0.04 of the unedited model; λ = 15000 gives ES 0.67.
 # Targets: Adam at lr 1.0 with ENCORE's stop at p = 0.9 takes about 12 steps instead of 25 at about the same
 # quality (50 CounterFact edits, greedy efficacy / paraphrase accuracy 0.98 / 0.52 against lr 0.5, 25 steps:
-# 0.98 / 0.54; ES / PS / NS 1.00 / 0.96 / 0.72 against 1.00 / 0.94 / 0.74; README, docs/bench/cpu/).
+# 0.98 / 0.54; ES / PS / NS 1.00 / 0.96 / 0.72 against 1.00 / 0.94 / 0.74; docs/benchmarks.md, docs/bench/cpu/).
 # Rows: 3 prefixes and paraphrases in the bare template only (7 rows an edit instead of 11) are 1.5x faster and
 # as good, on counterfact-train 0-99 / 100-199: ES 1.00 / 1.00, PS 0.96 / 0.93, NS 0.71 / 0.64, greedy efficacy
 # 0.98 / 0.94, paraphrase 0.47 / 0.42, against 5 prefixes and 2 paraphrase templates: 0.99 / 1.00, 0.96 / 0.93,
-# 0.70 / 0.63, 0.96 / 0.92, 0.46 / 0.43 (unedited NS 0.71 / 0.67; README, docs/bench/cpu/N100_*.json).
+# 0.70 / 0.63, 0.96 / 0.92, 0.46 / 0.43 (unedited NS 0.71 / 0.67; docs/benchmarks.md, docs/bench/cpu/N100_*.json).
 SMOLLM2_135M = EditHyperParams(layers=(4, 5, 6, 7, 8), cov_lambda=1000.0, cov_samples=2000, v_lr=1.0,
                                early_stop_prob=0.9, n_prefixes=3, paraphrase_templates=1)
 

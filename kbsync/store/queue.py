@@ -93,7 +93,7 @@ def claim(session: Session, limit: int, worker: str, lease_s: int, run_id: str =
     in a MEMIT batch pull the subject's key apart (MEMIT-Merge, 2025). With `subjects_together`
     (`[editing] merge_same_subject`: the editor gives them one shared target) a subject's pending
     requests are taken whole, in one batch; without it at most one per subject, the rest wait for the
-    next batch. Measured on the bundled model (README): merged in one batch beats spread over two."""
+    next batch. Measured on the bundled model (docs/benchmarks.md): merged in one batch beats spread over two."""
     query = (select(EditRequestRow).where(EditRequestRow.state == RequestState.PENDING.value)
              .order_by(EditRequestRow.id).limit(limit * SPREAD_WINDOW))
     if session.get_bind().dialect.name == "postgresql":

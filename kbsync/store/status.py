@@ -1,4 +1,4 @@
-"""`kbsync status` as data: a stable JSON object (its keys are documented in README.md).
+"""`kbsync status` as data: a stable JSON object (its keys are documented in docs/reference.md).
 
 SQL only, so it sits below `versions/`: it reads the current version of each model
 (`versions.registry.promote` is the only writer of `is_current`). `current_model_version` is

@@ -1,6 +1,6 @@
 """Audit views: the questions users ask of the audit trail, as SQL both databases run.
 
-The migrations create them from these strings; `kbsync audit` (`audit_rows`) and README's
+The migrations create them from these strings; `kbsync audit` (`audit_rows`) and docs/audit-sql.md's
 examples read them.
 """
 

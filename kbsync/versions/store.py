@@ -13,7 +13,7 @@ which version is current, is `versions/registry.py`'s.
         current -> versions/<name>        switched last, atomically
 
 A version costs the tensors it changes (issue 15 #9): 5 down_proj layers of SmolLM2-135M are
-17.7 MB of its 540 MB; of a Llama-2-7B in fp32, 0.9 GB of 27 GB (README, "Disk").
+17.7 MB of its 540 MB; of a Llama-2-7B in fp32, 0.9 GB of 27 GB (docs/operations.md, "Disk per model version").
 Version names end in "-<first 12 hex of the weights sha256>"; a version whose weights a
 directory already holds (a rollback to an earlier state) links that directory's files.
 

@@ -1,4 +1,4 @@
-"""README's audit SQL runs as written, on SQLite and PostgreSQL, and answers its question."""
+"""docs/audit-sql.md's SQL runs as written, on SQLite and PostgreSQL, and answers its question."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from kbsync.sync.from_settings import model_writer
 from kbsync.verification import damage
 from kbsync.verification.damage import Harm
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+AUDIT_SQL = Path(__file__).resolve().parents[2] / "docs" / "audit-sql.md"
 
 
 def as_json(value: object) -> object:
@@ -28,7 +28,7 @@ def as_json(value: object) -> object:
 
 
 def readme_queries() -> dict[str, str]:
-    blocks = re.findall(r"```sql\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    blocks = re.findall(r"```sql\n(.*?)```", AUDIT_SQL.read_text(encoding="utf-8"), re.S)
     return {b.splitlines()[0].removeprefix("-- ").strip(): b for b in blocks}
 
 
