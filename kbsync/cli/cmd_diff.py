@@ -12,7 +12,7 @@ from rich.table import Table
 from kbsync.cli.main import cli
 from kbsync.config import parse_as_of
 from kbsync.errors import KbsyncError
-from kbsync.logs import get_logger
+from kbsync.logs import console, get_logger
 from kbsync.runtime import App
 from kbsync.store.events import record_event
 
@@ -57,7 +57,7 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
     if snapshot_only and (dry_run or full):
         raise click.UsageError("--snapshot-only probes nothing: drop --dry-run and --full, or drop --snapshot-only")
     db = app.database()
-    err = Console(stderr=True)
+    err = console()   # the log's console: its lines print above the bar
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("probing", total=None)
 
@@ -88,8 +88,10 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
     for r in report.rows:
         table.add_row(f"{r.subject} {r.subject_label}", r.relation, r.kb_answer, r.model_answer, r.status, r.action)
     Console(width=160).print(table)
+    would = "would be " if dry_run else ""
     click.echo(f"read {report.read} facts ({report.new} new, {report.changed} changed, {report.unchanged} unchanged); "
-               f"probed {report.probed}: {report.agree} agree, {report.queued} queued, {report.superseded} superseded")
+               f"probed {report.probed}: {report.agree} agree, {report.queued} {would}queued, "
+               f"{report.superseded} {would}superseded" + (" (dry run: nothing written)" if dry_run else ""))
     if report.damaged:
         batches = sorted({r.damaged_by for r in report.rows if r.damaged_by is not None})
         click.echo(f"damage: {report.damaged} fact(s) the model had right are wrong now, flagged against live "

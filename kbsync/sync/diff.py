@@ -34,7 +34,7 @@ from kbsync.store import holds, snapshot
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.models import EditRequestRow, Probe, utcnow
-from kbsync.store.queue import enqueue_edit, withdraw_pending
+from kbsync.store.queue import enqueue_edit, withdraw_pending, would_enqueue
 from kbsync.sync.staging import CHANGED, NEW, Staging
 from kbsync.verification import damage
 
@@ -49,7 +49,8 @@ class DiffRow:
     kb_answer: str
     model_answer: str
     status: str      # new | changed | unchanged
-    action: str      # agrees | queued | superseded | already_queued | in_flight | would_queue | damaged | held
+    action: str      # agrees | queued | superseded | already_queued | in_flight | damaged | held;
+                     # a dry run: would_queue | would_supersede in place of queued | superseded
     request_id: int | None = None
     damaged_by: int | None = None   # the live batch that broke a fact the model had right (sync/damage.py)
     held: str = ""                  # why a disagreement is not queued: what its hold waits for (store/holds.py)
@@ -63,7 +64,7 @@ class DiffReport:
     unchanged: int = 0
     probed: int = 0
     agree: int = 0
-    queued: int = 0
+    queued: int = 0         # a dry run: what it would queue
     superseded: int = 0
     settling: int = 0  # changed facts held back by [kb] settle_s
     reverted: int = 0  # settling changes that went back to the stored state: never queued
@@ -359,9 +360,6 @@ def _queue(s: Session, chunk: list[tuple[Fact, str, ProbeResult | None]], by_id:
             row.action, row.held = "held", holds.why_waiting(waiting, now)
             report.held += 1
             continue
-        if dry_run:
-            row.action = "would_queue"
-            continue
         ended = stale_target(fact)
         request = EditRequestRow(
             subject=fact.subject, relation=fact.relation, subject_label=fact.subject_label,
@@ -371,6 +369,14 @@ def _queue(s: Session, chunk: list[tuple[Fact, str, ProbeResult | None]], by_id:
             acceptable=answers_of(fact), paraphrases=list(relation.paraphrases),
             kb_revision=fact.revision, content_hash=fact.content_hash(),
         )
+        if dry_run:  # what the queue would do with it: a fact already open is not `would_queue`
+            plan = would_enqueue(s, request)
+            row.action = {"queued": "would_queue", "superseded": "would_supersede", "unchanged": "already_queued",
+                          "refresh": "already_queued"}.get(plan.action, plan.action)
+            row.request_id = plan.request.id if plan.request is not None else None
+            report.queued += plan.action in ("queued", "superseded")
+            report.superseded += plan.action == "superseded"
+            continue
         why = f"model answered {answer!r}" + (" (an ended value)" if stale_answer else "")
         outcome = enqueue_edit(s, request, f"{why}, KB says {label!r}", run_id)
         row.action = {"unchanged": "already_queued"}.get(outcome.action, outcome.action)

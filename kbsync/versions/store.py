@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from kbsync.durable import fsync_dir, fsync_tree
+from kbsync.durable import follow_umask, fsync_dir, fsync_tree
 from kbsync.editing.delta import Delta, updated_weight
 from kbsync.errors import StateError
 from kbsync.model.loading import LoadedModel
@@ -252,7 +252,8 @@ def link_or_copy(source: Path, dest: Path) -> None:
 
 
 def export_version(source: Path, dest: Path) -> Path:
-    """Copy a version directory for serving (atomically into `dest`)."""
+    """Copy a version directory for serving (atomically into `dest`), with the modes the umask gives
+    new files (the state directory's are 0600: a serving user could not read them)."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise StateError(f"{dest} exists and is not an empty directory; choose an empty or new directory")
     tmp: Path | None = None
@@ -260,6 +261,7 @@ def export_version(source: Path, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
         shutil.copytree(source, tmp, dirs_exist_ok=True)
+        follow_umask(tmp)   # not the 0600 / 0700 of the state directory's files: another user serves it
         fsync_tree(tmp)
         if dest.exists():
             dest.rmdir()
