@@ -38,12 +38,15 @@ def record_failure(app: App, kind: str, exc: BaseException) -> None:
 @click.option("--snapshot-only", is_flag=True,
               help="Record what the KB says as the snapshot without probing or queueing (adopt an existing KB): "
                    "the next diff probes only what changes after it.")
+@click.option("--accept-shrink", is_flag=True,
+              help="Take a read of far fewer facts than the snapshot holds as it is (the KB lost them): refused "
+                   "otherwise, as an outage or a wrong file more likely.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table and totals as JSON.")
 @click.option("--as-of", "as_of", default=None, metavar="WHEN",
               help="Decide what is current as of this ISO date/time (UTC) instead of now; overrides [kb] as_of.")
 @click.pass_obj
 def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: bool, limit: int | None,
-         dry_run: bool, snapshot_only: bool, as_json: bool, as_of: str | None) -> None:
+         dry_run: bool, snapshot_only: bool, accept_shrink: bool, as_json: bool, as_of: str | None) -> None:
     """Read the KB, probe the model on new/changed facts, queue the disagreements.
 
     Example: kbsync diff --relation P36 --full
@@ -70,7 +73,7 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
             report = diff_from_settings(app.settings, db, app.state_dir, run_id=app.run_id, relations=relations,
                                         subjects=subjects, full=full, limit=limit, dry_run=dry_run,
                                         snapshot_only=snapshot_only, progress=progress,
-                                        as_of=moment)
+                                        as_of=moment, accept_shrink=accept_shrink)
         except Exception as exc:
             if not dry_run:
                 record_failure(app, "diff", exc)
@@ -92,6 +95,9 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
     click.echo(f"read {report.read} facts ({report.new} new, {report.changed} changed, {report.unchanged} unchanged); "
                f"probed {report.probed}: {report.agree} agree, {report.queued} {would}queued, "
                f"{report.superseded} {would}superseded" + (" (dry run: nothing written)" if dry_run else ""))
+    if report.shrink:
+        click.echo(f"accepted a shrink: the read had {report.read} facts where the snapshot held {report.shrink}; "
+                   f"{report.forgotten} no longer in the KB were dropped from the snapshot")
     if report.damaged:
         batches = sorted({r.damaged_by for r in report.rows if r.damaged_by is not None})
         click.echo(f"damage: {report.damaged} fact(s) the model had right are wrong now, flagged against live "
