@@ -21,6 +21,7 @@ def status(app: App, as_json: bool) -> None:
     """
     from kbsync.editing.stats_cache import ready
 
+    app.read_only = True   # nothing written: works on a mounted backup or a full disk
     data = read_status(app.database(), gate=app.settings.gate)
     data["key_statistics"] = ready(app.settings, app.state_dir)
     if as_json:

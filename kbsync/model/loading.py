@@ -31,6 +31,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from kbsync.diskspace import disk_full, is_full
 from kbsync.durable import fsync_dir, fsync_tree, write_text_durably
 from kbsync.errors import ModelError
 from kbsync.model.adapters import ArchitectureAdapter, adapter_for
@@ -153,6 +154,7 @@ def dequantised_cache(gguf: Path, state_dir: Path, name: str | None = None) -> P
         raise ModelError(f"cannot write the model cache in {models_dir}: {exc.strerror}; "
                          "make the state directory writable or choose another one") from exc
     log.info("de-quantising %s into %s (once; this takes a minute)", gguf, final)
+    model = None
     try:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -169,12 +171,16 @@ def dequantised_cache(gguf: Path, state_dir: Path, name: str | None = None) -> P
             if not (final / "config.json").is_file():  # not a lost race with another process
                 raise
         fsync_dir(models_dir)
-    except ImportError as exc:
-        raise ModelError(f"reading GGUF files needs the gguf and accelerate packages "
-                         f"(`pip install gguf accelerate`): {exc}") from exc
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelError(f"cannot convert the GGUF file {gguf}: {exc}; check that it is a complete "
-                         "GGUF model file that transformers supports") from exc
+    except Exception as exc:  # OSError, ValueError, RuntimeError, KeyError, SafetensorError, ...: one line each
+        if is_full(exc):  # fp32 weights: 4 bytes a parameter (a 4-bit GGUF is about an eighth of that)
+            needed = sum(p.numel() * 4 for p in model.parameters()) if model is not None else gguf.stat().st_size * 8
+            raise disk_full(models_dir, f"de-quantising {gguf.name}", needed,
+                            "free space there, or point [state] dir at a larger disk") from None
+        if isinstance(exc, ImportError):
+            raise ModelError(f"reading GGUF files needs the gguf and accelerate packages "
+                             f"(`pip install gguf accelerate`): {exc}") from exc
+        raise ModelError(f"cannot convert the GGUF file {gguf}: {' '.join(str(exc).split())[:300]}; check that it "
+                         "is a complete GGUF model file that transformers supports") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when the rename succeeded
     return final
