@@ -54,6 +54,18 @@ def durable_file(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def follow_umask(path: Path) -> None:
+    """Give `path` (a file, or a folder and everything under it) the modes a plain `open` and
+    `mkdir` would: 0666 / 0777 less the umask. Temp files and folders are made 0600 / 0700,
+    which a copy keeps: a model exported for a separate serving user must be readable by it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for p in paths:
+        if not p.is_symlink():
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def write_text_durably(path: str | Path, text: str) -> None:
     with durable_file(path) as tmp:
         tmp.write_text(text)

@@ -3,7 +3,8 @@
     KbsyncError                      exit 1   (anything else kbsync raises on purpose)
     ├── ConfigError                  exit 2   malformed or invalid configuration, bad CLI input
     ├── StateError                   exit 3   state directory / files missing, unwritable, tampered
-    │   └── DeltaIntegrityError               a delta file whose sha256 does not match SQL
+    │   ├── DeltaIntegrityError               a delta file whose sha256 does not match SQL
+    │   └── DiskFullError                     no space left: the disk, what is free, what is needed
     ├── DatabaseError                exit 4   database unreachable, locked, or behind migrations
     │   ├── SchemaOutOfDateError              run `kbsync db upgrade`
     │   ├── LockedError                       another writer holds the lock
@@ -45,6 +46,10 @@ class StateError(KbsyncError):
 
 
 class DeltaIntegrityError(StateError):
+    pass
+
+
+class DiskFullError(StateError):
     pass
 
 

@@ -1,6 +1,8 @@
 """structlog set-up: JSON lines when stdout is not a terminal, console output when it is.
 
-Every line of a run carries its `run_id` (bound once in `configure_logging`).
+Every line of a run carries its `run_id` (bound once in `configure_logging`). On a terminal the
+lines go through one rich console (`console()`), the one the CLI's progress bars draw on: a log
+line prints above a live bar, whole, instead of breaking into it.
 """
 
 from __future__ import annotations
@@ -10,18 +12,52 @@ import sys
 import uuid
 
 import structlog
+from rich.console import Console
+from rich.text import Text
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 class _CurrentStderr:
-    """Writes to whatever sys.stderr is at the moment (a test harness swaps it), never a stale one."""
+    """Writes to whatever sys.stderr is at the moment (a test harness swaps it), never a stale one;
+    under a live progress bar (which puts a proxy there) to the stream beneath it."""
+
+    @staticmethod
+    def _stream():  # type: ignore[no-untyped-def]
+        return getattr(sys.stderr, "rich_proxied_file", sys.stderr)
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        return self._stream().write(text)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        self._stream().flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._stream(), "isatty", lambda: False)())
+
+
+_console: Console | None = None
+
+
+def console() -> Console:
+    """The process's one stderr console: the CLI's progress bars draw on it and, on a terminal,
+    log lines print through it (above a live bar, whole)."""
+    global _console
+    if _console is None:
+        _console = Console(file=_CurrentStderr())  # type: ignore[arg-type]
+    return _console
+
+
+class _ConsoleLines:
+    """Log lines printed through `console()`: above a live progress bar, and never hard-wrapped."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            console().print(Text.from_ansi(text.rstrip("\n")), soft_wrap=True, highlight=False)
+        return len(text)
+
+    def flush(self) -> None:
+        console().file.flush()
 
 
 def new_run_id() -> str:
@@ -50,13 +86,13 @@ def configure_logging(level: str = "info", fmt: str = "auto", run_id: str | None
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
+        logger_factory=structlog.PrintLoggerFactory(file=_ConsoleLines() if use_console else _CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(run_id=run_id)
     # Library loggers stay quiet below warning unless debug is asked for.
-    handler = logging.StreamHandler(_CurrentStderr())  # type: ignore[arg-type]
+    handler = logging.StreamHandler(_ConsoleLines() if use_console else _CurrentStderr())  # type: ignore[arg-type]
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,

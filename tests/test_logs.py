@@ -35,3 +35,56 @@ def test_dequantisation_progress_bar_is_switched_off() -> None:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "de-quantizing" not in p.stderr and "it/s" not in p.stderr
+
+
+class _Terminal:
+    """A stderr that says it is a terminal, keeping what is written."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def test_log_lines_print_whole_above_a_live_progress_bar(monkeypatch) -> None:
+    """Issue 25: on a terminal, progress bars and log lines interleaved (a line broken into the bar)."""
+    import re
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from kbsync import logs
+
+    # the console `kbsync diff` and `kbsync stats` draw their bars on (before issue 25: a console of their own)
+    console = getattr(logs, "console", lambda: Console(stderr=True))
+
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    monkeypatch.setattr(logs, "_console", None, raising=False)
+    logs.configure_logging("info", "console")
+    long_value = "x" * 200                      # wider than any terminal: rich must not break it
+    with Progress(console=console(), transient=True) as bar:
+        task = bar.add_task("probing", total=2)
+        bar.update(task, completed=1)
+        bar.refresh()
+        logs.get_logger("kbsync.test").warning("kb.settling", subject="Q142", note=long_value)
+        logging.getLogger("apscheduler").warning("maximum number of running instances reached")
+        bar.update(task, completed=2)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", term.text)
+    lines = plain.replace("\r", "\n").splitlines()
+    ours = [line for line in lines if "kb.settling" in line]
+    assert len(ours) == 1 and long_value in ours[0] and "probing" not in ours[0]   # whole, and alone on its line
+    assert any("maximum number of running instances" in line and "probing" not in line for line in lines)
+    logs.configure_logging("info", "json")

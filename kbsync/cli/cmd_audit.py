@@ -38,6 +38,7 @@ def audit(app: App, subject: str | None, relation: str | None, batch: int | None
 
     Example: kbsync audit --subject Q142 --relation P36
     """
+    app.read_only = True   # nothing written: works on a mounted backup or a full disk
     kind, title, rows = audit_rows(app.database(), subject, relation, batch, failed, damage, held)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -40,9 +41,19 @@ def show(app: App, as_json: bool) -> None:
 @config.command()
 @click.pass_obj
 def check(app: App) -> None:
-    """Validate the configuration (loading it already did) and the state directory.
+    """Check everything the configuration names that can be checked without loading the model.
+
+    The state directory, the model path, the KB files, the relation ids, corpus files, the
+    schedule's time zone and cron expression, the dashboard token, the database and its schema:
+    one line per problem, and the exit code of the first.
 
     Example: kbsync --config /etc/kbsync/kbsync.toml config check
     """
-    _ = app.state_dir
+    from kbsync.daemon.preflight import problems
+
+    found = problems(app)
+    for exc in found:
+        click.echo(exc.one_line(), err=True)
+    if found:
+        sys.exit(found[0].exit_code)
     click.echo(f"config OK ({app.settings.source_file or 'built-in defaults'})")

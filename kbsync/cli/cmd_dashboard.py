@@ -21,6 +21,7 @@ def dashboard(app: App, bind: str | None, allow_actions: bool) -> None:
     from kbsync.dashboard.app import app_from_settings
     from kbsync.dashboard.server import serve
 
+    app.read_only = not allow_actions   # read-only: a mounted backup serves, and no -wal/-shm is made
     db = app.database()
     state_dir = app.state_dir if allow_actions else app.settings.state.dir   # actions write model versions
     web = app_from_settings(app.settings, db, state_dir, app.run_id, allow_actions=allow_actions)

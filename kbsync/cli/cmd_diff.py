@@ -12,7 +12,7 @@ from rich.table import Table
 from kbsync.cli.main import cli
 from kbsync.config import parse_as_of
 from kbsync.errors import KbsyncError
-from kbsync.logs import get_logger
+from kbsync.logs import console, get_logger
 from kbsync.runtime import App
 from kbsync.store.events import record_event
 
@@ -38,12 +38,15 @@ def record_failure(app: App, kind: str, exc: BaseException) -> None:
 @click.option("--snapshot-only", is_flag=True,
               help="Record what the KB says as the snapshot without probing or queueing (adopt an existing KB): "
                    "the next diff probes only what changes after it.")
+@click.option("--accept-shrink", is_flag=True,
+              help="Take a read of far fewer facts than the snapshot holds as it is (the KB lost them): refused "
+                   "otherwise, as an outage or a wrong file more likely.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table and totals as JSON.")
 @click.option("--as-of", "as_of", default=None, metavar="WHEN",
               help="Decide what is current as of this ISO date/time (UTC) instead of now; overrides [kb] as_of.")
 @click.pass_obj
 def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: bool, limit: int | None,
-         dry_run: bool, snapshot_only: bool, as_json: bool, as_of: str | None) -> None:
+         dry_run: bool, snapshot_only: bool, accept_shrink: bool, as_json: bool, as_of: str | None) -> None:
     """Read the KB, probe the model on new/changed facts, queue the disagreements.
 
     Example: kbsync diff --relation P36 --full
@@ -57,7 +60,7 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
     if snapshot_only and (dry_run or full):
         raise click.UsageError("--snapshot-only probes nothing: drop --dry-run and --full, or drop --snapshot-only")
     db = app.database()
-    err = Console(stderr=True)
+    err = console()   # the log's console: its lines print above the bar
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("probing", total=None)
 
@@ -70,7 +73,7 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
             report = diff_from_settings(app.settings, db, app.state_dir, run_id=app.run_id, relations=relations,
                                         subjects=subjects, full=full, limit=limit, dry_run=dry_run,
                                         snapshot_only=snapshot_only, progress=progress,
-                                        as_of=moment)
+                                        as_of=moment, accept_shrink=accept_shrink)
         except Exception as exc:
             if not dry_run:
                 record_failure(app, "diff", exc)
@@ -88,8 +91,13 @@ def diff(app: App, relations: tuple[str, ...], subjects: tuple[str, ...], full: 
     for r in report.rows:
         table.add_row(f"{r.subject} {r.subject_label}", r.relation, r.kb_answer, r.model_answer, r.status, r.action)
     Console(width=160).print(table)
+    would = "would be " if dry_run else ""
     click.echo(f"read {report.read} facts ({report.new} new, {report.changed} changed, {report.unchanged} unchanged); "
-               f"probed {report.probed}: {report.agree} agree, {report.queued} queued, {report.superseded} superseded")
+               f"probed {report.probed}: {report.agree} agree, {report.queued} {would}queued, "
+               f"{report.superseded} {would}superseded" + (" (dry run: nothing written)" if dry_run else ""))
+    if report.shrink:
+        click.echo(f"accepted a shrink: the read had {report.read} facts where the snapshot held {report.shrink}; "
+                   f"{report.forgotten} no longer in the KB were dropped from the snapshot")
     if report.damaged:
         batches = sorted({r.damaged_by for r in report.rows if r.damaged_by is not None})
         click.echo(f"damage: {report.damaged} fact(s) the model had right are wrong now, flagged against live "

@@ -21,11 +21,12 @@ def export(app: App, dest: Path, version_id: int | None) -> None:
     """
     from kbsync.cli.paths import output_dir
     from kbsync.sync.from_settings import configured_model_key
-    from kbsync.versions.registry import version_path
+    from kbsync.versions.registry import version_dir
     from kbsync.versions.store import export_version
 
     output_dir(dest)  # a bad destination fails first, not after reading the model
     # Only SQL and files are needed: the model's identity is read from its cache, not its weights.
-    source = version_path(app.database(), configured_model_key(app.settings, app.state_dir), version_id)
+    shown, source = version_dir(app.database(), configured_model_key(app.settings, app.state_dir), version_id)
     export_version(source, dest)
-    click.echo(f"exported model version {version_id or 'current'} ({source.name}) to {dest}")
+    current = " (current)" if version_id is None else ""
+    click.echo(f"exported model version {shown}{current} (directory {source.name}) to {dest}")

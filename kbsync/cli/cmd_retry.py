@@ -7,6 +7,7 @@ import json
 import click
 
 from kbsync.cli.main import cli
+from kbsync.errors import SelectionError
 from kbsync.runtime import App
 
 
@@ -35,10 +36,16 @@ def retry(app: App, request_ids: tuple[int, ...], all_: bool, damage_of: int | N
     else:
         report = retry_failed(app.database(), None if all_ else list(request_ids), run_id=app.run_id,
                               config_hash=app.settings.hash(), asked_by=actor())
+    noun = "damage" if damage_of is not None else "request"
     if as_json:
         click.echo(json.dumps({"requeued": report.requeued, "skipped": report.skipped}))
-        return
-    what = f"re-edits of facts damaged by batch {damage_of}" if damage_of is not None else "failed requests"
-    click.echo(f"re-queued {len(report.requeued)} {what} {report.requeued}")
-    for rid, why in report.skipped.items():
-        click.echo(f"  {'damage' if damage_of is not None else 'request'} {rid} left as it is: {why}")
+    else:
+        what = f"re-edits of facts damaged by batch {damage_of}" if damage_of is not None else "failed requests"
+        click.echo(f"re-queued {len(report.requeued)} {what} {report.requeued}")
+        for rid, why in report.skipped.items():
+            click.echo(f"  {noun} {rid} left as it is: {why}")
+    if not report.requeued and report.skipped:  # what was named could not be retried: not a success
+        first, why = next(iter(report.skipped.items()))
+        more = f" (and {len(report.skipped) - 1} more)" if len(report.skipped) > 1 else ""
+        raise SelectionError(f"nothing re-queued: {noun} {first}: {why}{more}; `kbsync audit --failed` lists "
+                             "the failed requests")

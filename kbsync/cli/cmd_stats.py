@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 
 from kbsync.cli.main import cli
+from kbsync.logs import console
 from kbsync.runtime import App, Stop
 
 
@@ -45,7 +45,7 @@ def stats(app: App) -> None:
     if n < ctx.hparams.cov_samples:
         click.echo(f"the corpus has {n} texts, fewer than cov_samples = {ctx.hparams.cov_samples}: all {n} are used")
     click.echo(f"computing key statistics for {what}")
-    err = Console(stderr=True)
+    err = console()   # the log's console: its lines print above the bar
     clock = PassClock(n)
     said = False
     columns = (TextColumn("key statistics"), BarColumn(), MofNCompleteColumn(), TextColumn("texts"),

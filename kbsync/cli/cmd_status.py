@@ -21,6 +21,7 @@ def status(app: App, as_json: bool) -> None:
     """
     from kbsync.editing.stats_cache import ready
 
+    app.read_only = True   # nothing written: works on a mounted backup or a full disk
     data = read_status(app.database(), gate=app.settings.gate)
     data["key_statistics"] = ready(app.settings, app.state_dir)
     if as_json:
@@ -43,7 +44,7 @@ def status(app: App, as_json: bool) -> None:
     g = data["gate"]
     for name in ("base", "current"):
         if g[name] is not None:
-            click.echo(f"gate {name:<7}{_figures(g[name])}")
+            click.echo(f"{'gate ' + name:<11} {_figures(g[name])}")   # "gate current" is 12 wide
     if g["last_refused"] is not None:
         click.echo(f"gate refused batch {g['last_refused']['batch_id']}: {g['last_refused']['reason']}")
     c, h = data["capacity"], data["capacity"]["headroom"]

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.UsageError as exc:  # one line, like every other error
         hint = f"; see `{exc.ctx.command_path} --help`" if exc.ctx else ""
-        click.echo(f"UsageError: {' '.join(exc.format_message().split())}{hint}", err=True)
+        message = " ".join(exc.format_message().split()).rstrip(".")   # not "integer.; see"
+        click.echo(f"UsageError: {message}{hint}", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()

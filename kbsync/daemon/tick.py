@@ -150,15 +150,17 @@ class Steps:
         from kbsync.sync.from_settings import diff_from_settings
         from kbsync.versions.registry import load_current
 
-        ctx = self.editing()
-        load_current(self.app.database(), ctx.store)  # probe the model as it is now: base ⊕ active deltas
+        def load():  # type: ignore[no-untyped-def]  # only when something is to be probed (a read first)
+            ctx = self.editing()
+            load_current(self.app.database(), ctx.store)  # probe the model as it is now: base ⊕ active deltas
+            return ctx.loaded
 
         def progress(_done: int, _total: int) -> None:
             control.beat()
             control.stop.check_in_batch()  # the diff is one unit: only the second signal stops it
 
         report = diff_from_settings(self.app.settings, self.app.database(), self.app.state_dir, run_id=run_id,
-                                    loaded=ctx.loaded, progress=progress)
+                                    loaded=load, progress=progress)
         counts = {k: int(getattr(report, k)) for k in ("read", "probed", "agree", "queued", "superseded")}
         return True, counts
 

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from kbsync.diskspace import disk_full, is_full
 from kbsync.durable import durable_file
 from kbsync.errors import DeltaIntegrityError, StateError
 from kbsync.model.adapters import ArchitectureAdapter
@@ -98,8 +99,14 @@ class Delta:
             tensors[f"{name}::dense"] = d.contiguous()
         for layer, k in self.keys.items():
             tensors[f"keys::{layer}"] = k.float().contiguous()
-        with durable_file(path) as tmp:
-            save_file(tensors, str(tmp), metadata={str(k): str(v) for k, v in self.meta.items()})
+        try:
+            with durable_file(path) as tmp:
+                save_file(tensors, str(tmp), metadata={str(k): str(v) for k, v in self.meta.items()})
+        except Exception as exc:
+            if is_full(exc):
+                needed = sum(x.numel() * x.element_size() for x in tensors.values())
+                raise disk_full(Path(path).parent, f"writing the delta {Path(path).name}", needed) from None
+            raise
         return file_sha256(Path(path))
 
     @classmethod

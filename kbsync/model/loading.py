@@ -31,6 +31,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from kbsync.diskspace import disk_full, is_full
 from kbsync.durable import fsync_dir, fsync_tree, write_text_durably
 from kbsync.errors import ModelError
 from kbsync.model.adapters import ArchitectureAdapter, adapter_for
@@ -153,6 +154,7 @@ def dequantised_cache(gguf: Path, state_dir: Path, name: str | None = None) -> P
         raise ModelError(f"cannot write the model cache in {models_dir}: {exc.strerror}; "
                          "make the state directory writable or choose another one") from exc
     log.info("de-quantising %s into %s (once; this takes a minute)", gguf, final)
+    model = None
     try:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -169,12 +171,16 @@ def dequantised_cache(gguf: Path, state_dir: Path, name: str | None = None) -> P
             if not (final / "config.json").is_file():  # not a lost race with another process
                 raise
         fsync_dir(models_dir)
-    except ImportError as exc:
-        raise ModelError(f"reading GGUF files needs the gguf and accelerate packages "
-                         f"(`pip install gguf accelerate`): {exc}") from exc
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelError(f"cannot convert the GGUF file {gguf}: {exc}; check that it is a complete "
-                         "GGUF model file that transformers supports") from exc
+    except Exception as exc:  # OSError, ValueError, RuntimeError, KeyError, SafetensorError, ...: one line each
+        if is_full(exc):  # fp32 weights: 4 bytes a parameter (a 4-bit GGUF is about an eighth of that)
+            needed = sum(p.numel() * 4 for p in model.parameters()) if model is not None else gguf.stat().st_size * 8
+            raise disk_full(models_dir, f"de-quantising {gguf.name}", needed,
+                            "free space there, or point [state] dir at a larger disk") from None
+        if isinstance(exc, ImportError):
+            raise ModelError(f"reading GGUF files needs the gguf and accelerate packages "
+                             f"(`pip install gguf accelerate`): {exc}") from exc
+        raise ModelError(f"cannot convert the GGUF file {gguf}: {' '.join(str(exc).split())[:300]}; check that it "
+                         "is a complete GGUF model file that transformers supports") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when the rename succeeded
     return final
@@ -184,14 +190,23 @@ def _hub_snapshot(repo_id: str) -> Path:
     """A hub model's local snapshot: the HF cache if it has one, else a download when online."""
     try:
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
         from huggingface_hub.utils import HfHubHTTPError
     except ImportError as exc:  # pragma: no cover - transformers depends on it
         raise ModelError("loading hub models needs huggingface_hub; `pip install huggingface_hub`") from exc
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:  # not in the local cache: go online below
-        pass
+        cached = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except IncompleteSnapshotError as exc:  # a download that stopped half-way: a subclass of "not cached"
+        raise _corrupt_cache(repo_id, Path(exc.snapshot_path or _cache_folder(repo_id)), str(exc)) from exc
+    except LocalEntryNotFoundError:  # not in the local cache: go online below
+        _check_cache_refs(repo_id)
+    except (OSError, ValueError) as exc:  # the cache is there but cannot be read
+        raise _corrupt_cache(repo_id, Path(getattr(exc, "filename", None) or _cache_folder(repo_id)),
+                             f"{type(exc).__name__}: {exc}") from exc
+    else:
+        _check_snapshot(repo_id, cached)
+        return cached
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     if offline or not _hub_reachable():
         raise ModelError(f"model {repo_id!r} is not a local directory or GGUF file, and the Hugging Face "
@@ -201,6 +216,47 @@ def _hub_snapshot(repo_id: str) -> Path:
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise ModelError(f"cannot download {repo_id!r} from the Hugging Face Hub: {exc}; "
                          "check the model id (and HF_TOKEN for gated models)") from exc
+
+
+def _cache_folder(repo_id: str) -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+
+
+def _corrupt_cache(repo_id: str, path: Path, what: str) -> ModelError:
+    """The one-line error for a damaged Hugging Face cache: the file, and how to get a good copy."""
+    return ModelError(f"the Hugging Face cache's copy of {repo_id!r} is damaged at {path} ({what}); remove it "
+                      f"(`hf cache rm model/{repo_id}`, or delete {_cache_folder(repo_id)}) and download it again "
+                      f"(`hf download {repo_id}`), or point [model] path at a complete local model directory")
+
+
+def _check_cache_refs(repo_id: str) -> None:
+    """Not found in the cache: fine when the cache never held it; damaged when a ref names a snapshot
+    that is gone (a cleaned `snapshots/` folder)."""
+    refs = _cache_folder(repo_id) / "refs"
+    for ref in sorted(refs.glob("*")) if refs.is_dir() else []:
+        try:
+            commit = ref.read_text().strip()
+        except OSError as exc:
+            raise _corrupt_cache(repo_id, ref, f"unreadable ref: {exc.strerror or exc}") from exc
+        if not (refs.parent / "snapshots" / commit).is_dir():
+            raise _corrupt_cache(repo_id, ref, f"it names snapshot {commit[:12]}, which is missing")
+
+
+def _check_snapshot(repo_id: str, snapshot: Path) -> None:
+    """A cached snapshot whose files can all be read: a deleted blob leaves a dangling link, an
+    interrupted write a config that is not JSON."""
+    for path in sorted(snapshot.rglob("*")):
+        if path.is_symlink() and not path.exists():
+            raise _corrupt_cache(repo_id, path, f"a link to {os.readlink(path)}, which is missing")
+    config = snapshot / "config.json"
+    if not config.is_file():
+        raise _corrupt_cache(repo_id, config, "config.json is missing")
+    try:
+        json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise _corrupt_cache(repo_id, config, f"not a readable JSON file: {exc}") from exc
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -7,8 +7,11 @@ which refuses a database behind its migrations with SchemaOutOfDateError.
 from __future__ import annotations
 
 import contextlib
+import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -19,8 +22,10 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
-from kbsync.errors import DatabaseError, SchemaOutOfDateError, StateError
+from kbsync.diskspace import disk_full, free_bytes, is_full
+from kbsync.errors import DatabaseError, DiskFullError, SchemaOutOfDateError, StateError
 
 
 def migrations_dir() -> Path:
@@ -39,7 +44,23 @@ def alembic_config(url: str) -> AlembicConfig:
     return cfg
 
 
-def make_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
+def writable(folder: Path) -> bool:
+    """Whether files can be made in `folder`: access(2), which also says no on a read-only mount
+    (even to root). One place, so that tests can stand in for a mounted backup."""
+    return os.access(folder, os.W_OK)
+
+
+def read_only_uri(path: Path) -> str:
+    """The SQLite URI a reader opens `path` with, creating nothing beside it.
+
+    mode=ro while a writer has the database open (its -wal and -shm exist: nothing new is made);
+    immutable=1 when no writer has (no -wal) or the folder cannot be written (a mounted backup):
+    SQLite then takes no lock and makes no -wal/-shm of its own."""
+    quiet = not Path(f"{path}-wal").exists() or not writable(path.parent)
+    return f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if quiet else "")
+
+
+def make_engine(url: str, busy_timeout_s: float = 30.0, read_only: bool = False) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -51,7 +72,14 @@ def make_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
                 f"the database directory {folder} does not exist; create it or fix [database] url / [state] dir"
             )
     try:
-        if parsed.get_backend_name() == "sqlite":
+        if read_only and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            path = Path(parsed.database)
+
+            def connect() -> sqlite3.Connection:  # the URI is chosen at each connection (see read_only_uri)
+                return sqlite3.connect(read_only_uri(path), uri=True, timeout=busy_timeout_s, check_same_thread=False)
+
+            engine = create_engine("sqlite://", creator=connect, poolclass=NullPool)
+        elif parsed.get_backend_name() == "sqlite":
             engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
@@ -80,7 +108,8 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except SQLAlchemyError as exc:  # unreachable, or not a database at all ("file is not a database")
-        raise DatabaseError(f"cannot open the database: {_first_line(exc)}; check [database] url") from exc
+        raise _full(engine, exc, "opening the database") or \
+            DatabaseError(f"cannot open the database: {_first_line(exc)}; check [database] url") from exc
 
 
 def schema_gaps(engine: Engine) -> list[str]:
@@ -162,9 +191,9 @@ def upgrade(url: str, revision: str = "head") -> tuple[str | None, str]:
 class Database:
     """An engine plus a session factory, for one database URL."""
 
-    def __init__(self, url: str, busy_timeout_s: float = 30.0) -> None:
-        self.url = url
-        self.engine = make_engine(url, busy_timeout_s)
+    def __init__(self, url: str, busy_timeout_s: float = 30.0, read_only: bool = False) -> None:
+        self.url, self.read_only = url, read_only
+        self.engine = make_engine(url, busy_timeout_s, read_only)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -195,7 +224,8 @@ class Database:
                     raise DatabaseError(
                         "the database is locked by another kbsync process; wait for it or raise [database] busy_timeout_s"
                     ) from exc
-                raise DatabaseError(f"database error: {_first_line(exc)}") from exc
+                raise _full(self.engine, exc, "writing the database") or \
+                    DatabaseError(f"database error: {_first_line(exc)}") from exc
             except BaseException:
                 session.rollback()
                 raise
@@ -204,16 +234,34 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(url: str, busy_timeout_s: float = 30.0, require_current: bool = True) -> Database:
+def open_database(url: str, busy_timeout_s: float = 30.0, require_current: bool = True,
+                  read_only: bool = False) -> Database:
+    """The database at `url`; `read_only` (status, audit, a read-only dashboard) opens SQLite so that
+    it works on a mounted backup or a full disk and leaves no file behind (`read_only_uri`)."""
     parsed = make_url(url) if "://" in url else None
     if require_current and parsed is not None and parsed.get_backend_name() == "sqlite":
         if parsed.database not in (None, "", ":memory:") and not Path(parsed.database).exists():
             # Do not leave an empty file behind: connecting would create one.
             raise SchemaOutOfDateError(f"there is no database at {parsed.database} yet; run `kbsync db upgrade`")
-    db = Database(url, busy_timeout_s)
+    db = Database(url, busy_timeout_s, read_only)
     if require_current:
         db.check_current()
     return db
+
+
+LOW_SPACE = 1 << 20   # SQLite says "disk I/O error" for a write a full disk refused, as for a failing disk
+
+
+def _full(engine: Engine, exc: BaseException, doing: str) -> DiskFullError | None:
+    """A SQLite error that is the disk being full: the one-line error naming the disk (not "check
+    [database] url", which is the wrong fix); None for any other error."""
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        return None
+    path = Path(engine.url.database)
+    free = free_bytes(path)
+    io_error = "disk i/o error" in str(exc).lower() and free is not None and free < LOW_SPACE
+    return disk_full(path, doing, fix="free space there; `kbsync status` and `kbsync audit` still read it") \
+        if is_full(exc) or io_error else None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ OPEN = [s.value for s in OPEN_REQUEST_STATES]
 
 @dataclass
 class Enqueued:
-    action: str                  # queued | superseded | unchanged | in_flight
+    action: str                  # queued | superseded | unchanged | in_flight (| refresh: would_enqueue)
     request: EditRequestRow | None
     superseded: EditRequestRow | None = None
 
@@ -45,6 +45,29 @@ def enqueue_edit(session: Session, new: EditRequestRow, reason: str, run_id: str
     - a pending request for an older KB value                   -> superseded by the new one
     - a claimed request (a worker is applying it right now)      -> new one queued beside it
     """
+    plan = would_enqueue(session, new)
+    if plan.action == "refresh":
+        # Same answer, newer KB revision: keep the queued one, refresh what it carries.
+        old = plan.request
+        assert old is not None
+        old.content_hash, old.kb_revision = new.content_hash, new.kb_revision
+        old.acceptable, old.target_new_id = new.acceptable, new.target_new_id
+        return Enqueued("unchanged", old)
+    if plan.action in ("unchanged", "in_flight"):
+        return plan
+    row = enqueue(session, new, reason, run_id)
+    superseded = plan.superseded
+    if superseded is not None:
+        move_request(session, superseded, RequestState.SUPERSEDED, f"newer KB value {new.target_new!r} (request {row.id})", run_id=run_id)
+        superseded.superseded_by = row.id
+        return Enqueued("superseded", row, superseded)
+    return Enqueued("queued", row)
+
+
+def would_enqueue(session: Session, new: EditRequestRow) -> Enqueued:
+    """What `enqueue_edit` would do with `new`, writing nothing (`kbsync diff --dry-run`): queued,
+    superseded (an older pending value), unchanged (already open), refresh (the same answer is
+    pending for an older KB revision) or in_flight (a worker is applying the same answer)."""
     superseded = None
     for old in open_requests(session, new.subject, new.relation):
         if old.target_new_id == new.target_new_id and old.content_hash == new.content_hash:
@@ -54,17 +77,9 @@ def enqueue_edit(session: Session, new: EditRequestRow, reason: str, run_id: str
                 return Enqueued("in_flight", old)
             continue
         if old.target_new == new.target_new:
-            # Same answer, newer KB revision: keep the queued one, refresh what it carries.
-            old.content_hash, old.kb_revision = new.content_hash, new.kb_revision
-            old.acceptable, old.target_new_id = new.acceptable, new.target_new_id
-            return Enqueued("unchanged", old)
+            return Enqueued("refresh", old)
         superseded = old
-    row = enqueue(session, new, reason, run_id)
-    if superseded is not None:
-        move_request(session, superseded, RequestState.SUPERSEDED, f"newer KB value {new.target_new!r} (request {row.id})", run_id=run_id)
-        superseded.superseded_by = row.id
-        return Enqueued("superseded", row, superseded)
-    return Enqueued("queued", row)
+    return Enqueued("superseded" if superseded is not None else "queued", None, superseded)
 
 
 def count_pending(session: Session) -> int:

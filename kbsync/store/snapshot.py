@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from kbsync.sources.fact import Fact
@@ -105,6 +105,23 @@ def settling_subjects(session: Session) -> list[str]:
     """Subjects with a change waiting out settle_s (an incremental read must look at them again)."""
     rows = session.scalars(select(KbFact.subject).where(KbFact.settling_since.is_not(None)))
     return sorted(set(rows))
+
+
+def count_in_scope(session: Session, relations: Sequence[str], subjects: Sequence[str] | None = None) -> int:
+    """How many facts of these relations (and subjects) the snapshot holds."""
+    query = select(func.count()).select_from(KbFact).where(KbFact.relation.in_(list(relations)))
+    if subjects:
+        query = query.where(KbFact.subject.in_(list(subjects)))
+    return session.scalar(query) or 0
+
+
+def forget_unseen(session: Session, relations: Sequence[str], subjects: Sequence[str] | None, seen_at: datetime) -> int:
+    """Drop the facts of this scope that the read saved at `seen_at` did not see: they left the KB
+    (only after a shrink the operator accepted: `kbsync diff --accept-shrink`)."""
+    query = delete(KbFact).where(KbFact.relation.in_(list(relations)), KbFact.last_seen < seen_at)
+    if subjects:
+        query = query.where(KbFact.subject.in_(list(subjects)))
+    return session.execute(query.execution_options(synchronize_session=False)).rowcount or 0  # type: ignore[attr-defined]
 
 
 def save(session: Session, facts: Sequence[Fact], probed: set[tuple[str, str]] | None = None,

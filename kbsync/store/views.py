@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from kbsync.errors import ConfigError
+from kbsync.errors import SelectionError
 from kbsync.store.db import Database
 from kbsync.store.models import as_utc
 
@@ -122,7 +122,7 @@ def audit_rows(db: Database, subject: str | None = None, relation: str | None = 
     kind, title, sql, params = audit_query(subject, relation, batch, failed, damage, held)
     with db.session() as s:
         if batch is not None and s.scalar(text("SELECT count(*) FROM batches WHERE id = :b"), {"b": batch}) == 0:
-            raise ConfigError(f"there is no batch {batch}; `kbsync audit` lists the batches")
+            raise SelectionError(f"there is no batch {batch}; `kbsync audit` lists the batches")
         rows = [{k: _utc(k, v) for k, v in r._mapping.items()} for r in s.execute(text(sql), params)]
     return kind, title, rows
 

@@ -165,7 +165,11 @@ class Applier:
 
     # --- one batch ---------------------------------------------------------------------
     def batch(self, request_ids: list[int]) -> BatchOutcome:
-        plan = self.plan(request_ids)
+        try:
+            plan = self.plan(request_ids)
+        except BaseException as exc:  # no batch row yet: the claims go back now, not when their lease ends
+            self.unclaim(request_ids, f"not planned: {type(exc).__name__}: {exc}")
+            raise
         with BatchTransition(self.writer, plan.batch_id, request_ids) as t:
             self.verifier.prepare()  # the gate's figures of the base and of the current version, before the edit
             try:
@@ -350,6 +354,16 @@ class Applier:
             self.verifier.save(s, plan.batch_id, [x for x in deciding.checks if x.request_id == rid], {rid: verdict},
                                version_id, prompts=self.prompts(plan))
             self.hold(s, plan, rid, "failed", verdict.reason)
+
+    def unclaim(self, request_ids: list[int], why: str) -> None:
+        with self.db.session() as s:
+            for rid in request_ids:
+                row = s.get(EditRequestRow, rid)
+                if row is not None and row.state == RequestState.CLAIMED.value:
+                    move_request(s, row, RequestState.PENDING, why, run_id=self.writer.run_id)
+            record_event(s, "batch_failed", run_id=self.writer.run_id, config_hash=self.writer.config_hash, ok=False,
+                         reason=why, requeued=sorted(request_ids))
+        log.warning("batch_not_planned", requeued=len(request_ids), reason=why)
 
     def give_back(self, s: Session, plan: Plan, request_ids: set[int], why: str) -> None:
         for rid in sorted(request_ids):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from kbsync.errors import ConfigError, TokenizationError
+from kbsync.errors import ConfigError, SourceError, TokenizationError
 from kbsync.logs import get_logger
 from kbsync.model.loading import LoadedModel
 from kbsync.model.probe import ProbeItem, ProbeResult, answer_matches, probe
@@ -34,7 +34,7 @@ from kbsync.store import holds, snapshot
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
 from kbsync.store.models import EditRequestRow, Probe, utcnow
-from kbsync.store.queue import enqueue_edit, withdraw_pending
+from kbsync.store.queue import enqueue_edit, withdraw_pending, would_enqueue
 from kbsync.sync.staging import CHANGED, NEW, Staging
 from kbsync.verification import damage
 
@@ -49,7 +49,8 @@ class DiffRow:
     kb_answer: str
     model_answer: str
     status: str      # new | changed | unchanged
-    action: str      # agrees | queued | superseded | already_queued | in_flight | would_queue | damaged | held
+    action: str      # agrees | queued | superseded | already_queued | in_flight | damaged | held;
+                     # a dry run: would_queue | would_supersede in place of queued | superseded
     request_id: int | None = None
     damaged_by: int | None = None   # the live batch that broke a fact the model had right (sync/damage.py)
     held: str = ""                  # why a disagreement is not queued: what its hold waits for (store/holds.py)
@@ -63,7 +64,7 @@ class DiffReport:
     unchanged: int = 0
     probed: int = 0
     agree: int = 0
-    queued: int = 0
+    queued: int = 0         # a dry run: what it would queue
     superseded: int = 0
     settling: int = 0  # changed facts held back by [kb] settle_s
     reverted: int = 0  # settling changes that went back to the stored state: never queued
@@ -71,6 +72,8 @@ class DiffReport:
     damaged: int = 0  # facts right at their last probe, wrong now, blamed on a live batch: not queued
     held: int = 0     # disagreements not queued: a hold waits for a change (store/holds.py)
     skipped_too_long: int = 0  # facts with a label or alias over [kb] max_label_chars
+    shrink: int = 0   # a suspect shrink accepted (--accept-shrink): the facts the snapshot held before
+    forgotten: int = 0  # ... the facts the read did not see, dropped from the snapshot
     seconds_read: float = 0.0
     seconds_compare: float = 0.0
     seconds_probe: float = 0.0
@@ -158,6 +161,7 @@ class DiffOptions:
     full: bool = False                      # probe every fact, not only new and changed ones (--full)
     limit: int | None = None                # the first N facts read, by (relation, subject) (--limit)
     dry_run: bool = False                   # show what would be queued; write nothing
+    accept_shrink: bool = False             # a read of far fewer facts than the snapshot is taken as it is
     snapshot_only: bool = False             # record the read as the snapshot, probe and queue nothing
     scope_limited: bool = False             # --relation: the watermark may not move
     sample_unchanged: int = 0               # [probe] sample_unchanged: unchanged facts probed again
@@ -210,6 +214,8 @@ def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_m
             total = o.limit
         report.seconds_read = time.perf_counter() - t0
         report.read = total
+        if since is None:   # a whole read (an incremental one returns the changes only): did the KB shrink?
+            _check_shrink(db, o, [r.id for r in rels], total, report)
 
         t0 = time.perf_counter()
         _compare(db, stage, report, full=o.full, snapshot_only=o.snapshot_only, sample_unchanged=o.sample_unchanged,
@@ -242,6 +248,9 @@ def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_m
             for rows in stage.chunks():
                 snapshot.save(s, [f for f, _, _ in rows], {(f.subject, f.relation) for f, _, probed in rows if probed},
                               held=[f for f, status, _ in rows if status == "held"], clock=clock, now=now)
+            if report.shrink and read_in_full:   # accepted: what the read did not see left the KB
+                report.forgotten = snapshot.forget_unseen(s, [r.id for r in rels], o.subjects, now)
+                log.warning("kb.shrink_accepted", read=report.read, snapshot=report.shrink, forgotten=report.forgotten)
             if o.incremental_key and read_in_full:
                 snapshot.set_value(s, o.incremental_key, started.isoformat())
                 snapshot.set_value(s, o.incremental_key + ":as_of", clock.isoformat())  # what "current" meant
@@ -249,11 +258,31 @@ def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_m
                          agree=report.agree, queued=report.queued, superseded=report.superseded,
                          new=report.new, changed=report.changed, settling=report.settling,
                          reverted=report.reverted, skipped_too_long=report.skipped_too_long,
-                         damaged=report.damaged, held=report.held, snapshot_only=o.snapshot_only)
+                         damaged=report.damaged, held=report.held, snapshot_only=o.snapshot_only,
+                         shrink_accepted=report.shrink or None, forgotten=report.forgotten)
         report.seconds_write = time.perf_counter() - t0
     log.info("diff_done", read=report.read, probed=report.probed, queued=report.queued,
              settling=report.settling, snapshot_only=o.snapshot_only)
     return report
+
+
+SHRINK_SUSPECT = 0.5   # a whole read of less than half the facts the snapshot holds is suspect
+
+
+def _check_shrink(db: Database, o: DiffOptions, relations: list[str], total: int, report: DiffReport) -> None:
+    """A read of far fewer facts than the snapshot holds (0 of 7, say) is more likely an outage or a
+    wrong file than a KB that lost them: refuse it before the model is loaded, unless accepted."""
+    with db.session() as s:
+        stored = snapshot.count_in_scope(s, relations, o.subjects)
+    expected = min(stored, o.limit) if o.limit is not None else stored
+    if not expected or total >= expected * SHRINK_SUSPECT:
+        return
+    if not o.accept_shrink:
+        raise SourceError(f"the KB read returned {total} facts where the snapshot holds {stored} of these relations: "
+                          "an outage, a wrong [kb] files or endpoint? Nothing was written and the model was not "
+                          "loaded; if the KB really lost them, run `kbsync diff --accept-shrink` once")
+    log.warning("kb.shrink", read=total, snapshot=stored)
+    report.shrink = stored
 
 
 def _read_into(stage: Staging, source: KnowledgeSource, relations: list[str], subjects: Sequence[str] | None,
@@ -296,6 +325,8 @@ def _compare(db: Database, stage: Staging, report: DiffReport, *, full: bool, sn
 def _probe(stage: Staging, load_model: Callable[[], LoadedModel], by_id: dict[str, Relation],
            max_new_tokens: int, batch_size: int, progress: Callable[[int, int], None] | None) -> str:
     """Probe what the stage marks; returns the model's identity (damage is blamed per model)."""
+    if not stage.probe_count():    # nothing new or changed: no model to load
+        return ""
     loaded = load_model()          # after the read: a bad KB fails before a model is loaded
     model, tokenizer = loaded.model, loaded.tokenizer
     for chunk in stage.to_probe():  # every label before any probing
@@ -359,9 +390,6 @@ def _queue(s: Session, chunk: list[tuple[Fact, str, ProbeResult | None]], by_id:
             row.action, row.held = "held", holds.why_waiting(waiting, now)
             report.held += 1
             continue
-        if dry_run:
-            row.action = "would_queue"
-            continue
         ended = stale_target(fact)
         request = EditRequestRow(
             subject=fact.subject, relation=fact.relation, subject_label=fact.subject_label,
@@ -371,6 +399,14 @@ def _queue(s: Session, chunk: list[tuple[Fact, str, ProbeResult | None]], by_id:
             acceptable=answers_of(fact), paraphrases=list(relation.paraphrases),
             kb_revision=fact.revision, content_hash=fact.content_hash(),
         )
+        if dry_run:  # what the queue would do with it: a fact already open is not `would_queue`
+            plan = would_enqueue(s, request)
+            row.action = {"queued": "would_queue", "superseded": "would_supersede", "unchanged": "already_queued",
+                          "refresh": "already_queued"}.get(plan.action, plan.action)
+            row.request_id = plan.request.id if plan.request is not None else None
+            report.queued += plan.action in ("queued", "superseded")
+            report.superseded += plan.action == "superseded"
+            continue
         why = f"model answered {answer!r}" + (" (an ended value)" if stale_answer else "")
         outcome = enqueue_edit(s, request, f"{why}, KB says {label!r}", run_id)
         row.action = {"unchanged": "already_queued"}.get(outcome.action, outcome.action)

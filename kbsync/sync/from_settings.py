@@ -31,7 +31,7 @@ def diff_from_settings(
     state_dir: Path,
     *,
     run_id: str,
-    loaded: LoadedModel | None = None,
+    loaded: LoadedModel | Callable[[], LoadedModel] | None = None,
     relations: Sequence[str] = (),
     subjects: Sequence[str] = (),
     full: bool = False,
@@ -40,8 +40,10 @@ def diff_from_settings(
     snapshot_only: bool = False,
     progress: Callable[[int, int], None] | None = None,
     as_of: datetime | None = None,
+    accept_shrink: bool = False,
 ) -> DiffReport:
-    """`as_of` (else [kb] as_of) replays the KB at that moment: what is current, and the settle clock."""
+    """`as_of` (else [kb] as_of) replays the KB at that moment: what is current, and the settle clock.
+    `loaded` is the model, or what loads it (called only when there is something to probe)."""
     catalogue = open_catalogue(settings)
     as_of = as_of or configured_as_of(settings)
     rels = list(relations) or list(settings.relations.enabled) or catalogue.ids()
@@ -50,6 +52,8 @@ def diff_from_settings(
     scratch = state_dir / "scratch"  # the spilled read and large RDF stores: beside the state, not in RAM
     source = open_source(settings, catalogue, as_of=as_of, scratch_dir=scratch)
     def load() -> LoadedModel:
+        if callable(loaded):
+            return loaded()
         return loaded or current_model(settings, db, state_dir)
 
     options = DiffOptions(
@@ -58,7 +62,8 @@ def diff_from_settings(
         sample_unchanged=settings.probe.sample_unchanged, max_new_tokens=settings.probe.max_new_tokens,
         batch_size=settings.probe.batch_size, incremental_key=incremental_key(settings),
         settle_s=settings.kb.settle_s, clock=as_of, max_label_chars=settings.kb.max_label_chars,
-        on_damage=settings.verify.on_damage, work_dir=scratch, run_id=run_id, config_hash=settings.hash())
+        on_damage=settings.verify.on_damage, work_dir=scratch, run_id=run_id, config_hash=settings.hash(),
+        accept_shrink=accept_shrink)
     return run_diff(db, source, catalogue, load, options, progress)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from kbsync.errors import ConfigError
+from kbsync.errors import SelectionError
 from kbsync.sources.catalogue import Catalogue
 from kbsync.store import holds
 from kbsync.store.db import Database
@@ -79,7 +79,7 @@ def retry_damage(db: Database, batch_id: int, catalogue: Catalogue, *, run_id: s
     report = RetryReport()
     with db.session() as s:
         if s.get(Batch, batch_id) is None:
-            raise ConfigError(f"there is no batch {batch_id}; `kbsync audit` lists the batches")
+            raise SelectionError(f"there is no batch {batch_id}; `kbsync audit` lists the batches")
         rows = damage.open_damage(s, batch_id)
         queued = damage.requeue(s, rows, catalogue, run_id)
         report.requeued = sorted(queued.values())
@@ -104,7 +104,7 @@ def release_holds(db: Database, *, facts: list[tuple[str, str]] | None = None, b
     report = ReleaseReport()
     with db.session() as s:
         if batch_id is not None and s.get(Batch, batch_id) is None:
-            raise ConfigError(f"there is no batch {batch_id}; `kbsync audit` lists the batches")
+            raise SelectionError(f"there is no batch {batch_id}; `kbsync audit` lists the batches")
         query = select(FactHold).where(FactHold.state == "active")
         if batch_id is not None:
             query = query.where(FactHold.batch_id == batch_id)

@@ -112,21 +112,34 @@ def prune(db: Database, store: ModelStore, keep: int) -> list[Path]:
 
 def version_path(db: Database, model_key: str, version_id: int | None) -> Path:
     """The directory of a model version (default: the current one of this model)."""
+    return version_dir(db, model_key, version_id)[1]
+
+
+def version_dir(db: Database, model_key: str, version_id: int | None) -> tuple[int, Path]:
+    """(id, directory) of a model version (default: the current one of this model). The errors list
+    the versions there are, since no command does."""
     with db.session() as s:
+        rows = list(s.scalars(select(ModelVersion).where(ModelVersion.model_key == model_key)
+                              .order_by(ModelVersion.id)))
+
+        def listed(on_disk: bool = False) -> str:
+            shown = [f"{v.id}{' (current)' if v.is_current else ''}" for v in rows
+                     if not on_disk or (v.path and Path(v.path).is_dir())]
+            return ", ".join(shown) or "none"
+
         if version_id is not None:
-            row = s.get(ModelVersion, version_id)
-            if row is None or row.model_key != model_key:
-                known = list(s.scalars(select(ModelVersion.id).where(ModelVersion.model_key == model_key)
-                                       .order_by(ModelVersion.id)))
-                raise VersionError(f"there is no model version {version_id} of this model (versions: "
-                                   f"{known or 'none'}); list them with `kbsync status`")
+            row = next((v for v in rows if v.id == version_id), None)
+            if row is None:
+                raise VersionError(f"there is no model version {version_id} of this model; its versions: {listed()}")
         else:
             row = current_version(s, model_key)
             if row is None:
                 raise VersionError("no model version yet (nothing applied); `kbsync apply` first")
         if not row.path or not Path(row.path).is_dir():
-            raise VersionError(f"model version {row.id} was pruned from disk; export a kept version")
-        return Path(row.path)
+            what = "the base model (no edits) has no directory of its own" if not row.batch_ids else \
+                f"model version {row.id} was pruned from disk ([state] keep_versions)"
+            raise VersionError(f"{what}; versions on disk: {listed(on_disk=True)}")
+        return row.id, Path(row.path)
 
 
 def record_delta(batch: Batch, delta: Delta, path: Path, sha256: str) -> None:

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import torch
 
-from kbsync.durable import fsync_dir, fsync_tree
+from kbsync.diskspace import disk_full, is_full
+from kbsync.durable import follow_umask, fsync_dir, fsync_tree
 from kbsync.editing.delta import Delta, updated_weight
 from kbsync.errors import StateError
 from kbsync.model.loading import LoadedModel
@@ -110,8 +111,9 @@ class ModelStore:
         final = self.versions_dir / name
         if final.exists():
             shutil.rmtree(final)  # a leftover of a crash before its SQL row: never referenced
-        tmp = Path(tempfile.mkdtemp(dir=self.versions_dir, prefix=f".tmp-{name}-"))
+        tmp: Path | None = None
         try:
+            tmp = Path(tempfile.mkdtemp(dir=self.versions_dir, prefix=f".tmp-{name}-"))
             same = self._version_with_weights(name)
             if same is not None:  # these weights are on disk already: link that directory's files
                 for path in sorted(same.iterdir()):
@@ -121,8 +123,14 @@ class ModelStore:
             fsync_tree(tmp)
             os.rename(tmp, final)
             fsync_dir(self.versions_dir)
+        except Exception as exc:
+            if is_full(exc):   # the edited tensors are the new bytes (the rest are links)
+                edited = set(self.edited_names())
+                needed = sum(t.numel() * t.element_size() for n, t in self._tensors().items() if n in edited)
+                raise disk_full(self.versions_dir, f"writing model version {name}", needed) from None
+            raise
         finally:
-            if tmp.exists():
+            if tmp is not None and tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return final
 
@@ -252,7 +260,8 @@ def link_or_copy(source: Path, dest: Path) -> None:
 
 
 def export_version(source: Path, dest: Path) -> Path:
-    """Copy a version directory for serving (atomically into `dest`)."""
+    """Copy a version directory for serving (atomically into `dest`), with the modes the umask gives
+    new files (the state directory's are 0600: a serving user could not read them)."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise StateError(f"{dest} exists and is not an empty directory; choose an empty or new directory")
     tmp: Path | None = None
@@ -260,11 +269,15 @@ def export_version(source: Path, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
         shutil.copytree(source, tmp, dirs_exist_ok=True)
+        follow_umask(tmp)   # not the 0600 / 0700 of the state directory's files: another user serves it
         fsync_tree(tmp)
         if dest.exists():
             dest.rmdir()
         os.rename(tmp, dest)
     except OSError as exc:
+        if is_full(exc):
+            raise disk_full(dest.parent, f"exporting to {dest}", sum(f.stat().st_size for f in source.iterdir()),
+                            "free space there, or export to another disk") from None
         raise StateError(f"cannot export to {dest} ({exc.strerror or exc}); choose a writable path") from exc
     finally:
         if tmp is not None and tmp.exists():

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from kbsync.editing.delta import Delta
 from kbsync.logs import get_logger
+from kbsync.store.events import record_event
 from kbsync.store.models import Batch, EditRequestRow, ModelVersion
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
@@ -96,7 +97,15 @@ class BatchTransition:
             return
         if self.published is not None or self._committed():
             return  # SQL names the new version; only the pointer may lag: `reconcile` repoints it
-        self.abandon(f"not applied: {type(exc).__name__}: {exc}", requeue=True)
+        reason = f"not applied: {type(exc).__name__}: {exc}"
+        writer = self.writer
+
+        def record(s: Session) -> None:  # the audit says why, not only the log
+            record_event(s, "batch_failed", run_id=writer.run_id, config_hash=writer.config_hash,
+                         batch_id=self.batch_id, ok=False, reason=reason, error=type(exc).__name__,
+                         requeued=sorted(self.request_ids))
+
+        self.abandon(reason, requeue=True, record=record)
 
     @property
     def log_ids(self) -> list[int]:
@@ -145,8 +154,19 @@ class BatchTransition:
                 metrics: dict | None = None, record: RecordFailure | None = None) -> None:
         """The live model back to the log before; the batch failed; its requests back to the queue
         (`requeue`: all, none, or those named) or failed, a request's own reason (`per_request`)
-        after the batch's."""
-        self.store.materialise(self.before)
+        after the batch's.
+
+        The rows move even when the weights cannot be put back (the error is raised after them):
+        a batch never stays `running`, nor its requests `claimed`, waiting for a lease to run out."""
+        try:
+            self.store.materialise(self.before)
+        except BaseException:    # the live weights are unknown: every run's open_current rebuilds them
+            self._move_rows(reason, requeue, per_request, metrics, record)
+            raise
+        self._move_rows(reason, requeue, per_request, metrics, record)
+
+    def _move_rows(self, reason: str, requeue: bool | Collection[int], per_request: dict[int, str] | None,
+                   metrics: dict | None, record: RecordFailure | None) -> None:
         per_request = per_request or {}
         back = set(self.request_ids) if requeue is True else set() if requeue is False else set(requeue)
         writer = self.writer

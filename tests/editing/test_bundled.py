@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from required import shared_data  # tests/ is on sys.path
 
 from kbsync.editing.covariance import second_moments
 from kbsync.editing.hparams import defaults_for
 from kbsync.editing.memit import compute_delta
 from kbsync.editing.request import EditRequest
 
-COUNTERFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "counterfact-train.json"
-
 
 @pytest.mark.slow
 def test_ten_counterfact_edits_win_on_their_prompts(bundled, shared_stats):
-    if not COUNTERFACT.is_file():
-        pytest.skip(f"{COUNTERFACT} is not present beside this checkout")
+    counterfact = shared_data("counterfact-train.json")
     from kbsync.editing.configured import corpus_for
     from kbsync.model.scoring import target_logprobs
 
     lm = bundled
-    recs = [r for r in json.loads(COUNTERFACT.read_text()) if r["subject"] in r["prompt"]][:10]
+    recs = [r for r in json.loads(counterfact.read_text()) if r["subject"] in r["prompt"]][:10]
     reqs = [EditRequest(r["prompt"], r["subject"], r["target_new"], r["ground_truth"]) for r in recs]
     hp = defaults_for(lm.adapter.family, lm.adapter.n_layers)
     corpus = corpus_for("builtin:smollm2-samples", lm)  # text the model sampled once, shipped

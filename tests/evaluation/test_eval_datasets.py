@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from required import shared_data  # tests/ is on sys.path
 
 from kbsync.errors import ConfigError
 from kbsync.evaluation.datasets import detect_schema, find_subject, load_cases, select
@@ -61,9 +62,7 @@ def test_counterfact_reduced_schema_and_jsonl(tmp_path: Path, reduced: list[dict
 
 
 def test_the_shared_counterfact_file_is_the_reduced_schema() -> None:
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "counterfact-train.json"
-    if not path.is_file():
-        pytest.skip(f"{path} is not present beside this checkout")
+    path = shared_data("counterfact-train.json")
     schema, cases = load_cases(path)
     assert schema == "cf-reduced" and len(cases) == 10000
     assert cases[0].subject == "Toko Yasuda" and cases[0].neighbours == (("John Lennon performs on the", "guitar"),)
