@@ -259,7 +259,7 @@ class GateSettings(Section):
         "previous version still held is refused (one that loses none passes; `kbsync compact` restores them).")
 
 
-DEFAULT_STEPS: tuple[Literal["diff", "apply"], ...] = ("diff", "apply")
+DEFAULT_STEPS: tuple[Literal["diff", "apply", "verify"], ...] = ("diff", "apply")
 
 
 class ScheduleSettings(Section):
@@ -270,9 +270,10 @@ class ScheduleSettings(Section):
         0, ge=0, description="Run a tick every this many seconds instead of the cron expression (0: use cron); "
         "for tests and for intervals shorter than a minute.",
     )
-    steps: list[Literal["diff", "apply"]] = Field(
+    steps: list[Literal["diff", "apply", "verify"]] = Field(
         default_factory=lambda: list(DEFAULT_STEPS),
-        description="What a tick runs, in this order: diff (read, probe, queue) and/or apply (edit, verify).",
+        description="What a tick runs, in this order: diff (read, probe, queue), apply (edit, verify) and/or "
+        "verify (`kbsync verify --all`: re-check every applied edit for drift; drifted ones fail).",
     )
     max_edits_per_tick: int = Field(0, ge=0, description="Edits one tick applies at most (0: the whole queue).")
 
@@ -291,14 +292,27 @@ class MetricsSettings(Section):
 
 class DashboardSettings(Section):
     enabled: bool = Field(False, description="Serve the audit dashboard from the daemon as well (`kbsync dashboard` serves it alone).")
-    bind: str = Field("127.0.0.1:8765", description="host:port of the dashboard; keep it on localhost or behind a proxy.")
+    bind: str = Field("127.0.0.1:8765", description="host:port of the dashboard (no host: 127.0.0.1); keep it on localhost or behind a proxy.")
+    allow_remote: bool = Field(
+        False, description="Allow a bind that other machines can reach (e.g. 0.0.0.0:8765); refused otherwise. "
+        "`kbsync dashboard` takes --allow-remote as well.",
+    )
     allow_actions: bool = Field(
         False, description="Let the daemon's dashboard roll back, re-verify and retry (also needs token); "
         "`kbsync dashboard` takes --allow-actions instead.",
     )
+    tokens: dict[str, str] = Field(
+        default_factory=dict, description="Named action tokens, name -> secret (at least 16 characters each): "
+        "the audit records the name of the token an action presented. TOML `[dashboard.tokens]` "
+        "ada = \"...\", or KBSYNC_DASHBOARD__TOKENS='{ada = \"...\"}'.",
+    )
+    tokens_file: str = Field(
+        "", description="A TOML file of more named tokens (name = \"secret\" lines), kept out of the config; "
+        "read when the dashboard starts.",
+    )
     token: str = Field(
-        "", description="Secret every dashboard action must present (at least 16 characters); empty: read-only. "
-        "Prefer KBSYNC_DASHBOARD__TOKEN to a shared file.",
+        "", description="One unnamed action token (before named tokens): the audit names it \"operator\". "
+        "Empty, with no tokens: read-only. Prefer KBSYNC_DASHBOARD__TOKEN to a shared file.",
     )
     page_size: int = Field(50, ge=5, le=500, description="Rows per page of the dashboard's tables.")
 
@@ -342,6 +356,7 @@ class Settings(Section):
         data["database"]["url"] = mask_url(self.database_url)
         if data["dashboard"]["token"]:
             data["dashboard"]["token"] = "***"
+        data["dashboard"]["tokens"] = {name: "***" for name in data["dashboard"]["tokens"]}
         return data
 
     def hash(self) -> str:

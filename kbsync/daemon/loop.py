@@ -137,12 +137,14 @@ class Daemon:
             self.metrics.serve(s.metrics.bind)
         if s.dashboard.enabled:
             from kbsync.dashboard.app import app_from_settings
-            from kbsync.dashboard.server import BackgroundServer
+            from kbsync.dashboard.server import BackgroundServer, remote_warning
 
             web = app_from_settings(s, self.app.database(), self.app.state_dir, self.app.run_id,
                                     allow_actions=s.dashboard.allow_actions)
-            self.dashboard = BackgroundServer(web, s.dashboard.bind).start()
+            self.dashboard = BackgroundServer(web, s.dashboard.bind, allow_remote=s.dashboard.allow_remote).start()
             log.info("dashboard_serving", url=self.dashboard.url + "/", actions=s.dashboard.allow_actions)
+            if warning := remote_warning(self.dashboard.url):
+                log.warning("dashboard_reachable_from_other_machines", url=self.dashboard.url + "/", warning=warning)
         self.scheduler = TickScheduler(s.schedule)
         self.scheduler.start()
         self.notifier.start_watchdog(self.heartbeat)
@@ -163,6 +165,10 @@ class Daemon:
                         self._tick()
                 finally:
                     ticket.set()
+                skipped = self.scheduler.take_skipped()   # one line a tick, not a warning an interval
+                if skipped and not self.shutdown.stage:
+                    log.info("tick_outlasted_fire_times", skipped=skipped, note="skipped, not queued up",
+                             next_tick=str(self.scheduler.next_fire()))
         finally:
             self.notifier.stopping()
             self.scheduler.shutdown()

@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-STEP_NAMES = ("diff", "apply")
+STEP_NAMES = ("diff", "apply", "verify")
 COUNT_KEYS = ("read", "probed", "agree", "queued", "superseded", "applied", "failed", "batches", "recovered",
-              "poisoned", "rolled_back", "compacted")
+              "poisoned", "rolled_back", "compacted", "checked")
 
 
 class Control(Protocol):
@@ -118,7 +118,7 @@ class Steps:
         """The configured steps; "apply" brings its two policy steps when they are on: "undo_damage"
         before it ([verify] on_damage = "rollback") and "compact" after it ([editing] compact_after)."""
         table: dict[str, Step] = {"diff": self.diff, "undo_damage": self.undo_damage, "apply": self.apply,
-                                  "compact": self.compact}
+                                  "compact": self.compact, "verify": self.verify}
         settings = self.app.settings
         expanded: list[str] = []
         for n in names:
@@ -174,6 +174,15 @@ class Steps:
         counts = {"applied": report.applied, "failed": report.failed, "batches": len(report.batches),
                   "recovered": report.recovered, "poisoned": report.poisoned}
         return report.ok, counts
+
+
+    def verify(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
+        """`kbsync verify --all` as a step: every applied edit of the current version re-checked;
+        one that no longer holds (drift) fails, and so does the step."""
+        from kbsync.sync.drift import verify
+
+        report = verify(self.writer(run_id, control))
+        return not report.failed, {"checked": report.checked, "failed": len(report.failed)}
 
 
 def run_tick(app: App, steps: list[tuple[str, Step]], control: Control) -> TickReport:

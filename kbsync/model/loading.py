@@ -53,6 +53,9 @@ class LoadedModel:
     spec: str  # what the user asked for, e.g. "builtin:smollm2-135m"
     source_dir: Path  # the HF directory the weights came from (the de-quantised cache for GGUF)
     identity: str  # sha256 hex of the config + weights, cached beside the weights
+    # The model version whose weights it holds now (None: the base model's); kept by
+    # kbsync/versions/ wherever the live weights change, so a probe can say which version answered.
+    version_id: int | None = None
 
     @property
     def device(self) -> torch.device:

@@ -222,10 +222,10 @@ def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_m
                  clock=clock, settle_s=o.settle_s)
         report.seconds_compare = time.perf_counter() - t0
         by_id = {r.id: r for r in rels}
-        model_key = ""  # nothing is queued without a probe
+        model_key, version_id = "", None  # nothing is queued without a probe
         if not o.snapshot_only:
             t0 = time.perf_counter()
-            model_key = _probe(stage, load_model, by_id, o.max_new_tokens, o.batch_size, progress)
+            model_key, version_id = _probe(stage, load_model, by_id, o.max_new_tokens, o.batch_size, progress)
             report.seconds_probe = time.perf_counter() - t0
             report.probed = stage.probe_count()
 
@@ -241,7 +241,8 @@ def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_m
                 s.add_all(Probe(run_id=o.run_id, subject=fact.subject, relation=fact.relation,
                                 prompt=by_id[fact.relation].prompt_for(fact.subject_label), answer=result.answer,
                                 agrees=result.agrees, kb_logprob=finite(result.kb_logprob),
-                                answer_logprob=finite(result.answer_logprob), content_hash=fact.content_hash())
+                                answer_logprob=finite(result.answer_logprob), content_hash=fact.content_hash(),
+                                model_version_id=version_id)   # the version that answered (None: the base)
                           for fact, _, result in chunk if result is not None)
                 s.flush()
             now = utcnow()
@@ -323,10 +324,11 @@ def _compare(db: Database, stage: Staging, report: DiffReport, *, full: bool, sn
 
 
 def _probe(stage: Staging, load_model: Callable[[], LoadedModel], by_id: dict[str, Relation],
-           max_new_tokens: int, batch_size: int, progress: Callable[[int, int], None] | None) -> str:
-    """Probe what the stage marks; returns the model's identity (damage is blamed per model)."""
+           max_new_tokens: int, batch_size: int, progress: Callable[[int, int], None] | None) -> tuple[str, int | None]:
+    """Probe what the stage marks; returns the model's identity (damage is blamed per model) and
+    the version that answered (None: the base model)."""
     if not stage.probe_count():    # nothing new or changed: no model to load
-        return ""
+        return "", None
     loaded = load_model()          # after the read: a bad KB fails before a model is loaded
     model, tokenizer = loaded.model, loaded.tokenizer
     for chunk in stage.to_probe():  # every label before any probing
@@ -342,7 +344,7 @@ def _probe(stage: Staging, load_model: Callable[[], LoadedModel], by_id: dict[st
         done += len(facts)
         if progress:
             progress(done, total)
-    return loaded.identity
+    return loaded.identity, loaded.version_id
 
 
 def _queue(s: Session, chunk: list[tuple[Fact, str, ProbeResult | None]], by_id: dict[str, Relation],
