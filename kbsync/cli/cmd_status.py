@@ -7,6 +7,7 @@ import json
 import click
 
 from kbsync.cli.main import cli
+from kbsync.daemon.health import read_health
 from kbsync.runtime import App
 from kbsync.store.status import status as read_status
 
@@ -22,7 +23,12 @@ def status(app: App, as_json: bool) -> None:
     from kbsync.editing.stats_cache import ready
 
     app.read_only = True   # nothing written: works on a mounted backup or a full disk
+    health = read_health(app.state_dir)
+    if health and not health["healthy"] and not as_json:   # said before the database is asked: it may be out
+        click.echo(f"daemon      UNHEALTHY since {health['since']}: {health['reason']} (pid {health['pid']}; it retries "
+                   "with back-off and goes on when the database answers)")
     data = read_status(app.database(), gate=app.settings.gate)
+    data["daemon_health"] = health
     data["key_statistics"] = ready(app.settings, app.state_dir)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -61,6 +67,10 @@ def status(app: App, as_json: bool) -> None:
     if d["flagged_batches"]:
         click.echo("damage      " + "  ".join(f"batch {b}: {n} fact(s)" for b, n in d["flagged_batches"].items())
                    + "  (flagged, not queued: `kbsync audit --damage`, then rollback or `kbsync retry --damage`)")
+    o = data["last_database_outage"]
+    if o is not None:
+        click.echo(f"outage      the daemon could not reach the database from {o['since']} to {o['until']} "
+                   f"({o['seconds']:.0f} s, {o['ticks_skipped']} tick(s) skipped): {o['reason']}")
     r = data["last_run"]
     click.echo("last run    " + ("never" if r is None else f"{r['kind']} at {r['at']} ({'ok' if r['ok'] else 'FAILED'})"))
 

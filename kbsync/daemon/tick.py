@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kbsync.daemon.health import one_line
 from kbsync.errors import KbsyncError, VerificationError
 from kbsync.logs import get_logger, new_run_id
 from kbsync.runtime import App, Interrupted, Stop, worker_name
@@ -231,6 +232,6 @@ def _record(app: App, report: TickReport) -> None:
         with app.database().session() as s:
             record_event(s, "tick", run_id=report.run_id, config_hash=app.settings.hash(), ok=report.ok,
                          **report.details())
-    except KbsyncError as exc:  # the database is gone: the log still says what happened
-        log.error("tick_not_recorded", error=exc.one_line())
+    except Exception as exc:  # noqa: BLE001 - the database is gone (translated or not): the log says what happened
+        log.error("tick_not_recorded", error=one_line(exc))
 

@@ -49,6 +49,7 @@ def status(db: Database, model_key: str | None = None, gate: GateSettings | None
         version = mine[0] if len(mine) == 1 else None
         last_run = s.scalars(select(Event).where(Event.kind.in_(RUN_KINDS)).order_by(Event.id.desc())).first()
         last_tick = s.scalars(select(Event).where(Event.kind == "tick").order_by(Event.id.desc())).first()
+        last_outage = s.scalars(select(Event).where(Event.kind == "database_outage").order_by(Event.id.desc())).first()
         last_ok_tick = s.scalars(
             select(Event).where(Event.kind == "tick", Event.ok).order_by(Event.id.desc())
         ).first()
@@ -83,6 +84,7 @@ def status(db: Database, model_key: str | None = None, gate: GateSettings | None
         "last_run": _event(last_run),
         "last_tick": _event(last_tick),
         "last_successful_tick_at": last_ok_tick.at.isoformat() if last_ok_tick else None,
+        "last_database_outage": last_outage.details if last_outage else None,   # since, until, seconds, reason
     }
 
 
