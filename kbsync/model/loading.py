@@ -35,6 +35,8 @@ from kbsync.diskspace import disk_full, is_full
 from kbsync.durable import fsync_dir, fsync_tree, write_text_durably
 from kbsync.errors import ModelError
 from kbsync.model.adapters import ArchitectureAdapter, adapter_for
+from kbsync.model.families import GGUF_ARCHITECTURES, check_supported
+from kbsync.model.gguf_header import gguf_value
 from kbsync.model.tokens import pad_id_of
 
 log = logging.getLogger(__name__)
@@ -272,15 +274,26 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def source_directory(spec: str, state_dir: Path) -> Path:
-    """The HF directory to read the model named by ``spec`` from."""
+def check_gguf_family(gguf: Path, overrides: dict | None = None) -> None:
+    """Refuse a GGUF model kbsync cannot edit from its header, before de-quantising (minutes)."""
+    arch = gguf_value(gguf, "general.architecture")
+    if isinstance(arch, str):
+        check_supported(GGUF_ARCHITECTURES.get(arch, arch), overrides)
+
+
+def source_directory(spec: str, state_dir: Path, overrides: dict | None = None) -> Path:
+    """The HF directory to read the model named by ``spec`` from (a family kbsync cannot edit is
+    refused first, from the GGUF header or config.json: one line, before any slow step)."""
     if spec.startswith("builtin:"):
         name = spec.removeprefix("builtin:")
-        return dequantised_cache(bundled_gguf(name), state_dir, name)
+        gguf = bundled_gguf(name)
+        check_gguf_family(gguf, overrides)
+        return dequantised_cache(gguf, state_dir, name)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"GGUF file {path} does not exist; check [model] path")
+        check_gguf_family(path, overrides)
         return dequantised_cache(path, state_dir)
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -366,13 +379,14 @@ def load_model(spec: str, *, state_dir: Path, dtype: str = "auto", device: str =
                adapter_overrides: dict | None = None) -> LoadedModel:
     """Load ``spec`` for inference and editing: eval mode, no parameter needs a gradient."""
     quiet_progress_bars()  # one-line output: kbsync draws its own progress
-    source_dir = source_directory(spec, Path(state_dir))
+    source_dir = source_directory(spec, Path(state_dir), adapter_overrides)
     dev = resolve_device(device)
     try:
         config = json.loads((source_dir / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {source_dir / 'config.json'}: {exc}; "
                          "point [model] path at a complete HF model directory") from exc
+    check_supported(str(config.get("model_type") or "unknown"), adapter_overrides, config)  # before the weights
     saved = config.get("dtype") or config.get("torch_dtype")
     dt = resolve_dtype(dtype, dev, getattr(torch, saved, None) if isinstance(saved, str) else None)
     try:
