@@ -137,6 +137,20 @@ class ProbeSettings(Section):
     sample_unchanged: int = Field(
         50, ge=0, description="Unchanged facts re-probed per diff run (a rotating sample); --full probes all."
     )
+    endpoint: list[str] = Field(
+        default_factory=list,
+        description="OpenAI-compatible /v1/completions URL(s) of the served model (one, or a list of replicas): "
+        "diff asks it instead of loading the model; empty: probe in-process. Verification of a new batch stays in-process.",
+    )
+    endpoint_model: str = Field("", description="The `model` field sent to the endpoint (vLLM needs the served name; llama.cpp ignores it).")
+    concurrency: int = Field(4, ge=1, description="Requests in flight at once against [probe] endpoint (spread over the replicas).")
+    timeout_s: float = Field(30.0, gt=0, description="Per-request timeout against [probe] endpoint.")
+    max_attempts: int = Field(4, ge=1, description="Attempts per request against [probe] endpoint (back-off doubles from 0.5 s; 429/503 honour Retry-After).")
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _one_or_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) and v else ([] if v == "" else v)
 
 
 class EditingSettings(Section):
@@ -317,6 +331,39 @@ class DashboardSettings(Section):
     page_size: int = Field(50, ge=5, le=500, description="Rows per page of the dashboard's tables.")
 
 
+class ServeSettings(Section):
+    reload: Literal["none", "command", "vllm"] = Field(
+        "none", description="How the serving engine learns of a promote or rollback: none, a command "
+        "(run with the exported path), or vllm (its /v1/load_lora_adapter and /v1/unload_lora_adapter).",
+    )
+    export: Literal["gguf", "lora", "hf"] = Field(
+        "lora", description="What is exported for the engine on each promote and rollback: a GGUF file, "
+        "a LoRA adapter directory (PEFT + adapter.gguf), or the version's HF directory (no copy).",
+    )
+    export_dir: str = Field(
+        "", description="Where the exports for the engine go (one per version, the older ones "
+        "removed); empty: <state dir>/serve.",
+    )
+    command: str = Field(
+        "", description="reload = command: the command line, run without a shell; {path} is the export "
+        "(the base GGUF, or an empty string for an adapter, when the base is current), {version} its id.",
+    )
+    url: str = Field("", description="reload = vllm: the server's base URL, e.g. http://127.0.0.1:8000.")
+    adapter_name: str = Field("kbsync", description="reload = vllm: the LoRA name the adapter is served under (the `model` of requests).")
+    gguf_precision: Literal["f32", "f16"] = Field(
+        "f32", description="Precision of the edited matrices in a GGUF export (the rest keep the base's quantisation).",
+    )
+    lora_max_rank: int = Field(
+        0, ge=0, description="Compress a LoRA export past this rank (best rank-k, its error bound stated); 0: never, exact.",
+    )
+    max_attempts: int = Field(3, ge=1, description="Attempts of a reload before it is recorded failed (back-off doubles from 1 s).")
+    timeout_s: float = Field(300.0, gt=0, description="How long one reload attempt (the command, or the HTTP call) may take.")
+    probe_after: bool = Field(
+        True, description="After a reload, ask the served model ([probe] endpoint) the batch's edits: it must "
+        "say what kbsync verified.",
+    )
+
+
 class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     format: Literal["auto", "json", "console"] = Field(
@@ -337,6 +384,7 @@ class Settings(Section):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     # Filled in by load_settings, not by users.

@@ -28,6 +28,7 @@ from kbsync.errors import ConfigError, SourceError, TokenizationError
 from kbsync.logs import get_logger
 from kbsync.model.loading import LoadedModel
 from kbsync.model.probe import ProbeItem, ProbeResult, answer_matches, probe
+from kbsync.serving.served_probe import ServedModel
 from kbsync.sources.catalogue import Catalogue, Relation
 from kbsync.sources.fact import Fact, KnowledgeSource
 from kbsync.store import holds, snapshot
@@ -178,7 +179,8 @@ class DiffOptions:
     config_hash: str = ""
 
 
-def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_model: Callable[[], LoadedModel],
+def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue,
+             load_model: Callable[[], LoadedModel | ServedModel],
              options: DiffOptions, progress: Callable[[int, int], None] | None = None) -> DiffReport:
     """Read, compare with the snapshot, probe, queue and record (see the module docstring);
     `options` says what (`DiffOptions`), `progress(done, total)` follows the probing."""
@@ -323,24 +325,30 @@ def _compare(db: Database, stage: Staging, report: DiffReport, *, full: bool, sn
     stage.mark_sample(sample.keys())
 
 
-def _probe(stage: Staging, load_model: Callable[[], LoadedModel], by_id: dict[str, Relation],
+def _probe(stage: Staging, load_model: Callable[[], LoadedModel | ServedModel], by_id: dict[str, Relation],
            max_new_tokens: int, batch_size: int, progress: Callable[[int, int], None] | None) -> tuple[str, int | None]:
-    """Probe what the stage marks; returns the model's identity (damage is blamed per model) and
-    the version that answered (None: the base model)."""
+    """Probe what the stage marks, in-process or through the served model ([probe] endpoint);
+    returns the model's identity (damage is blamed per model) and the version that answered
+    (None: the base model, or a served model whose version kbsync cannot see)."""
     if not stage.probe_count():    # nothing new or changed: no model to load
         return "", None
     loaded = load_model()          # after the read: a bad KB fails before a model is loaded
-    model, tokenizer = loaded.model, loaded.tokenizer
-    for chunk in stage.to_probe():  # every label before any probing
-        check_labels(tokenizer, [fact for fact, _, _ in chunk])
+
+    def ask(items: list[ProbeItem]) -> list[ProbeResult]:
+        if isinstance(loaded, ServedModel):   # the server tokenises: no labels to check here
+            return loaded.probe(items, max_new_tokens)
+        return probe(loaded.model, loaded.tokenizer, items, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+    if isinstance(loaded, LoadedModel):
+        for chunk in stage.to_probe():  # every label before any probing
+            check_labels(loaded.tokenizer, [fact for fact, _, _ in chunk])
     total, done = stage.probe_count(), 0
     step = max(batch_size * 4, 1)   # probe in chunks so a progress bar can move
     for chunk in stage.to_probe(step):
         facts = [fact for fact, _, _ in chunk]
         items = [ProbeItem(prompt=by_id[f.relation].prompt_for(f.subject_label), acceptable=answers_of(f))
                  for f in facts]
-        stage.store_results(facts, probe(model, tokenizer, items, max_new_tokens=max_new_tokens,
-                                         batch_size=batch_size))
+        stage.store_results(facts, ask(items))
         done += len(facts)
         if progress:
             progress(done, total)
