@@ -73,8 +73,9 @@ class KbSettings(Section):
     )
     endpoint: str = Field("https://query.wikidata.org/sparql", description="SPARQL endpoint URL for source = sparql.")
     user_agent: str = Field(
-        "kbsync/0.1 (https://example.org/kbsync; ops@example.org)",
-        description="User-Agent sent to the endpoint; Wikidata asks for a contact address.",
+        "kbsync",
+        description="User-Agent sent to the KB's servers; Wikimedia hosts (wikidata.org, ...) refuse one without "
+        "a real contact, e.g. 'kbsync/0.1 (https://your.site/kbsync; you@your.site)'.",
     )
     subjects: list[str] = Field(
         default_factory=list,
