@@ -37,8 +37,8 @@ def note(session: Session, changes: Mapping[str, tuple[int, datetime | None]]) -
     """Record entity -> (revision, edited at); returns how many were newer than what was stored."""
     if not changes:
         return 0
-    stored = dict(session.execute(select(FollowedEntity.entity, FollowedEntity.revision)
-                                  .where(FollowedEntity.entity.in_(list(changes)))).tuples().all())
+    stored: dict[str, int] = {e: r for e, r in session.execute(
+        select(FollowedEntity.entity, FollowedEntity.revision).where(FollowedEntity.entity.in_(list(changes))))}
     newer = 0
     now = utcnow()
     for entity, (revision, at) in changes.items():
@@ -58,8 +58,8 @@ def waiting(session: Session, limit: int, after: str = "") -> list[tuple[str, in
     rows = session.execute(select(FollowedEntity.entity, FollowedEntity.revision)
                            .where(FollowedEntity.revision > FollowedEntity.done_revision,
                                   FollowedEntity.entity > after)
-                           .order_by(FollowedEntity.entity).limit(limit)).tuples().all()
-    return list(rows)
+                           .order_by(FollowedEntity.entity).limit(limit))
+    return [(e, r) for e, r in rows]
 
 
 def count_waiting(session: Session) -> int:

@@ -58,6 +58,8 @@ class FollowOptions:
     chunk: int = 1000                            # items fetched and diffed at a time
     max_events: int | None = None                # stop after this many events (tests, benchmarks)
     now: Callable[[], datetime] = lambda: datetime.now(UTC)  # [kb] as_of in replays
+    live: bool = True                            # an event from the run's start on means caught up
+                                                 # (not in a replay, whose events may all be later)
     run_id: str = ""
     config_hash: str = ""
 
@@ -103,7 +105,7 @@ def follow(db: Database, stream: Stream, recent: RecentChanges, diff_items: Call
         since = _backfill(db, recent, newest, o, report)
         last_id = None
     t0 = time.perf_counter()
-    _ingest(db, stream.events(last_id, since if last_id is None else None, live_from=o.now()), o, report)
+    _ingest(db, stream.events(last_id, since if last_id is None else None, live_from=o.now() if o.live else None), o, report)
     report.seconds_stream = time.perf_counter() - t0
     t0 = time.perf_counter()
     _diff_waiting(db, diff_items, o.chunk, report)                # 4.

@@ -115,6 +115,7 @@ def follow_from_settings(settings: Settings, db: Database, state_dir: Path, *, r
     options = FollowOptions(relations=rels, configured=configured,
                             window=timedelta(seconds=settings.kb.stream_window_s), chunk=settings.kb.follow_chunk,
                             max_events=max_events, now=(lambda: as_of) if as_of else (lambda: datetime.now(UTC)),
+                            live=as_of is None,
                             run_id=run_id, config_hash=settings.hash())
     return follow(db, stream, api, diff_items, options)
 
