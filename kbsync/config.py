@@ -66,15 +66,18 @@ class ModelSettings(Section):
 
 
 class KbSettings(Section):
-    source: Literal["rdf", "sparql"] = Field("rdf", description="Where facts come from: local RDF files or a SPARQL endpoint.")
+    source: Literal["rdf", "sparql", "wikidata"] = Field(
+        "rdf", description="Where facts come from: local RDF files, a SPARQL endpoint, or Wikidata followed by its "
+        "change stream and entity fetches (`kbsync follow`, `kbsync bootstrap --dump`).")
     files: list[str] = Field(
         default_factory=lambda: ["builtin:demo"],
         description="RDF files (Turtle, N-Triples, RDF/XML, JSON-LD, .gz) for source = rdf; builtin:demo is the shipped demo KB.",
     )
     endpoint: str = Field("https://query.wikidata.org/sparql", description="SPARQL endpoint URL for source = sparql.")
     user_agent: str = Field(
-        "kbsync/0.1 (https://example.org/kbsync; ops@example.org)",
-        description="User-Agent sent to the endpoint; Wikidata asks for a contact address.",
+        "kbsync",
+        description="User-Agent sent to the KB's servers; Wikimedia hosts (wikidata.org, ...) refuse one without "
+        "a real contact, e.g. 'kbsync/0.1 (https://your.site/kbsync; you@your.site)'.",
     )
     subjects: list[str] = Field(
         default_factory=list,
@@ -103,6 +106,22 @@ class KbSettings(Section):
     max_attempts: int = Field(5, ge=1, description="Attempts per SPARQL query (429/503 honour Retry-After, else back-off).")
     page_size: int = Field(200, ge=1, description="Subjects per SPARQL query (VALUES paging).")
     overlap_s: int = Field(600, ge=0, description="Overlap window for incremental reads by schema:dateModified.")
+    eventstreams_url: str = Field("https://stream.wikimedia.org/v2/stream/recentchange",
+                                  description="EventStreams recentchange (SSE) URL that source = wikidata follows.")
+    entity_url: str = Field("https://www.wikidata.org/wiki/Special:EntityData/{id}.json",
+                            description="Entity JSON URL, {id} the item id: one entity a call (fetch = entitydata).")
+    api_url: str = Field("https://www.wikidata.org/w/api.php",
+                         description="MediaWiki API: wbgetentities (up to 50 items a call) and RecentChanges backfill.")
+    fetch: Literal["wbgetentities", "entitydata"] = Field(
+        "wbgetentities", description="How source = wikidata fetches changed items: wbgetentities at api_url (50 a "
+        "call) or entity_url (one a call).")
+    maxlag_s: int = Field(5, ge=0, description="maxlag sent with API calls: Wikidata answers 'maxlag' when its "
+                          "replicas lag more, and kbsync waits Retry-After and retries.")
+    stream_window_s: int = Field(7 * 86400, ge=60, description="How far back the change stream can resume "
+                                 "(EventStreams keeps about a week): a longer gap is read from RecentChanges.")
+    stream_idle_s: float = Field(10.0, gt=0, description="follow --until-caught-up stops reading the stream after "
+                                 "this long without an event (or at an event from the run's start on).")
+    follow_chunk: int = Field(500, ge=1, description="Changed items fetched and diffed at a time by kbsync follow.")
     rdf_engine: Literal["auto", "rdflib", "oxigraph"] = Field(
         "auto", description="RDF file reader; auto = pyoxigraph, measured faster at every size (docs/sources.md)."
     )
@@ -273,7 +292,7 @@ class GateSettings(Section):
         "previous version still held is refused (one that loses none passes; `kbsync compact` restores them).")
 
 
-DEFAULT_STEPS: tuple[Literal["diff", "apply", "verify"], ...] = ("diff", "apply")
+DEFAULT_STEPS: tuple[Literal["diff", "follow", "apply", "verify"], ...] = ("diff", "apply")
 
 
 class ScheduleSettings(Section):
@@ -284,9 +303,10 @@ class ScheduleSettings(Section):
         0, ge=0, description="Run a tick every this many seconds instead of the cron expression (0: use cron); "
         "for tests and for intervals shorter than a minute.",
     )
-    steps: list[Literal["diff", "apply", "verify"]] = Field(
+    steps: list[Literal["diff", "follow", "apply", "verify"]] = Field(
         default_factory=lambda: list(DEFAULT_STEPS),
-        description="What a tick runs, in this order: diff (read, probe, queue), apply (edit, verify) and/or "
+        description="What a tick runs, in this order: diff (read, probe, queue), follow (source = wikidata: the "
+        "change stream until caught up, then probe and queue what changed), apply (edit, verify) and/or "
         "verify (`kbsync verify --all`: re-check every applied edit for drift; drifted ones fail).",
     )
     max_edits_per_tick: int = Field(0, ge=0, description="Edits one tick applies at most (0: the whole queue).")

@@ -70,6 +70,15 @@ def _kb(app: App) -> list[str]:
     if kb.source == "sparql":
         ok = kb.endpoint.startswith(("http://", "https://"))
         return [] if ok else [f"[kb] endpoint: {kb.endpoint!r} is not an http(s) URL"]
+    if kb.source == "wikidata":
+        from kbsync.sources.factory import open_event_stream, open_wikidata_api
+
+        try:
+            open_wikidata_api(app.settings)
+            open_event_stream(app.settings)
+        except KbsyncError as exc:
+            return [exc.one_line()]
+        return []
     out = []
     for entry in kb.files:
         path = resolve_path(entry)   # SourceError for an unknown builtin:NAME

@@ -1,4 +1,5 @@
-"""One tick: diff (read the KB, probe the model, queue disagreements), then apply (verified
+"""One tick: diff (read the KB, probe the model, queue disagreements) or follow (Wikidata's change
+stream until caught up, then the same for what changed), then apply (verified
 MEMIT batches), recorded as one `tick` event. With their policies on, apply is preceded by
 undoing the batches that damage was flagged against ([verify] on_damage = "rollback") and
 followed by compacting a long delta log ([editing] compact_after): steps of their own.
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-STEP_NAMES = ("diff", "apply", "verify")
+STEP_NAMES = ("diff", "follow", "apply", "verify")
 COUNT_KEYS = ("read", "probed", "agree", "queued", "superseded", "applied", "failed", "batches", "recovered",
               "poisoned", "rolled_back", "compacted", "checked")
 
@@ -118,8 +119,8 @@ class Steps:
     def named(self, names: Sequence[str]) -> list[tuple[str, Step]]:
         """The configured steps; "apply" brings its two policy steps when they are on: "undo_damage"
         before it ([verify] on_damage = "rollback") and "compact" after it ([editing] compact_after)."""
-        table: dict[str, Step] = {"diff": self.diff, "undo_damage": self.undo_damage, "apply": self.apply,
-                                  "compact": self.compact, "verify": self.verify}
+        table: dict[str, Step] = {"diff": self.diff, "follow": self.follow, "undo_damage": self.undo_damage,
+                                  "apply": self.apply, "compact": self.compact, "verify": self.verify}
         settings = self.app.settings
         expanded: list[str] = []
         for n in names:
@@ -164,6 +165,23 @@ class Steps:
                                     loaded=load, progress=progress)
         counts = {k: int(getattr(report, k)) for k in ("read", "probed", "agree", "queued", "superseded")}
         return True, counts
+
+    def follow(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
+        """[kb] source = "wikidata": the change stream until caught up, then probe and queue what changed."""
+        from kbsync.sync.from_settings import follow_from_settings
+        from kbsync.versions.registry import load_current
+
+        def load():  # type: ignore[no-untyped-def]
+            ctx = self.editing()
+            load_current(self.app.database(), ctx.store)
+            return ctx.loaded
+
+        control.beat()
+        report = follow_from_settings(self.app.settings, self.app.database(), self.app.state_dir, run_id=run_id,
+                                      loaded=load)
+        control.beat()
+        return True, {"events": report.events, "fetched": report.fetched, "queued": report.diff["queued"],
+                      "probed": report.diff["probed"]}
 
     def apply(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
         from kbsync.sync.apply import apply_pending

@@ -26,6 +26,8 @@ WDT = "http://www.wikidata.org/prop/direct/"
 P = "http://www.wikidata.org/prop/"
 PS = "http://www.wikidata.org/prop/statement/"
 PQ = "http://www.wikidata.org/prop/qualifier/"
+WDNO = "http://www.wikidata.org/prop/novalue/"  # `?statement a wdno:P36`: a "no value" statement
+GENID = "/.well-known/genid/"  # WDQS writes "some value" as such an IRI, not as a blank node
 WIKIBASE = "http://wikiba.se/ontology#"
 RANKS = {WIKIBASE + "PreferredRank": 2, WIKIBASE + "NormalRank": 1, WIKIBASE + "DeprecatedRank": 0}
 
@@ -35,6 +37,7 @@ PREFIX wdt: <{WDT}>
 PREFIX p: <{P}>
 PREFIX ps: <{PS}>
 PREFIX pq: <{PQ}>
+PREFIX wdno: <{WDNO}>
 PREFIX wikibase: <{WIKIBASE}>
 PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>
 PREFIX skos: <http://www.w3.org/2004/02/skos/core#>
@@ -95,13 +98,17 @@ def truthy_query(items: Sequence[str], relations: Sequence[str]) -> str:
 
 def statements_query(items: Sequence[str], relations: Sequence[str]) -> str:
     # ?statementProp is ps:P of the same P as ?prop in Wikidata's data; reader.py checks it.
+    # A "no value" statement has no ps: triple but the class wdno:P (?noValue) instead.
     # A statement with two values of one qualifier comes back as several rows.
-    return f"""{PREFIXES}SELECT ?item ?prop ?statement ?statementProp ?value ?rank ?start ?end ?point WHERE {{
+    return f"""{PREFIXES}SELECT ?item ?prop ?statement ?statementProp ?value ?noValue ?rank ?start ?end ?point WHERE {{
   VALUES ?item {{ {_iris(items)} }}
   ?item ?prop ?statement .
   FILTER(?prop IN ({_iris((P + r for r in relations), ", ")}))
-  ?statement ?statementProp ?value .
-  FILTER(?statementProp IN ({_iris((PS + r for r in relations), ", ")}))
+  {{ ?statement ?statementProp ?value .
+    FILTER(?statementProp IN ({_iris((PS + r for r in relations), ", ")})) }}
+  UNION
+  {{ ?statement a ?noValue .
+    FILTER(?noValue IN ({_iris((WDNO + r for r in relations), ", ")})) }}
   OPTIONAL {{ ?statement wikibase:rank ?rank }}
   OPTIONAL {{ ?statement pq:P580 ?start }}
   OPTIONAL {{ ?statement pq:P582 ?end }}

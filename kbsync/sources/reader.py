@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
@@ -29,7 +29,15 @@ from kbsync.sources import queries as q
 from kbsync.sources.catalogue import PROPERTY_ID, Catalogue, load_catalogue
 from kbsync.sources.fact import Fact
 from kbsync.sources.subjects import SubjectSelection
-from kbsync.sources.timeline import LONG_AGO, NORMAL, Resolution, Statement, parse_time, resolve
+from kbsync.sources.timeline import (
+    LONG_AGO,
+    NO_VALUE,
+    NORMAL,
+    Resolution,
+    Statement,
+    parse_time,
+    resolve,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +76,9 @@ class ReadOptions:
 
 
 @dataclass
-class _Labels:
+class Labels:
+    """Labels (one language), aliases and dateModified of entities, by IRI: what facts are named by."""
+
     label: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     modified: dict[str, str] = field(default_factory=dict)
@@ -185,36 +195,25 @@ class QueryReader(ABC):
         self, backend: Backend, items: list[str], relations: list[str], as_of: datetime
     ) -> Iterator[Fact]:
         statements = self._statements(backend, items, relations)
-        values: dict[tuple[str, str], Resolution] = {}
-        for (item, relation), by_value in statements.items():
-            # truthy values carry no dates: every one stays acceptable, as wdt: says
-            single = self.options.mode == "statements" and self.catalogue[relation].single_valued
-            resolution = resolve(by_value.values(), as_of, single)
-            if resolution.current:
-                values[item, relation] = resolution
+        values = resolve_statements(statements, as_of, self._single_valued)
         literals = {st.value for s in statements.values() for st in s.values() if st.literal}
-        objects = [v for r in values.values() for v in (*r.current, *r.stale) if v not in literals]
-        entities = list(dict.fromkeys(items + objects))
-        labels = _Labels()
+        entities = list(dict.fromkeys(items + objects_to_label(values, literals)))
+        labels = Labels()
         size = self.options.page_size
         for start in range(0, len(entities), size):
             for row in backend.select(
                 q.entities_query(entities[start : start + size], self.language)
             ):
                 self._add_label(labels, row)
-        skipped = 0
-        for (item, relation), resolution in sorted(values.items()):
-            fact = _fact(item, relation, resolution, labels, literals)
-            if fact is None:
-                skipped += 1
-            else:
-                yield fact
-        if skipped:
-            log.info("kb.skipped_unlabelled", facts=skipped, language=self.language)
+        yield from facts_from(values, labels, literals, self.language)
+
+    def _single_valued(self, relation: str) -> bool:
+        # truthy values carry no dates: every one stays acceptable, as wdt: says
+        return self.options.mode == "statements" and self.catalogue[relation].single_valued
 
     def _statements(
         self, backend: Backend, items: list[str], relations: list[str]
-    ) -> dict[tuple[str, str], dict[str, Statement]]:
+    ) -> Statements:
         """(item IRI, relation) -> statement key -> Statement (values: IRIs or literal text)."""
         if self.options.mode == "truthy":
             rows, prefix = backend.select(q.truthy_query(items, relations)), q.WDT
@@ -222,8 +221,12 @@ class QueryReader(ABC):
             rows, prefix = backend.select(q.statements_query(items, relations)), q.P
         out: dict[tuple[str, str], dict[str, Statement]] = defaultdict(dict)
         for row in rows:
-            value = row["value"]
-            if value.kind == "bnode":  # Wikidata's "unknown value"
+            if "noValue" in row:  # a "no value" statement: Term of the sentinel, its relation checked below
+                value = Term("literal", NO_VALUE)
+                row = {**row, "statementProp": Term("iri", row["noValue"].value.replace(q.WDNO, q.PS))}
+            else:
+                value = row["value"]
+            if some_value(value):  # Wikidata's "unknown value": nothing to ask or teach
                 continue
             if (
                 value.kind == "literal"
@@ -239,14 +242,17 @@ class QueryReader(ABC):
             if st is None:
                 rank = q.RANKS.get(row["rank"].value, NORMAL) if "rank" in row else NORMAL
                 st = out[row["item"].value, relation][key] = Statement(
-                    value.value, rank, literal=value.kind == "literal"
+                    value.value, rank, literal=value.kind == "literal" and value.value != NO_VALUE
                 )
             _add_time(st.starts, row.get("start"), unknown=None)
-            _add_time(st.ends, row.get("end"), unknown=LONG_AGO)  # ended, at an unknown time
+            if _add_time(st.ends, row.get("end"), unknown=LONG_AGO):  # ended, at an unknown time
+                log.warning("kb.unknown_end", subject=_entity_id(row["item"].value), relation=relation,
+                            value=_entity_id(value.value), end=row["end"].value,
+                            why="an end time that cannot be read: the statement counts as ended")
             _add_time(st.points, row.get("point"), unknown=None)
         return out
 
-    def _add_label(self, labels: _Labels, row: Row) -> None:
+    def _add_label(self, labels: Labels, row: Row) -> None:
         entity, pred, value = row["entity"].value, row["pred"].value, row["value"].value
         if pred == LABEL:
             labels.label[entity] = min(value, labels.label.get(entity, value))
@@ -258,8 +264,42 @@ class QueryReader(ABC):
                 labels.modified[entity] = max(stamp, labels.modified.get(entity, stamp))
 
 
+Statements = dict[tuple[str, str], dict[str, Statement]]  # (item IRI, relation) -> key -> Statement
+
+
+def resolve_statements(statements: Statements, as_of: datetime,
+                       single_valued: Callable[[str], bool]) -> dict[tuple[str, str], Resolution]:
+    """(item, relation) -> what is current as of `as_of`, for those with a current value or "none"."""
+    values: dict[tuple[str, str], Resolution] = {}
+    for (item, relation), by_key in statements.items():
+        resolution = resolve(by_key.values(), as_of, single_valued(relation))
+        if resolution.current or resolution.none:
+            values[item, relation] = resolution
+    return values
+
+
+def objects_to_label(values: dict[tuple[str, str], Resolution], literals: set[str]) -> list[str]:
+    """The entity values (current and stale) whose labels the facts need, each once."""
+    return list(dict.fromkeys(v for r in values.values() for v in (*r.current, *r.stale) if v not in literals))
+
+
+def facts_from(values: dict[tuple[str, str], Resolution], labels: Labels, literals: set[str],
+               language: str) -> Iterator[Fact]:
+    """One Fact per resolved (item, relation) whose subject and a current object are labelled,
+    by (item, relation); the others are counted in one log line."""
+    skipped = 0
+    for (item, relation), resolution in sorted(values.items()):
+        fact = _fact(item, relation, resolution, labels, literals)
+        if fact is None:
+            skipped += 1
+        else:
+            yield fact
+    if skipped:
+        log.info("kb.skipped_unlabelled", facts=skipped, language=language)
+
+
 def _fact(
-    item: str, relation: str, resolution: Resolution, labels: _Labels, literals: set[str]
+    item: str, relation: str, resolution: Resolution, labels: Labels, literals: set[str]
 ) -> Fact | None:
     """None when the subject or every current object lacks a label: nothing to ask or teach."""
     object_labels: dict[str, str] = {}
@@ -274,8 +314,8 @@ def _fact(
         if labels.aliases.get(value):
             object_aliases[oid] = tuple(sorted(labels.aliases[value]))
     current = tuple(sorted(_entity_id(v) for v in resolution.current))
-    if item not in labels.label or not any(o in object_labels for o in current):
-        return None
+    if item not in labels.label or not (resolution.none or any(o in object_labels for o in current)):
+        return None  # a current "none" is a fact too: the KB says no one holds it now
     stale = tuple(_entity_id(v) for v in resolution.stale if _entity_id(v) in object_labels)
     target = None if resolution.target is None else _entity_id(resolution.target)
     return Fact(
@@ -293,12 +333,26 @@ def _fact(
     )
 
 
-def _add_time(moments: list[datetime], term: Term | None, unknown: datetime | None) -> None:
+def some_value(term: Term) -> bool:
+    """Wikidata's "some value" (unknown value): a blank node, or WDQS's /.well-known/genid/ IRI."""
+    return term.kind == "bnode" or (term.kind == "iri" and q.GENID in term.value)
+
+
+def _add_time(moments: list[datetime], term: Term | None, unknown: datetime | None) -> bool:
+    """Add the moment `term` names; "some value" counts as `unknown`, and so does a literal that
+    cannot be read when `unknown` is given (an end). True when an unreadable literal was so taken."""
     if term is None:
-        return
-    moment = parse_time(term.value) if term.kind == "literal" else unknown
+        return False
+    unreadable = False
+    if term.kind == "literal":
+        moment = parse_time(term.value)
+        if moment is None and unknown is not None:
+            moment, unreadable = unknown, True
+    else:
+        moment = unknown
     if moment is not None and moment not in moments:
         moments.append(moment)
+    return unreadable
 
 
 def _entity_id(iri: str) -> str:

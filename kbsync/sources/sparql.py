@@ -30,6 +30,7 @@ from SPARQLWrapper.SPARQLExceptions import SPARQLWrapperException
 from kbsync.errors import ConfigError, EndpointError
 from kbsync.sources.catalogue import Catalogue
 from kbsync.sources.reader import QueryReader, ReadOptions, Row, Term
+from kbsync.sources.useragent import check_user_agent
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +48,7 @@ JSON_TYPES = {"application/sparql-results+json", "application/json"}
 @dataclass(frozen=True)
 class EndpointOptions:
     url: str
-    user_agent: str  # "kbsync/0.1 (https://example.org/kbsync; ops@example.org)"
+    user_agent: str  # "kbsync/0.1 (https://your.site/kbsync; you@your.site)": useragent.py
     timeout_s: float = 60.0  # per query (socket timeout of each read)
     max_attempts: int = 5
     backoff_s: float = 1.0  # first back-off; doubles per attempt, jittered in [d/2, d]
@@ -65,11 +66,7 @@ class EndpointBackend:
     def __init__(self, options: EndpointOptions, sleep: Callable[[float], None] = time.sleep):
         if not options.url.startswith(("http://", "https://")):
             raise ConfigError(f"endpoint {options.url!r} is not an http(s) URL; fix [kb] endpoint")
-        if "@" not in options.user_agent and "http" not in options.user_agent:
-            raise ConfigError(
-                "the User-Agent has no contact (URL or e-mail), which Wikidata requires; "
-                "set [kb] user_agent, e.g. 'kbsync/0.1 (https://example.org; ops@example.org)'"
-            )
+        check_user_agent(options.url, options.user_agent)
         if options.max_attempts < 1:
             raise ConfigError("max_attempts must be >= 1; fix [kb] max_attempts")
         self.options = options

@@ -11,7 +11,12 @@ Wikidata keeps history as statements: ``pq:P580`` start time, ``pq:P582`` end ti
   kind is a target nor a stale answer (future ones are kept in ``why``, so that a reader
   knows when what is current will change without an edit).
 
-Among current statements preferred rank beats normal. A single-valued relation keeps one
+Among current statements preferred rank beats normal. A "no value" statement (Wikidata's
+``novalue`` snak, ``wdno:`` in RDF; ``NO_VALUE`` here) takes part like any value: when it
+wins (a preferred "no value": the office is vacant) nothing is current, ``Resolution.none``
+is true, and the holders it pushed aside are stale (superseded), never a target. An end
+that cannot be read (an impossible day) is an unknown end: ended, no one knows when
+(``LONG_AGO``, ``"unknown"`` in ``why``); the readers log it. A single-valued relation keeps one
 value, the one that started latest (no start: earliest; equal starts: the smallest id);
 the others are *superseded* from the winner's start on. A multi-valued relation keeps every
 current value; its edit target is the one that started most recently. Ended and
@@ -33,6 +38,7 @@ DEPRECATED, NORMAL, PREFERRED = 0, 1, 2
 RANK_NAMES = {DEPRECATED: "deprecated", NORMAL: "normal", PREFERRED: "preferred"}
 LONG_AGO = datetime(1, 1, 1, tzinfo=UTC)  # an "unknown value" end: ended, no one knows when
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
+NO_VALUE = "(no value)"  # the value of a "no value" statement: no entity id, IRI or literal reads so
 
 WIKIDATA_TIME = re.compile(
     r"\s*([+-]?)(\d{1,16})-(\d{1,2})-(\d{1,2})"
@@ -65,8 +71,14 @@ class Resolution:
     current: tuple[str, ...]  # acceptable values, sorted
     target: str | None  # the value an edit teaches
     stale: tuple[str, ...]  # ended / superseded values, most recently ended first
-    why: dict[str, dict[str, str | None]]  # value -> {status, rank, start, end}; status
-    # current | ended | superseded | future (not yet started: neither a target nor stale)
+    why: dict[str, dict[str, str | None]]  # value -> {status, rank, start, end[, next_start]};
+    # status current | ended | superseded | future (not yet started: neither a target nor
+    # stale); next_start: a stale value's later term that has not started yet
+
+    @property
+    def none(self) -> bool:
+        """The KB says "no value" now (a vacant office): nothing to teach, the old holder to review."""
+        return self.why.get(NO_VALUE, {}).get("status") == "current"
 
 
 def parse_time(text: str) -> datetime | None:
@@ -115,15 +127,21 @@ def resolve(statements: Iterable[Statement], as_of: datetime, single_valued: boo
             future[st.value] = st
     if current:
         top = max(st.rank for st in current.values())
+        vacant = NO_VALUE in current and current[NO_VALUE].rank == top
         for value, st in list(current.items()):
             if st.rank < top:  # a normal value beside a preferred one: not the truth, not ended
                 del current[value]
+                if vacant:  # ... unless the preferred one says "no value": then it was the holder
+                    _keep_latest(stale, value, (current[NO_VALUE].start or LONG_AGO, st, "superseded"))
     order = _latest_first({v: _start_key(st) for v, st in current.items()})
     target = current[order[0]] if order else None
     if single_valued and target is not None:
         for value in order[1:]:
             superseded_at = target.start or LONG_AGO
             _keep_latest(stale, value, (superseded_at, current.pop(value), "superseded"))
+    if NO_VALUE in current and len(current) > 1:  # a real value beside "no value" (multi-valued)
+        del current[NO_VALUE]
+    stale.pop(NO_VALUE, None)  # "no value" is never an answer to correct
     for value in current:
         stale.pop(value, None)  # a value that holds again (a second term) is not stale
     why = {v: _why("future", st) for v, st in future.items() if v not in current and v not in stale}
@@ -132,9 +150,12 @@ def resolve(statements: Iterable[Statement], as_of: datetime, single_valued: boo
     for value in stale_order:
         _, st, status = stale[value]
         why[value] = _why(status, st)
+        if value in future:  # a later term that has not started: the marker a later read is due by
+            why[value]["next_start"] = iso(future[value].start)
+    values = tuple(sorted(v for v in current if v != NO_VALUE))
     return Resolution(
-        current=tuple(sorted(current)),
-        target=None if target is None else target.value,
+        current=values,
+        target=None if target is None or target.value == NO_VALUE else target.value,
         stale=tuple(stale_order),
         why=dict(sorted(why.items())),
     )
@@ -156,15 +177,17 @@ def _latest_first(moments: dict[str, datetime]) -> list[str]:
 
 
 def _why(status: str, st: Statement) -> dict[str, str | None]:
-    return {"status": status, "rank": RANK_NAMES[st.rank], "start": iso(st.start), "end": iso(st.end)}
+    end = "unknown" if st.end == LONG_AGO else iso(st.end)
+    return {"status": status, "rank": RANK_NAMES[st.rank], "start": iso(st.start), "end": end}
 
 
 def due(why: dict[str, dict[str, str | None]], last: datetime, now: datetime) -> bool:
     """Whether what is current changes between `last` and `now` by time alone: a current
-    value's end or a future value's start falls in (last, now]."""
+    value's end, a future value's start or a stale value's next term falls in (last, now]."""
     for entry in why.values():
         moment = entry["end"] if entry["status"] == "current" else entry["start"] if entry["status"] == "future" else None
-        when = parse_time(moment) if moment else None
-        if when is not None and last < when <= now:
-            return True
+        for text in (moment, entry.get("next_start")):
+            when = parse_time(text) if text else None
+            if when is not None and last < when <= now:
+                return True
     return False

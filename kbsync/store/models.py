@@ -352,6 +352,20 @@ class SyncState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class FollowedEntity(Base):
+    """A watched item the change stream saw edited (issue 28): the newest revision seen and the
+    one the snapshot holds; revision > done_revision: waiting to be fetched and diffed."""
+
+    __tablename__ = "followed_entities"
+    __table_args__ = (Index("ix_followed_entities_waiting", "revision", "done_revision"),)
+
+    entity: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    done_revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    changed_at: Mapped[datetime | None] = mapped_column(nullable=True)  # the edit's time, from the event
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class FactHold(Base):
     """Why a fact the model disagrees on is not queued again (issue 25), until what changes:
 

@@ -12,6 +12,10 @@ to a scratch file (staging.py), and each chunk is compared against the kb_facts 
 keys and written with bulk statements. --snapshot-only records the read without probing.
 A queued request's target_old is the most recently ended KB value when there is one
 (target_old_source "kb"), else the model's answer ("model").
+A fact whose KB value is now "none" (a preferred "no value": the office is vacant) has no
+objects: it is not probed and teaches nothing; its pending requests are withdrawn, and when it
+is new or changed it is reported for review (`review` rows, a `kb_no_value` event naming the
+former holders): whether the model should unlearn the old holder is a person's call.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class DiffRow:
     kb_answer: str
     model_answer: str
     status: str      # new | changed | unchanged
-    action: str      # agrees | queued | superseded | already_queued | in_flight | damaged | held;
+    action: str      # agrees | queued | superseded | already_queued | in_flight | damaged | held | review;
                      # a dry run: would_queue | would_supersede in place of queued | superseded
     request_id: int | None = None
     damaged_by: int | None = None   # the live batch that broke a fact the model had right (sync/damage.py)
@@ -72,6 +76,7 @@ class DiffReport:
     stale_answers: int = 0  # probed answers that named an ended KB value
     damaged: int = 0  # facts right at their last probe, wrong now, blamed on a live batch: not queued
     held: int = 0     # disagreements not queued: a hold waits for a change (store/holds.py)
+    review: int = 0   # facts that became "none" (a preferred "no value"): nothing taught, a person decides
     skipped_too_long: int = 0  # facts with a label or alias over [kb] max_label_chars
     shrink: int = 0   # a suspect shrink accepted (--accept-shrink): the facts the snapshot held before
     forgotten: int = 0  # ... the facts the read did not see, dropped from the snapshot
@@ -233,6 +238,9 @@ def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue,
 
         t0 = time.perf_counter()
         with db.session() as s:
+            if o.dry_run:
+                for rows in stage.chunks():
+                    _review_vacant(s, [(f, status) for f, status, _ in rows], report, o.run_id, "", True)
             for chunk in stage.to_probe():
                 _queue(s, chunk, by_id, report, o.dry_run, o.run_id, model_key, o.on_damage,
                        holds.now_for(s, model_key, o.config_hash))
@@ -249,6 +257,8 @@ def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue,
                 s.flush()
             now = utcnow()
             for rows in stage.chunks():
+                _review_vacant(s, [(f, status) for f, status, _ in rows], report, o.run_id, o.config_hash,
+                               o.snapshot_only)
                 snapshot.save(s, [f for f, _, _ in rows], {(f.subject, f.relation) for f, _, probed in rows if probed},
                               held=[f for f, status, _ in rows if status == "held"], clock=clock, now=now)
             if report.shrink and read_in_full:   # accepted: what the read did not see left the KB
@@ -316,11 +326,12 @@ def _compare(db: Database, stage: Staging, report: DiffReport, *, full: bool, sn
                 log.info("kb.settle_reverted", subject=fact.subject, relation=fact.relation)
             sample.offer(diff)
 
-            def rank(when: int) -> int | None:
-                return None if snapshot_only else NEW if full else when
+            def rank(fact: Fact, when: int) -> int | None:
+                return None if snapshot_only or not fact.objects else NEW if full else when
 
-            stage.mark([(f, "new", rank(NEW)) for f in diff.new] + [(f, "changed", rank(CHANGED)) for f in diff.changed]
-                       + [(f, "unchanged", rank(NEW) if full else None) for f in diff.unchanged]
+            stage.mark([(f, "new", rank(f, NEW)) for f in diff.new]
+                       + [(f, "changed", rank(f, CHANGED)) for f in diff.changed]
+                       + [(f, "unchanged", rank(f, NEW) if full else None) for f in diff.unchanged]
                        + [(f, "held", None) for f in diff.held])
     stage.mark_sample(sample.keys())
 
@@ -426,6 +437,26 @@ def _queue(s: Session, chunk: list[tuple[Fact, str, ProbeResult | None]], by_id:
             s.flush()
             damage.requeued(s, culprit, harm, outcome.request.id, run_id)
         report.superseded += outcome.action == "superseded"
+
+
+def _review_vacant(s: Session, rows: list[tuple[Fact, str | None]], report: DiffReport, run_id: str,
+                   config_hash: str, quiet: bool) -> None:
+    """Facts the KB now says "none" of: withdraw what is pending for them; report the new and
+    changed ones for review (`quiet`, a dry run or a snapshot-only read: count and list, write nothing)."""
+    for fact, status in rows:
+        if fact.objects or status not in ("new", "changed"):
+            continue
+        report.review += 1
+        former = [fact.object_labels.get(o, o) for o in fact.stale]
+        report.rows.append(DiffRow(fact.subject, fact.subject_label, fact.relation, "(none)", "", status, "review"))
+        log.warning("kb.no_value_review", subject=fact.subject, relation=fact.relation, former=former,
+                    why="the KB says no value now: nothing is taught; review whether the model should unlearn "
+                        "the former holder")
+        if quiet:
+            continue
+        withdraw_pending(s, fact.subject, fact.relation, set(), "the KB says no value now (review)", run_id)
+        record_event(s, "kb_no_value", run_id=run_id, config_hash=config_hash, subject=fact.subject,
+                     relation=fact.relation, former=former, needs_review=True)
 
 
 def _skip_too_long(fact: Fact, max_chars: int, report: DiffReport) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kbsync.config import Settings
+from kbsync.errors import ConfigError
 from kbsync.model.loading import LoadedModel, model_identity, source_directory
 from kbsync.runtime import Stop
 from kbsync.serving.served_probe import ServedModel
@@ -14,6 +15,7 @@ from kbsync.sources.factory import configured_as_of, open_catalogue, open_source
 from kbsync.store.db import Database
 from kbsync.sync.apply import ApplyReport
 from kbsync.sync.diff import DiffOptions, DiffReport, run_diff
+from kbsync.sync.follow import FollowReport
 from kbsync.versions import registry
 from kbsync.versions.context import EditingContext, editing_context
 from kbsync.versions.writer import ModelWriter
@@ -68,6 +70,57 @@ def diff_from_settings(
         on_damage=settings.verify.on_damage, work_dir=scratch, run_id=run_id, config_hash=settings.hash(),
         accept_shrink=accept_shrink)
     return run_diff(db, source, catalogue, load, options, progress)
+
+
+def follow_from_settings(settings: Settings, db: Database, state_dir: Path, *, run_id: str,
+                         loaded: LoadedModel | Callable[[], LoadedModel] | None = None,
+                         snapshot_only: bool = False, max_events: int | None = None) -> FollowReport:
+    """`kbsync follow --until-caught-up`: the change stream, then each changed item diffed as
+    `kbsync diff` diffs (the model is loaded once, when something is first to be probed)."""
+    from kbsync.sources.entities import EntitySource
+    from kbsync.sources.factory import open_event_stream, open_wikidata_api
+    from kbsync.sources.reader import ReadOptions
+    from kbsync.sources.subjects import SubjectSelection
+    from kbsync.sync.follow import FollowOptions, follow
+
+    if settings.kb.source != "wikidata":
+        raise ConfigError(f"kbsync follow follows Wikidata's change stream: set [kb] source = \"wikidata\" "
+                          f"(it is {settings.kb.source!r}; use kbsync diff for it)")
+    catalogue = open_catalogue(settings)
+    rels = list(settings.relations.enabled) or catalogue.ids()
+    for r in rels:
+        catalogue[r]
+    as_of = configured_as_of(settings)
+    api, stream = open_wikidata_api(settings), open_event_stream(settings)
+    read_options = ReadOptions(language=settings.kb.language, page_size=min(settings.kb.page_size, 50),
+                               as_of=as_of)
+    source = EntitySource(api, options=read_options, catalogue=catalogue)
+    model: list[LoadedModel] = []
+
+    def load() -> LoadedModel:
+        if not model:
+            model.append(loaded() if callable(loaded) else loaded or current_model(settings, db, state_dir))
+        return model[0]
+
+    scratch = state_dir / "scratch"
+
+    def diff_items(ids: list[str]) -> DiffReport:
+        options = DiffOptions(
+            relations=rels, subjects=ids, snapshot_only=snapshot_only, sample_unchanged=0,
+            max_new_tokens=settings.probe.max_new_tokens, batch_size=settings.probe.batch_size,
+            settle_s=settings.kb.settle_s, clock=as_of, max_label_chars=settings.kb.max_label_chars,
+            on_damage=settings.verify.on_damage, work_dir=scratch, run_id=run_id, config_hash=settings.hash(),
+            accept_shrink=True)   # an item fetched without its facts lost them (or was deleted): not an outage
+        return run_diff(db, source, catalogue, load, options)
+
+    selection = SubjectSelection.from_config(settings.kb.subjects)
+    configured = frozenset(i.rsplit("/", 1)[-1] for i in selection.ids or ())
+    options = FollowOptions(relations=rels, configured=configured,
+                            window=timedelta(seconds=settings.kb.stream_window_s), chunk=settings.kb.follow_chunk,
+                            max_events=max_events, now=(lambda: as_of) if as_of else (lambda: datetime.now(UTC)),
+                            live=as_of is None,
+                            run_id=run_id, config_hash=settings.hash())
+    return follow(db, stream, api, diff_items, options)
 
 
 def current_model(settings: Settings, db: Database, state_dir: Path, loaded: LoadedModel | None = None) -> LoadedModel:
