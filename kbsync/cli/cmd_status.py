@@ -71,8 +71,22 @@ def status(app: App, as_json: bool) -> None:
     if o is not None:
         click.echo(f"outage      the daemon could not reach the database from {o['since']} to {o['until']} "
                    f"({o['seconds']:.0f} s, {o['ticks_skipped']} tick(s) skipped): {o['reason']}")
+    if data["serving"] is not None:
+        click.echo("serving     " + _serving(data["serving"]))
     r = data["last_run"]
     click.echo("last run    " + ("never" if r is None else f"{r['kind']} at {r['at']} ({'ok' if r['ok'] else 'FAILED'})"))
+
+
+def _serving(serving: dict) -> str:
+    """The engine's last reload: ok (and what the served model answered), or FAILED with the fix."""
+    last = serving["last"]
+    version = "the base" if last["model_version_id"] is None else f"version {last['model_version_id']}"
+    if last["state"] != "ok":
+        return (f"reload of {version} FAILED after {last['attempts']} attempt(s) at {last['at']}: {last['detail']}; "
+                "`kbsync reload` tries again (the daemon's next tick does too)")
+    said = "" if last["probed"] is None else f"; the served model named {last['agreed']} of {last['probed']} verified edits"
+    warn = "  (FEWER than verified: see docs/serving.md)" if last["probed"] and last["agreed"] < last["probed"] else ""
+    return f"{version} reloaded ({last['how']}, {last['export']}) at {last['at']}{said}{warn}"
 
 
 def _figures(f: dict) -> str:
