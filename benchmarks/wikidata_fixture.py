@@ -120,8 +120,10 @@ class StreamServer(_Threaded):
     retained_from: int = 0                         # offsets below are no longer kept
     idle_s: float = 30.0                           # silence after the last event before closing
     start_at_end: bool = True                      # no Last-Event-ID nor since: stream from now (the end)
+    pace_s: float = 0.0                            # a pause after each event (a stream that takes its time)
     connections: list[dict[str, str]] = field(default_factory=list)  # each request's Last-Event-ID / since
     sent: int = 0
+    high_water: int = -1                           # the highest offset ever sent: "now" in the replay
 
     def __post_init__(self) -> None:
         outer = self
@@ -148,6 +150,10 @@ class StreamServer(_Threaded):
                     for offset in range(start, outer.count):
                         self.wfile.write(frame(offset, outer.event_at(offset)))
                         outer.sent += 1
+                        outer.high_water = max(outer.high_water, offset)
+                        if outer.pace_s:
+                            self.wfile.flush()
+                            time.sleep(outer.pace_s)
                         sent += 1
                         if outer.drop_every and sent >= outer.drop_every and offset + 1 < outer.count:
                             return  # a dropped connection: the client resumes from the last id

@@ -14,6 +14,7 @@ from kbsync.serving.served_probe import ServedModel
 from kbsync.sources.factory import configured_as_of, open_catalogue, open_source
 from kbsync.store.db import Database
 from kbsync.sync.apply import ApplyReport
+from kbsync.sync.bootstrap import BootstrapReport
 from kbsync.sync.diff import DiffOptions, DiffReport, run_diff
 from kbsync.sync.follow import FollowReport
 from kbsync.versions import registry
@@ -121,6 +122,35 @@ def follow_from_settings(settings: Settings, db: Database, state_dir: Path, *, r
                             live=as_of is None,
                             run_id=run_id, config_hash=settings.hash())
     return follow(db, stream, api, diff_items, options)
+
+
+def bootstrap_from_settings(settings: Settings, db: Database, state_dir: Path, dump: Path, *, run_id: str,
+                            loaded: LoadedModel | Callable[[], LoadedModel] | None = None, probe: bool = False,
+                            dry_run: bool = False, accept_shrink: bool = False) -> BootstrapReport:
+    """`kbsync bootstrap --dump FILE`: the snapshot from a Wikidata JSON dump, or a reconcile with it."""
+    from kbsync.sources.reader import ReadOptions
+    from kbsync.sources.subjects import SubjectSelection
+    from kbsync.sync.bootstrap import bootstrap
+
+    catalogue = open_catalogue(settings)
+    rels = list(settings.relations.enabled) or catalogue.ids()
+    for r in rels:
+        catalogue[r]
+    as_of = configured_as_of(settings)
+    selection = SubjectSelection.from_config(settings.kb.subjects)
+    only = {i.rsplit("/", 1)[-1] for i in selection.ids} if selection.ids is not None else None
+    scratch = state_dir / "scratch"
+
+    def load() -> LoadedModel:
+        return loaded() if callable(loaded) else loaded or current_model(settings, db, state_dir)
+
+    template = DiffOptions(
+        relations=rels, dry_run=dry_run, sample_unchanged=0, max_new_tokens=settings.probe.max_new_tokens,
+        batch_size=settings.probe.batch_size, settle_s=settings.kb.settle_s, clock=as_of,
+        max_label_chars=settings.kb.max_label_chars, on_damage=settings.verify.on_damage, work_dir=scratch,
+        run_id=run_id, config_hash=settings.hash(), accept_shrink=accept_shrink)
+    read = ReadOptions(language=settings.kb.language, page_size=settings.kb.page_size, as_of=as_of)
+    return bootstrap(db, dump, catalogue, load, template, read, only, scratch, probe=probe)
 
 
 def current_model(settings: Settings, db: Database, state_dir: Path, loaded: LoadedModel | None = None) -> LoadedModel:
