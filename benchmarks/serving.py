@@ -84,12 +84,19 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--reuse", action="store_true", help="keep the work directory's applied state")
+    parser.add_argument("--prepare-only", action="store_true", help="diff and apply only (no server needed yet)")
     args = parser.parse_args()
-    if not binary_path().is_file():
-        sys.exit("no llama-server: `make llama-server` first")
     args.work.mkdir(parents=True, exist_ok=True)
     out: dict = {"load_before": os.getloadavg(), "n": args.n}
     settings, db, kb = prepare(args, out)
+    if args.prepare_only:
+        print(json.dumps(out, indent=2))
+        (args.work / "prepare.json").write_text(json.dumps(out, indent=2) + "\n")
+        return
+    if not binary_path().is_file():
+        sys.exit("no llama-server: `make llama-server` first")
+    if (args.work / "prepare.json").is_file() and "apply_s" not in out:   # --reuse: the apply's own figures
+        out |= {k: v for k, v in json.loads((args.work / "prepare.json").read_text()).items() if k != "load_before"}
     key = configured_model_key(settings, settings.state.dir)
     with db.session() as s:
         verified = list(s.scalars(select(EditRequestRow).where(EditRequestRow.state == RequestState.VERIFIED.value)))
