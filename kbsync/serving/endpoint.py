@@ -61,7 +61,8 @@ class CompletionsClient:
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         body = {"model": self.model or "kbsync", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
-                "top_p": 1.0, "n": 1, "stream": False, "logprobs": 1, "seed": 0}
+                "top_p": 1.0, "n": 1, "stream": False, "logprobs": 1, "seed": 0,
+                "n_probs": 1}   # llama.cpp reads n_probs (its /v1/completions ignores logprobs); others ignore it
         delay, last = 0.5, ""
         for attempt in range(1, self.max_attempts + 1):
             url = self._next_url()

@@ -158,3 +158,12 @@ def test_diff_asks_the_endpoint_and_loads_no_model(scripted, make_settings, tmp_
     assert (report.probed, report.agree, report.queued) == (2, 1, 1)
     assert sorted(b["prompt"] for b in server.bodies) == ["The capital of Atlantis is", "The capital of Lemuria is"]
     db.dispose()
+
+
+def test_config_check_names_serve_and_endpoint_problems(run_cli, tmp_path) -> None:
+    cfg = tmp_path / "kbsync.toml"
+    cfg.write_text('[serve]\nreload = "vllm"\nexport = "gguf"\n[probe]\nendpoint = "localhost:8000"\n')
+    r = run_cli("--config", str(cfg), "config", "check")
+    assert r.exit_code == 2
+    assert "[serve] reload = \"vllm\" but [serve] url is empty" in r.err
+    assert "set export = \"lora\"" in r.err and "[probe] endpoint 'localhost:8000' is not an http(s) URL" in r.err
