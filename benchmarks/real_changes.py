@@ -40,6 +40,7 @@ from kbsync.store import db as store_db  # noqa: E402
 from kbsync.store.models import Batch, EditRequestRow, GateFigures  # noqa: E402
 from kbsync.sync.apply import apply_pending  # noqa: E402
 from kbsync.sync.from_settings import current_model, diff_from_settings, model_writer  # noqa: E402
+from kbsync.verification.verdict import batch_rule_would_verify  # noqa: E402
 
 RELATIONS = ["P6", "P35", "P54", "P169", "P286", "P488", "P1037", "P1308"]
 
@@ -182,19 +183,11 @@ def main() -> None:
 
 
 def batch_rule_count(settings: Settings, report) -> int:  # type: ignore[no-untyped-def]
-    """Edits a batch-level rule (every kind's share of the first check round >= its [verify]
-    threshold: all of the batch verified) would have marked verified although their own checks failed."""
-    v = settings.verify
-    bounds = {"efficacy_acc": v.min_efficacy_acc, "paraphrase_acc": v.min_paraphrase_acc, "efficacy": v.min_efficacy,
-              "paraphrase": v.min_paraphrase, "neighbour": v.min_specificity}
+    """Edits a batch-level rule would have marked verified although their own checks failed."""
     db = store_db.open_database(settings.database_url)
-    n = 0
     with db.session() as s:
-        for outcome in report.batches:
-            batch = s.get(Batch, outcome.batch_id)
-            first = (batch.metrics or {}).get("first_round", {}) if batch else {}
-            if first and all(first.get(k, 1.0) >= limit for k, limit in bounds.items()):
-                n += int((batch.metrics or {}).get("dropped_first_round", 0))
+        n = sum(batch_rule_would_verify(settings.verify, batch.metrics) for outcome in report.batches
+                if (batch := s.get(Batch, outcome.batch_id)) is not None)
     db.dispose()
     return n
 

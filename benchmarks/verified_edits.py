@@ -43,6 +43,7 @@ from kbsync.store.states import RequestState  # noqa: E402
 from kbsync.store.transitions import move_request  # noqa: E402
 from kbsync.sync.apply import apply_pending  # noqa: E402
 from kbsync.sync.from_settings import diff_from_settings, model_writer  # noqa: E402
+from kbsync.verification.verdict import batch_rule_would_verify, limits  # noqa: E402
 from kbsync.versions.registry import version_path  # noqa: E402
 
 KNOWN = ROOT.parent / "shared" / "data" / "known_1000.json"
@@ -140,11 +141,9 @@ def summarise(db, report, args, first, second, t_diff: float, t_apply: float) ->
         acceptable = {r.id: list(r.acceptable or [r.target_new]) for r in verified}
         reasons = {r.id: r.state_reason for r in rows if r.state == RequestState.FAILED.value}
     first_round = batches[0].metrics.get("first_round", {}) if batches else {}
-    v = settings.verify   # the batch rule of earlier kbsync: every kind's share over the batch >= its threshold
-    bounds = {"efficacy_acc": v.min_efficacy_acc, "paraphrase_acc": v.min_paraphrase_acc, "efficacy": v.min_efficacy,
-              "paraphrase": v.min_paraphrase, "neighbour": v.min_specificity}
-    rule_passes = all(first_round.get(k, 1.0) >= limit for k, limit in bounds.items())
-    dropped_first = sum(int((b.metrics or {}).get("dropped_first_round", 0)) for b in batches)
+    # the batch rule of earlier kbsync: every kind's share over the batch's first round >= its threshold
+    rule_passes = all(first_round.get(k, 1.0) >= limit for k, limit in limits(settings.verify).items())
+    would_verify = sum(batch_rule_would_verify(settings.verify, b.metrics) for b in batches)
     exported = transformers_answers(db, args, prompts, acceptable)
     return {
         "n_changed": args.n, "queued": second.queued, "probed_true_kb": first.probed,
@@ -154,7 +153,7 @@ def summarise(db, report, args, first, second, t_diff: float, t_apply: float) ->
         "verified_whose_latest_greedy_check_passed_sql": sum(latest.get(r.id, False) for r in verified),
         "verified_named_by_exported_model_transformers": sum(exported.values()),
         "first_round_shares": first_round, "batch_rule_passes_first_round": rule_passes,
-        "batch_rule_would_verify_although_own_check_failed": dropped_first if rule_passes else 0,
+        "batch_rule_would_verify_although_own_check_failed": would_verify,
         "batches": [{"id": b.id, "state": b.state, "metrics": b.metrics, "timings": b.timings} for b in batches],
         "failed_reasons": reasons,
         "seconds": {"diff": round(t_diff, 1), "apply": round(t_apply, 1),

@@ -156,6 +156,20 @@ class ProbeSettings(Section):
     sample_unchanged: int = Field(
         50, ge=0, description="Unchanged facts re-probed per diff run (a rotating sample); --full probes all."
     )
+    endpoint: list[str] = Field(
+        default_factory=list,
+        description="OpenAI-compatible /v1/completions URL(s) of the served model (one, or a list of replicas): "
+        "diff asks it instead of loading the model; empty: probe in-process. Verification of a new batch stays in-process.",
+    )
+    endpoint_model: str = Field("", description="The `model` field sent to the endpoint (vLLM needs the served name; llama.cpp ignores it).")
+    concurrency: int = Field(4, ge=1, description="Requests in flight at once against [probe] endpoint (spread over the replicas).")
+    timeout_s: float = Field(30.0, gt=0, description="Per-request timeout against [probe] endpoint.")
+    max_attempts: int = Field(4, ge=1, description="Attempts per request against [probe] endpoint (back-off doubles from 0.5 s; 429/503 honour Retry-After).")
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _one_or_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) and v else ([] if v == "" else v)
 
 
 class EditingSettings(Section):
@@ -278,7 +292,7 @@ class GateSettings(Section):
         "previous version still held is refused (one that loses none passes; `kbsync compact` restores them).")
 
 
-DEFAULT_STEPS: tuple[Literal["diff", "follow", "apply"], ...] = ("diff", "apply")
+DEFAULT_STEPS: tuple[Literal["diff", "follow", "apply", "verify"], ...] = ("diff", "apply")
 
 
 class ScheduleSettings(Section):
@@ -289,10 +303,11 @@ class ScheduleSettings(Section):
         0, ge=0, description="Run a tick every this many seconds instead of the cron expression (0: use cron); "
         "for tests and for intervals shorter than a minute.",
     )
-    steps: list[Literal["diff", "follow", "apply"]] = Field(
+    steps: list[Literal["diff", "follow", "apply", "verify"]] = Field(
         default_factory=lambda: list(DEFAULT_STEPS),
         description="What a tick runs, in this order: diff (read, probe, queue), follow (source = wikidata: the "
-        "change stream until caught up, then probe and queue what changed) and/or apply (edit, verify).",
+        "change stream until caught up, then probe and queue what changed), apply (edit, verify) and/or "
+        "verify (`kbsync verify --all`: re-check every applied edit for drift; drifted ones fail).",
     )
     max_edits_per_tick: int = Field(0, ge=0, description="Edits one tick applies at most (0: the whole queue).")
 
@@ -311,16 +326,62 @@ class MetricsSettings(Section):
 
 class DashboardSettings(Section):
     enabled: bool = Field(False, description="Serve the audit dashboard from the daemon as well (`kbsync dashboard` serves it alone).")
-    bind: str = Field("127.0.0.1:8765", description="host:port of the dashboard; keep it on localhost or behind a proxy.")
+    bind: str = Field("127.0.0.1:8765", description="host:port of the dashboard (no host: 127.0.0.1); keep it on localhost or behind a proxy.")
+    allow_remote: bool = Field(
+        False, description="Allow a bind that other machines can reach (e.g. 0.0.0.0:8765); refused otherwise. "
+        "`kbsync dashboard` takes --allow-remote as well.",
+    )
     allow_actions: bool = Field(
         False, description="Let the daemon's dashboard roll back, re-verify and retry (also needs token); "
         "`kbsync dashboard` takes --allow-actions instead.",
     )
+    tokens: dict[str, str] = Field(
+        default_factory=dict, description="Named action tokens, name -> secret (at least 16 characters each): "
+        "the audit records the name of the token an action presented. TOML `[dashboard.tokens]` "
+        "ada = \"...\", or KBSYNC_DASHBOARD__TOKENS='{ada = \"...\"}'.",
+    )
+    tokens_file: str = Field(
+        "", description="A TOML file of more named tokens (name = \"secret\" lines), kept out of the config; "
+        "read when the dashboard starts.",
+    )
     token: str = Field(
-        "", description="Secret every dashboard action must present (at least 16 characters); empty: read-only. "
-        "Prefer KBSYNC_DASHBOARD__TOKEN to a shared file.",
+        "", description="One unnamed action token (before named tokens): the audit names it \"operator\". "
+        "Empty, with no tokens: read-only. Prefer KBSYNC_DASHBOARD__TOKEN to a shared file.",
     )
     page_size: int = Field(50, ge=5, le=500, description="Rows per page of the dashboard's tables.")
+
+
+class ServeSettings(Section):
+    reload: Literal["none", "command", "vllm"] = Field(
+        "none", description="How the serving engine learns of a promote or rollback: none, a command "
+        "(run with the exported path), or vllm (its /v1/load_lora_adapter and /v1/unload_lora_adapter).",
+    )
+    export: Literal["gguf", "lora", "hf"] = Field(
+        "lora", description="What is exported for the engine on each promote and rollback: a GGUF file, "
+        "a LoRA adapter directory (PEFT + adapter.gguf), or the version's HF directory (no copy).",
+    )
+    export_dir: str = Field(
+        "", description="Where the exports for the engine go (one per version, the older ones "
+        "removed); empty: <state dir>/serve.",
+    )
+    command: str = Field(
+        "", description="reload = command: the command line, run without a shell; {path} is the export "
+        "(the base GGUF, or an empty string for an adapter, when the base is current), {version} its id.",
+    )
+    url: str = Field("", description="reload = vllm: the server's base URL, e.g. http://127.0.0.1:8000.")
+    adapter_name: str = Field("kbsync", description="reload = vllm: the LoRA name the adapter is served under (the `model` of requests).")
+    gguf_precision: Literal["f32", "f16"] = Field(
+        "f32", description="Precision of the edited matrices in a GGUF export (the rest keep the base's quantisation).",
+    )
+    lora_max_rank: int = Field(
+        0, ge=0, description="Compress a LoRA export past this rank (best rank-k, its error bound stated); 0: never, exact.",
+    )
+    max_attempts: int = Field(3, ge=1, description="Attempts of a reload before it is recorded failed (back-off doubles from 1 s).")
+    timeout_s: float = Field(300.0, gt=0, description="How long one reload attempt (the command, or the HTTP call) may take.")
+    probe_after: bool = Field(
+        True, description="After a reload, ask the served model ([probe] endpoint) the batch's edits: it must "
+        "say what kbsync verified.",
+    )
 
 
 class LoggingSettings(Section):
@@ -343,6 +404,7 @@ class Settings(Section):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     # Filled in by load_settings, not by users.
@@ -362,6 +424,7 @@ class Settings(Section):
         data["database"]["url"] = mask_url(self.database_url)
         if data["dashboard"]["token"]:
             data["dashboard"]["token"] = "***"
+        data["dashboard"]["tokens"] = {name: "***" for name in data["dashboard"]["tokens"]}
         return data
 
     def hash(self) -> str:

@@ -13,7 +13,8 @@
     │   ├── EndpointError                     unreachable / not SPARQL / gave up after retries
     │   └── CatalogueError                    relation catalogue problems, unknown relation id
     ├── ModelError                   exit 6   model cannot be loaded / architecture unknown / OOM
-    │   └── TokenizationError                 a label that tokenises to nothing, subject not in prompt
+    │   ├── TokenizationError                 a label that tokenises to nothing, subject not in prompt
+    │   └── ServingError                      the serving engine: [probe] endpoint down, a reload failed
     ├── EditError                    exit 7   the editor could not compute an update
     │   └── VerificationError                 applied edits that no longer hold (`kbsync verify`)
     └── SelectionError               exit 8   a batch or model version named on the command line
@@ -86,6 +87,10 @@ class ModelError(KbsyncError):
 
 
 class TokenizationError(ModelError):
+    pass
+
+
+class ServingError(ModelError):
     pass
 
 

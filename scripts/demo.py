@@ -28,6 +28,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from kbsync.config import Settings
+from kbsync.verification.verdict import batch_rule_would_verify
+
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".kbsync-demo"
 DEMO_KB = ROOT / "kbsync" / "data" / "demo.ttl"
@@ -197,6 +200,10 @@ def run(env: dict[str, str], state: Path) -> dict[str, object]:
     damage = damage_line(before_rows, after_rows)
 
     db = sqlite3.connect(state / "kbsync.db")
+    would = sum(batch_rule_would_verify(Settings().verify, json.loads(m) if m else None)
+                for (m,) in db.execute("SELECT metrics FROM batches"))
+    console.print(f"per-edit verdicts: a batch-level rule (each share over the batch) would have marked {would} "
+                  "edit(s) verified although their own checks failed")
     changed = db.execute("SELECT subject, relation, subject_label, target_new, batch_id, state FROM edit_requests "
                          "ORDER BY id").fetchall()
     table = Table(title="the model's answers to the changed facts")

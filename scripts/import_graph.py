@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("editing",),             # MEMIT: targets, keys, solve, deltas; settings -> hyper-parameters
     ("versions",),            # the model under edit, its store, registry, writer, the publish transition
     ("verification",),        # checks, neighbours, damage, the gate, verdicts
+    ("serving",),             # the serving engine: GGUF/LoRA exports, the served probe, reload on promote
     ("sync",),                # the flows: diff, apply, rollback, compact, verify, retry
     ("evaluation",),          # `kbsync eval`
     ("research",),            # the lifelong benchmark's code (not run by the service)

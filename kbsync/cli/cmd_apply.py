@@ -80,6 +80,9 @@ def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool
         record_event(s, "apply", run_id=app.run_id, config_hash=app.settings.hash(), ok=report.ok,
                      applied=report.applied, failed=report.failed, batches=len(report.batches),
                      stopped=stop.signal_name or None)
+    from kbsync.cli.reloading import reload_after
+
+    reload_after(app, "apply")   # [serve]: the engine loads the new current version (a failure is shown, kept)
     if as_json:
         click.echo(json.dumps(report.as_dict() | {"rolled_back": rolled_back, "compaction": (
             compaction.__dict__ if compaction is not None else None)}, indent=2))

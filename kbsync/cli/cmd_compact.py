@@ -29,6 +29,10 @@ def compact_cmd(app: App, batch_size: int | None, lock_wait_s: float, as_json: b
     from kbsync.sync.compact import compact, compaction_error
 
     report = compact(writer_for(app), batch_size=batch_size, lock_wait_s=lock_wait_s)
+    if report.ok:
+        from kbsync.cli.reloading import reload_after
+
+        reload_after(app, "compact")
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2))
     else:

@@ -33,6 +33,10 @@ def rollback_cmd(app: App, batch: int | None, damaged: bool, dry_run: bool, lock
         if dry_run:
             raise click.UsageError("--dry-run takes a BATCH id; `kbsync status` lists the batches flagged with damage")
         done = rollback_damaged(writer_for(app), lock_wait_s=lock_wait_s)
+        if done:
+            from kbsync.cli.reloading import reload_after
+
+            reload_after(app, "rollback")
         if as_json:
             click.echo(json.dumps([r.__dict__ for r in done], indent=2))
         else:
@@ -43,6 +47,10 @@ def rollback_cmd(app: App, batch: int | None, damaged: bool, dry_run: bool, lock
     from kbsync.sync.rollback import rollback
 
     report = rollback(writer_for(app), batch, dry_run=dry_run, lock_wait_s=lock_wait_s)
+    if not dry_run:
+        from kbsync.cli.reloading import reload_after
+
+        reload_after(app, "rollback")   # [serve]: the engine drops the batch too
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2))
         return

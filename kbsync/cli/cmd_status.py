@@ -7,6 +7,7 @@ import json
 import click
 
 from kbsync.cli.main import cli
+from kbsync.daemon.health import read_health
 from kbsync.runtime import App
 from kbsync.store.status import status as read_status
 
@@ -22,7 +23,12 @@ def status(app: App, as_json: bool) -> None:
     from kbsync.editing.stats_cache import ready
 
     app.read_only = True   # nothing written: works on a mounted backup or a full disk
+    health = read_health(app.state_dir)
+    if health and not health["healthy"] and not as_json:   # said before the database is asked: it may be out
+        click.echo(f"daemon      UNHEALTHY since {health['since']}: {health['reason']} (pid {health['pid']}; it retries "
+                   "with back-off and goes on when the database answers)")
     data = read_status(app.database(), gate=app.settings.gate)
+    data["daemon_health"] = health
     data["key_statistics"] = ready(app.settings, app.state_dir)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -61,8 +67,26 @@ def status(app: App, as_json: bool) -> None:
     if d["flagged_batches"]:
         click.echo("damage      " + "  ".join(f"batch {b}: {n} fact(s)" for b, n in d["flagged_batches"].items())
                    + "  (flagged, not queued: `kbsync audit --damage`, then rollback or `kbsync retry --damage`)")
+    o = data["last_database_outage"]
+    if o is not None:
+        click.echo(f"outage      the daemon could not reach the database from {o['since']} to {o['until']} "
+                   f"({o['seconds']:.0f} s, {o['ticks_skipped']} tick(s) skipped): {o['reason']}")
+    if data["serving"] is not None:
+        click.echo("serving     " + _serving(data["serving"]))
     r = data["last_run"]
     click.echo("last run    " + ("never" if r is None else f"{r['kind']} at {r['at']} ({'ok' if r['ok'] else 'FAILED'})"))
+
+
+def _serving(serving: dict) -> str:
+    """The engine's last reload: ok (and what the served model answered), or FAILED with the fix."""
+    last = serving["last"]
+    version = "the base" if last["model_version_id"] is None else f"version {last['model_version_id']}"
+    if last["state"] != "ok":
+        return (f"reload of {version} FAILED after {last['attempts']} attempt(s) at {last['at']}: {last['detail']}; "
+                "`kbsync reload` tries again (the daemon's next tick does too)")
+    said = "" if last["probed"] is None else f"; the served model named {last['agreed']} of {last['probed']} verified edits"
+    warn = "  (FEWER than verified: see docs/serving.md)" if last["probed"] and last["agreed"] < last["probed"] else ""
+    return f"{version} reloaded ({last['how']}, {last['export']}) at {last['at']}{said}{warn}"
 
 
 def _figures(f: dict) -> str:

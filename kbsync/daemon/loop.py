@@ -3,6 +3,8 @@
     take the daemon lock (one scheduler per database) → metrics, scheduler, READY=1
     loop: check stop → reload if asked → wait for a due tick (heartbeat) → run the tick
           (diff, then apply) → gauges from the database → heartbeat
+          while the database is out of reach: unhealthy, ticks skipped, asked again with
+          back-off (daemon/health.py), the outage recorded when it answers
     finally: STOPPING=1, scheduler and metrics down, lock released
 
 Signals: SIGTERM/SIGINT go to the two-stage stop every writer shares (`kbsync.runtime.Stop`,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -27,16 +30,17 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import make_url
 
 from kbsync.config import Settings
+from kbsync.daemon.health import Health, database_answers, one_line
 from kbsync.daemon.metrics import Metrics
 from kbsync.daemon.notify import Heartbeat, Notifier
 from kbsync.daemon.scheduler import TickScheduler, describe, trigger_for
 from kbsync.daemon.tick import Steps, TickReport, run_tick
-from kbsync.errors import ConfigError, KbsyncError, LockedError
+from kbsync.errors import ConfigError, LockedError
 from kbsync.logs import configure_logging, get_logger
 from kbsync.runtime import STOP_SIGNALS, App, Stop
 from kbsync.store.db import Database
 from kbsync.store.events import record_event
-from kbsync.store.locks import held_lock
+from kbsync.store.locks import Held, held_lock
 
 if TYPE_CHECKING:
     from kbsync.dashboard.server import BackgroundServer
@@ -81,7 +85,7 @@ class Shutdown:
 
 
 @contextlib.contextmanager
-def daemon_lock(db: Database, state_dir: Path) -> Iterator[None]:
+def daemon_lock(db: Database, state_dir: Path) -> Iterator[Held]:
     """One scheduler per database: a PostgreSQL advisory lock, or a lock file beside the SQLite file."""
     lock_dir = state_dir / "locks"
     name = DAEMON_LOCK
@@ -89,8 +93,8 @@ def daemon_lock(db: Database, state_dir: Path) -> Iterator[None]:
         path = Path(make_url(db.url).database or "").resolve()
         lock_dir, name = path.parent, f"{DAEMON_LOCK}:{path}"
     try:
-        with held_lock(db, name, lock_dir):
-            yield
+        with held_lock(db, name, lock_dir) as held:
+            yield held
     except LockedError as exc:
         if "another kbsync process" not in str(exc):
             raise
@@ -109,6 +113,9 @@ class Daemon:
         self.metrics: Metrics | None = None
         self.dashboard: BackgroundServer | None = None
         self.scheduler: TickScheduler | None = None
+        self.health = Health(app.state_dir, listeners=[self._tell_health])
+        self.lock: Held | None = None
+        self._next_try = 0.0
 
     @property
     def settings(self) -> Settings:
@@ -119,7 +126,8 @@ class Daemon:
         trigger_for(self.settings.schedule)  # a bad schedule fails before anything starts
         self.shutdown.install()
         try:
-            with daemon_lock(db, self.app.state_dir):
+            with daemon_lock(db, self.app.state_dir) as self.lock:
+                self.health.recovered()   # the health file says healthy: this daemon reached its database
                 self._event("daemon_start", once=once)
                 try:
                     return self._tick().exit_code if once else self._serve()
@@ -137,12 +145,14 @@ class Daemon:
             self.metrics.serve(s.metrics.bind)
         if s.dashboard.enabled:
             from kbsync.dashboard.app import app_from_settings
-            from kbsync.dashboard.server import BackgroundServer
+            from kbsync.dashboard.server import BackgroundServer, remote_warning
 
             web = app_from_settings(s, self.app.database(), self.app.state_dir, self.app.run_id,
                                     allow_actions=s.dashboard.allow_actions)
-            self.dashboard = BackgroundServer(web, s.dashboard.bind).start()
+            self.dashboard = BackgroundServer(web, s.dashboard.bind, allow_remote=s.dashboard.allow_remote).start()
             log.info("dashboard_serving", url=self.dashboard.url + "/", actions=s.dashboard.allow_actions)
+            if warning := remote_warning(self.dashboard.url):
+                log.warning("dashboard_reachable_from_other_machines", url=self.dashboard.url + "/", warning=warning)
         self.scheduler = TickScheduler(s.schedule)
         self.scheduler.start()
         self.notifier.start_watchdog(self.heartbeat)
@@ -156,6 +166,13 @@ class Daemon:
                 if self.shutdown.reload_requested:
                     self.reload()
                 ticket = self.scheduler.next_ticket(timeout=idle_wait)
+                if not self.health.healthy:
+                    if ticket is not None:   # no tick while the database is out of reach
+                        self.health.ticks_skipped += 1
+                        ticket.set()
+                    if time.monotonic() >= self._next_try:
+                        self._check_database()
+                    continue
                 if ticket is None:
                     continue
                 try:
@@ -163,6 +180,10 @@ class Daemon:
                         self._tick()
                 finally:
                     ticket.set()
+                skipped = self.scheduler.take_skipped()   # one line a tick, not a warning an interval
+                if skipped and not self.shutdown.stage:
+                    log.info("tick_outlasted_fire_times", skipped=skipped, note="skipped, not queued up",
+                             next_tick=str(self.scheduler.next_fire()))
         finally:
             self.notifier.stopping()
             self.scheduler.shutdown()
@@ -181,11 +202,39 @@ class Daemon:
             self.metrics.observe_tick(report)
             try:
                 self.metrics.refresh(self.app.database(), self.app.settings.gate)
-            except KbsyncError as exc:
-                log.error("metrics_refresh_failed", error=exc.one_line())
-        result = "ok" if report.ok else "interrupted" if report.interrupted else "FAILED"
-        self.notifier.status(f"last tick {result} ({report.seconds:.0f}s); {self._waiting()}")
+            except Exception as exc:  # noqa: BLE001 - any database error: logged, then the health check
+                log.error("metrics_refresh_failed", error=one_line(exc))
+        self._check_database()
+        if self.health.healthy:
+            result = "ok" if report.ok else "interrupted" if report.interrupted else "FAILED"
+            self.notifier.status(f"last tick {result} ({report.seconds:.0f}s); {self._waiting()}")
         return report
+
+    def _check_database(self) -> None:
+        """Ask the database; unhealthy (back off) when it does not answer, and when it answers again
+        after an outage: the daemon lock kept or taken again, and the outage recorded."""
+        reason = database_answers(self.app.database(require_current=False))   # opened at start: no schema check
+        if not reason and not self.health.healthy and self.lock is not None:
+            try:
+                self.lock.keep()
+            except LockedError:
+                raise   # another daemon took this database meanwhile: this one stops (exit non-zero)
+            except Exception as exc:  # noqa: BLE001 - the database went again
+                reason = one_line(exc)
+        if reason:
+            self.health.unhealthy(reason)
+            self._next_try = time.monotonic() + self.health.wait_s
+            return
+        outage = self.health.recovered()
+        if outage is not None:
+            self._event("database_outage", **outage.details())
+            self.notifier.status(f"healthy again after {outage.seconds:.0f} s; {self._waiting()}")
+
+    def _tell_health(self, healthy: bool, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.set_health(healthy, reason)
+        if not healthy:
+            self.notifier.status(self.health.describe())
 
     def _waiting(self) -> str:
         nxt = self.scheduler.next_fire() if self.scheduler else None
@@ -220,5 +269,5 @@ class Daemon:
         try:
             with self.app.database().session() as s:
                 record_event(s, kind, run_id=self.app.run_id, config_hash=self.settings.hash(), **details)
-        except KbsyncError as exc:
-            log.error("event_not_recorded", kind=kind, error=exc.one_line())
+        except Exception as exc:  # noqa: BLE001 - the database is gone: the log still says what happened
+            log.error("event_not_recorded", kind=kind, error=one_line(exc))

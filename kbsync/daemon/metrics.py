@@ -86,9 +86,26 @@ class Metrics:
                               "edits_applied.", ["figure"], registry=r)
         self.holds = Gauge("kbsync_fact_holds", "Facts held from the queue, by kind (database; rolled_back, failed, "
                            "poison, refused).", ["kind"], registry=r)
+        self.healthy = Gauge("kbsync_healthy", "1 while the daemon reaches its database; 0 while it backs off and "
+                             "retries (kbsync_unhealthy says why).", registry=r)
+        self.unhealthy = Gauge("kbsync_unhealthy", "1, labelled with the reason, while the daemon is unhealthy.",
+                               ["reason"], registry=r)
+        self.outages = Counter("kbsync_database_outages", "Periods the daemon could not reach its database.",
+                               registry=r)
+        self.healthy.set(1)
+        self._healthy = True
         for result in ("ok", "failed", "interrupted"):
             self.ticks.labels(result)
         self._server: WSGIServer | None = None
+
+    def set_health(self, healthy: bool, reason: str) -> None:
+        if not healthy and self._healthy:   # a new period begins
+            self.outages.inc()
+        self._healthy = healthy
+        self.healthy.set(1 if healthy else 0)
+        self.unhealthy.clear()
+        if not healthy:
+            self.unhealthy.labels(reason[:200]).set(1)
 
     def observe_tick(self, report: TickReport) -> None:
         c = report.counts

@@ -9,7 +9,7 @@ and what only fails later, each problem one line naming the key and the fix:
     relations  the catalogue file reads; every [relations] enabled id is in it
     editing    a corpus given as a path (editing and gate) is a file
     schedule   the time zone is an IANA zone; the cron expression parses (the daemon's trigger)
-    dashboard  actions need a token of at least 16 characters; a token that is set is that long
+    dashboard  actions need a token of at least 16 characters; each token set is that long, named plainly, its own
     database   it answers and its schema is at the head migration
 
 A hub id (org/name) is not looked up: that needs the network, and the model's first load does it.
@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kbsync.daemon.scheduler import trigger_for
-from kbsync.dashboard.board import check_token
+from kbsync.dashboard.board import action_tokens, check_tokens
 from kbsync.errors import ConfigError, KbsyncError, StateError
 from kbsync.runtime import App
 from kbsync.sources.factory import open_catalogue
@@ -49,9 +49,9 @@ def _state(app: App) -> list[str]:
 def _model(app: App) -> list[str]:
     spec = app.settings.model.path
     if spec.startswith("builtin:"):
-        from kbsync.model.loading import bundled_gguf  # torch comes with it: only when needed
+        from kbsync.model.loading import check_builtin  # torch comes with it: only when needed
 
-        bundled_gguf(spec.removeprefix("builtin:"))   # ModelError: unknown, or its package missing
+        check_builtin(spec.removeprefix("builtin:"))   # ModelError: unknown, or its package missing
         return []
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
@@ -114,8 +114,9 @@ def _schedule(app: App) -> list[str]:
 
 def _dashboard(app: App) -> list[str]:
     d = app.settings.dashboard
-    if d.allow_actions or d.token:   # actions on, or a token waiting for `kbsync dashboard --allow-actions`
-        check_token(True, d.token)
+    tokens = action_tokens(d)
+    if d.allow_actions or tokens:   # actions on, or tokens waiting for `kbsync dashboard --allow-actions`
+        check_tokens(True, tokens)
     return []
 
 

@@ -3,7 +3,10 @@
 The scheduler's job does not run the tick itself; it hands a ticket to the main thread and
 waits until that tick is done. So the job instance stays "running" for the whole tick, and
 APScheduler's own rules mean what they say:
-- max_instances=1: a fire time that comes while a tick still runs is skipped (logged);
+- max_instances=1: a fire time that comes while a tick still runs is skipped. APScheduler
+  warns about each one ("maximum number of running instances reached"), every interval of a
+  long tick and on after a stop was asked; that warning is dropped here and the skips are
+  counted instead (`take_skipped`): the work loop logs one line per tick that outlasted them;
 - coalesce=True: a backlog of missed fire times (a suspended host) runs as one tick;
 - misfire_grace_time = [schedule] misfire_grace_s: a tick later than that is dropped.
 The tick runs in the main thread because that is where Python delivers signals, and the
@@ -16,11 +19,13 @@ intervals under a minute that crontab cannot express.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -30,6 +35,20 @@ from kbsync.config import ScheduleSettings
 from kbsync.errors import ConfigError
 
 JOB_ID = "kbsync-tick"
+SKIPPED_FIRE = "maximum number of running instances"   # APScheduler's warning for each skipped fire time
+
+
+class _NoSkipWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return SKIPPED_FIRE not in record.getMessage()
+
+
+def _scheduler_logger() -> logging.Logger:
+    """APScheduler's own logger, less its warning for each fire time skipped while a tick runs."""
+    logger = logging.getLogger("apscheduler.scheduler.kbsync")
+    if not any(isinstance(f, _NoSkipWarnings) for f in logger.filters):
+        logger.addFilter(_NoSkipWarnings())
+    return logger
 
 
 def trigger_for(schedule: ScheduleSettings) -> BaseTrigger:
@@ -58,9 +77,23 @@ class TickScheduler:
     def __init__(self, schedule: ScheduleSettings) -> None:
         self.tickets: queue.Queue[threading.Event] = queue.Queue()
         self._closed = threading.Event()
-        self._scheduler = BackgroundScheduler(daemon=True)
+        self._skipped = 0                       # fire times skipped while a tick ran, since take_skipped
+        self._lock = threading.Lock()
+        self._scheduler = BackgroundScheduler(daemon=True, logger=_scheduler_logger())
         self._scheduler.add_job(self._fire, trigger_for(schedule), id=JOB_ID, name="kbsync tick", max_instances=1,
                                 coalesce=True, misfire_grace_time=schedule.misfire_grace_s)
+        self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
+
+    def _on_skipped(self, event: JobSubmissionEvent) -> None:
+        if not self._closed.is_set():
+            with self._lock:
+                self._skipped += len(event.scheduled_run_times) or 1
+
+    def take_skipped(self) -> int:
+        """How many fire times came while a tick ran (and were skipped) since the last call."""
+        with self._lock:
+            skipped, self._skipped = self._skipped, 0
+        return skipped
 
     def _fire(self) -> None:
         """Runs in APScheduler's thread pool: ask the main thread for a tick, wait until it is done."""
@@ -91,7 +124,8 @@ class TickScheduler:
     def shutdown(self) -> None:
         """Stop firing and release any job still waiting for the main thread."""
         self._closed.set()
-        self._scheduler.shutdown(wait=False)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
         while True:
             try:
                 self.tickets.get_nowait().set()

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kbsync.errors import KbsyncError, VerificationError
+from kbsync.daemon.health import one_line
+from kbsync.errors import KbsyncError, ServingError, VerificationError
 from kbsync.logs import get_logger, new_run_id
 from kbsync.runtime import App, Interrupted, Stop, worker_name
 from kbsync.store.events import record_event
@@ -36,9 +37,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-STEP_NAMES = ("diff", "follow", "apply")
+STEP_NAMES = ("diff", "follow", "apply", "verify")
 COUNT_KEYS = ("read", "probed", "agree", "queued", "superseded", "applied", "failed", "batches", "recovered",
-              "poisoned", "rolled_back", "compacted")
+              "poisoned", "rolled_back", "compacted", "checked")
 
 
 class Control(Protocol):
@@ -117,10 +118,11 @@ class Steps:
 
     def named(self, names: Sequence[str]) -> list[tuple[str, Step]]:
         """The configured steps; "apply" brings its two policy steps when they are on: "undo_damage"
-        before it ([verify] on_damage = "rollback") and "compact" after it ([editing] compact_after)."""
+        before it ([verify] on_damage = "rollback"), "compact" after it ([editing] compact_after) and
+        "serve" last ([serve] reload: the engine loads the new current version)."""
         table: dict[str, Step] = {"diff": self.diff, "follow": self.follow, "undo_damage": self.undo_damage,
-                                  "apply": self.apply,
-                                  "compact": self.compact}
+                                  "apply": self.apply, "compact": self.compact, "verify": self.verify,
+                                  "serve": self.serve}
         settings = self.app.settings
         expanded: list[str] = []
         for n in names:
@@ -129,6 +131,8 @@ class Steps:
             expanded.append(n)
             if n == "apply" and settings.editing.compact_after:
                 expanded.append("compact")
+            if n == "apply" and settings.serve.reload != "none":
+                expanded.append("serve")
         return [(n, table[n]) for n in expanded]
 
     def writer(self, run_id: str, control: Control):  # type: ignore[no-untyped-def]
@@ -147,6 +151,18 @@ class Steps:
 
         report = compact_if_long(self.writer(run_id, control))
         return True, {"compacted": int(report is not None and report.ok)}
+
+    def serve(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
+        """The engine reloads when the current version changed, or its last reload failed ([serve])."""
+        from kbsync.serving.reload import reload_if_changed
+        from kbsync.sync.from_settings import configured_model_key
+
+        app = self.app
+        row = reload_if_changed(app.settings, app.database(), app.state_dir,
+                                configured_model_key(app.settings, app.state_dir), action="tick", run_id=run_id)
+        if row is not None and row.state != "ok":
+            raise ServingError(f"reload of the serving engine failed: {row.detail}")
+        return True, {"reloaded": int(row is not None)}
 
     def diff(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
         from kbsync.sync.from_settings import diff_from_settings
@@ -195,6 +211,15 @@ class Steps:
         return report.ok, counts
 
 
+    def verify(self, run_id: str, control: Control) -> tuple[bool, dict[str, int]]:
+        """`kbsync verify --all` as a step: every applied edit of the current version re-checked;
+        one that no longer holds (drift) fails, and so does the step."""
+        from kbsync.sync.drift import verify
+
+        report = verify(self.writer(run_id, control))
+        return not report.failed, {"checked": report.checked, "failed": len(report.failed)}
+
+
 def run_tick(app: App, steps: list[tuple[str, Step]], control: Control) -> TickReport:
     """Run `steps` in order under a fresh run id and record the `tick` event."""
     run_id = new_run_id()
@@ -241,6 +266,6 @@ def _record(app: App, report: TickReport) -> None:
         with app.database().session() as s:
             record_event(s, "tick", run_id=report.run_id, config_hash=app.settings.hash(), ok=report.ok,
                          **report.details())
-    except KbsyncError as exc:  # the database is gone: the log still says what happened
-        log.error("tick_not_recorded", error=exc.one_line())
+    except Exception as exc:  # noqa: BLE001 - the database is gone (translated or not): the log says what happened
+        log.error("tick_not_recorded", error=one_line(exc))
 

@@ -16,15 +16,20 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from kbsync.store import holds as fact_holds
 from kbsync.store.models import (
     Batch,
+    DamagedFact,
     EditCheck,
     EditRequestRow,
     Event,
+    FactHold,
+    GateFigures,
     KbFact,
     ModelVersion,
     Probe,
     RequestTransition,
+    as_utc,
 )
 from kbsync.store.states import RequestState
 
@@ -75,6 +80,15 @@ def timeline(s: Session, number: int, size: int) -> Page:
     return page_of(s, select(Batch).order_by(Batch.id.desc()), select(func.count()).select_from(Batch), number, size)
 
 
+def gate_figures(s: Session, batch_ids: list[int]) -> dict[int, GateFigures]:
+    """The regression gate's figures of each of these batches' candidates (the latest, where it ran)."""
+    if not batch_ids:
+        return {}
+    rows = s.scalars(select(GateFigures).where(GateFigures.scope == "batch", GateFigures.batch_id.in_(batch_ids))
+                     .order_by(GateFigures.id))
+    return {g.batch_id: g for g in rows if g.batch_id is not None}
+
+
 def rollbacks(s: Session, batch_ids: list[int]) -> dict[int, Event]:
     """The rollback event of each of these batches that was rolled back."""
     if not batch_ids:
@@ -92,6 +106,8 @@ class BatchView:
     before: ModelVersion | None
     after: ModelVersion | None
     events: list[Event] = field(default_factory=list)
+    gate: GateFigures | None = None                                  # the regression gate on its candidate
+    damaged: list[DamagedFact] = field(default_factory=list)        # facts it made wrong
 
 
 def batch_view(s: Session, batch_id: int, number: int, size: int) -> BatchView | None:
@@ -114,7 +130,10 @@ def batch_view(s: Session, batch_id: int, number: int, size: int) -> BatchView |
     before = s.get(ModelVersion, batch.version_before_id) if batch.version_before_id else None
     after = s.get(ModelVersion, batch.version_after_id) if batch.version_after_id else None
     events = list(s.scalars(select(Event).where(Event.batch_id == batch_id).order_by(Event.id)))
-    return BatchView(batch, requests, checks, before, after, events)
+    damaged = list(s.scalars(select(DamagedFact).where(DamagedFact.batch_id == batch_id)   # indexed
+                             .order_by(DamagedFact.id).limit(size * 4)))
+    return BatchView(batch, requests, checks, before, after, events, gate_figures(s, [batch_id]).get(batch_id),
+                     damaged)
 
 
 # --- one fact -----------------------------------------------------------------------------
@@ -126,6 +145,25 @@ class FactView:
     requests: list[EditRequestRow]
     transitions: list[RequestTransition]
     probes: Page
+    answered_by: dict[int, str] = field(default_factory=dict)   # probe id -> which model answered
+    holds: list[FactHold] = field(default_factory=list)         # newest first; the active one, if any, first
+    waits_for: str = ""                                          # what the active hold waits for
+    damage: list[DamagedFact] = field(default_factory=list)
+
+    @property
+    def hold(self) -> FactHold | None:
+        return next((h for h in self.holds if h.state == "active"), None)
+
+    @property
+    def values(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(object id, label, why) of every value the KB gives, current first, then future, ended,
+        superseded (the snapshot's `why`; empty for a truthy read, which has current values only)."""
+        if self.kb is None or not self.kb.why:
+            return []
+        labels = (self.kb.labels or {}).get("object_labels") or {}
+        order = {"current": 0, "future": 1, "ended": 2, "superseded": 3}
+        return sorted(((o, labels.get(o, o), w) for o, w in self.kb.why.items()),
+                      key=lambda v: (order.get(str(v[2].get("status")), 9), v[0]))
 
 
 def find_facts(s: Session, query: str, relation: str, limit: int = 50) -> list[KbFact]:
@@ -164,7 +202,34 @@ def fact(s: Session, subject: str, relation: str, number: int, size: int) -> Fac
     where = (Probe.subject == subject, Probe.relation == relation)
     probes = page_of(s, select(Probe).where(*where).order_by(Probe.id.desc()),
                      select(func.count()).select_from(Probe).where(*where), number, size)
-    return FactView(subject, relation, kb, requests, transitions, probes)
+    held = list(s.scalars(select(FactHold).where(FactHold.subject == subject, FactHold.relation == relation)
+                          .order_by(FactHold.id.desc()).limit(20)))
+    active = next((h for h in held if h.state == "active"), None)
+    waits_for = fact_holds.why_waiting(active, fact_holds.now_for(s, active.model_key, active.config_hash)) \
+        if active is not None else ""
+    damage = list(s.scalars(select(DamagedFact).where(DamagedFact.subject == subject, DamagedFact.relation == relation)
+                            .order_by(DamagedFact.id.desc()).limit(20)))
+    return FactView(subject, relation, kb, requests, transitions, probes, answered_by(s, probes.rows),
+                    sorted(held, key=lambda h: h.state != "active"), waits_for, damage)
+
+
+def answered_by(s: Session, probes: list[Probe]) -> dict[int, str]:
+    """Which model answered each probe: "version N" ("version N, base weights" when everything was
+    rolled back), "base" (before any version existed), or "not recorded" (a probe kbsync took
+    before it recorded the answering version)."""
+    ids = {p.model_version_id for p in probes if p.model_version_id is not None}
+    versions = {v.id: v for v in s.scalars(select(ModelVersion).where(ModelVersion.id.in_(ids)))} if ids else {}
+    first = s.scalar(select(func.min(ModelVersion.created_at)))
+    out = {}
+    for p in probes:
+        v = versions.get(p.model_version_id) if p.model_version_id is not None else None
+        if v is not None:
+            out[p.id] = f"version {v.id}" + ("" if v.batch_ids else ", base weights")
+        elif first is None or as_utc(p.probed_at) < as_utc(first):  # type: ignore[operator]
+            out[p.id] = "base"
+        else:
+            out[p.id] = "not recorded"
+    return out
 
 
 # --- failures -----------------------------------------------------------------------------

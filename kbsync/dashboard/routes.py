@@ -1,5 +1,6 @@
 """The dashboard's URLs: one handler per page (reading through `queries`) and one per action
-(each refused unless `Dashboard.refusal` allows it, then handed to `actions`)."""
+(each refused unless `Dashboard.identify` knows its token, then handed to `actions` under the
+token's name)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from kbsync.dashboard import charts, queries
-from kbsync.dashboard.actions import Outcome
+from kbsync.dashboard.actions import Asker, Outcome
 from kbsync.dashboard.board import Dashboard
 from kbsync.store.models import KbFact
+from kbsync.store.status import status
 
-ACTIONS = ("rollback", "verify", "retry")
+ACTIONS = ("rollback", "verify", "retry", "release")
 
 
 def _page(request: Request) -> int:
@@ -29,13 +31,17 @@ def routes(board: Dashboard) -> list[Route]:
     # Pages are plain functions: Starlette runs them in its thread pool (the database is blocking).
     def overview(request: Request) -> Response:
         with board.db.session() as s:
-            return board.render(request, "overview.html", view=queries.overview(s))
+            view = queries.overview(s)
+        # capacity, headroom and holds exactly as `kbsync status --json` gives them
+        return board.render(request, "overview.html", view=view, now=status(board.db, gate=board.gate))
 
     def timeline(request: Request) -> Response:
         with board.db.session() as s:
             page = queries.timeline(s, _page(request), board.page_size)
             plotted = charts.points(list(reversed(page.rows)))   # oldest first
-            return board.render(request, "timeline.html", page=page, rollbacks=queries.rollbacks(s, [b.id for b in page.rows]),
+            ids = [b.id for b in page.rows]
+            return board.render(request, "timeline.html", page=page, rollbacks=queries.rollbacks(s, ids),
+                                gates=queries.gate_figures(s, ids),
                                 shares_svg=charts.shares_chart(plotted), size_svg=charts.size_chart(plotted))
 
     def batch(request: Request) -> Response:
@@ -80,8 +86,9 @@ def routes(board: Dashboard) -> list[Route]:
         with board.db.session() as s:
             return board.render(request, "versions.html", page=queries.versions(s, _page(request), board.page_size))
 
-    def retry(group: str | None, actor: str) -> Outcome:
-        """Retry the failed requests of one reason group (None: every failed request)."""
+    def retry(group: str | None, actor: Asker) -> Outcome:
+        """Retry the failed requests of one reason group (None: every failed request, which the
+        form must ask for explicitly: scope=all)."""
         with board.db.session() as s:
             ids = queries.failed_in_group(s, group) if group is not None else None
         assert board.actions is not None
@@ -92,27 +99,34 @@ def routes(board: Dashboard) -> list[Route]:
         if action not in ACTIONS:
             return board.render(request, "missing.html", 404, what=request.url.path)
         form = await request.form()
-        refused = board.refusal(str(form.get("token", "")))
-        who = str(form.get("who", "")).strip()
-        if not refused and not who:
-            refused = "say who you are (the name goes into the audit trail)"
+        name, refused = board.identify(str(form.get("token", "")))
         if refused:
             return board.render(request, "action.html", 403, ok=False, action=action, message=refused)
         assert board.actions is not None
-        actor = f"{who} (dashboard, {request.client.host if request.client else 'unknown'})"
+        actor = Asker(name, request.client.host if request.client else "unknown")   # the token names who asked
         try:
             if action == "rollback":
                 outcome = await run_in_threadpool(board.actions.rollback, int(str(form["batch"])), actor)
             elif action == "verify":
                 batch = str(form.get("batch", "")).strip()
                 outcome = await run_in_threadpool(board.actions.verify, int(batch) if batch else None, actor)
+            elif action == "release":
+                subject, relation = str(form["subject"]).strip(), str(form["relation"]).strip()
+                if not subject or not relation:
+                    raise ValueError("no fact")
+                outcome = await run_in_threadpool(board.actions.release, subject, relation, actor)
             else:
-                group = form.get("group")
+                group, scope = form.get("group"), str(form.get("scope", "")).strip()
+                if group is None and scope != "all":   # no scope is not "everything"
+                    return board.render(request, "action.html", 400, ok=False, action=action,
+                                        message="say which failed requests to retry: a reason group (group=...) "
+                                                "or every failed request (scope=all); nothing was changed")
                 outcome = await run_in_threadpool(retry, None if group is None else str(group), actor)
         except (KeyError, ValueError):
             return board.render(request, "action.html", 400, ok=False, action=action,
-                                message="the form lacks a valid batch number")
-        return board.render(request, "action.html", 200 if outcome.ok else 409, ok=outcome.ok, action=action,
+                                message="the form lacks a valid batch number" if action != "release"
+                                else "the form lacks the fact: subject and relation")
+        return board.render(request, "action.html", outcome.status, ok=outcome.ok, action=action,
                             message=outcome.message)
 
     return [

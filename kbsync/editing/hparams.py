@@ -107,10 +107,17 @@ SMOLLM2_135M = EditHyperParams(layers=(4, 5, 6, 7, 8), cov_lambda=1000.0, cov_sa
                                early_stop_prob=0.9, n_prefixes=3, paraphrase_templates=1)
 
 
+# Gemma 3 270M (18 layers, d = 640; builtin:gemma3-270m): measured with benchmarks/layer_sweep.py on
+# counterfact-train, C from the 512 shipped samples (docs/models.md). Targets as SmolLM2's.
+GEMMA3_270M = SMOLLM2_135M.replace(layers=(2, 3, 4, 5), cov_lambda=1000.0, cov_samples=512)
+
+
 def defaults_for(family: str, n_layers: int) -> EditHyperParams:
-    """Reference defaults for a model family ("llama", "gpt2", "gptj", "gpt_neox")."""
+    """Reference defaults for a model family ("llama", "gpt2", "gptj", "gpt_neox", "gemma3", ...)."""
     if family == "llama" and n_layers == 30:  # SmolLM2-135M's depth
         return SMOLLM2_135M
+    if family == "gemma3" and n_layers == 18:  # Gemma 3 270M's depth
+        return GEMMA3_270M
     if family == "llama":  # EasyEdit Llama-2/3 MEMIT: layers 4-8, lr 0.5, clamp 4, wd 1e-3
         return EditHyperParams(layers=scaled_layers(n_layers))
     if family == "gpt2":  # MEMIT GPT-2 XL: layers 13-17 of 48, clamp 0.75, wd 0.5, lambda 20000

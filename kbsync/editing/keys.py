@@ -71,9 +71,6 @@ class LayerKeys:
         self.inputs = [lower_hidden(model, adapter, self.start, b, at_input=True) for b in self.batches]
         self.keys: dict[int, torch.Tensor] = {}  # layer -> (d_in, n), as read
 
-    def _blocks(self, first: int, last: int) -> list[torch.nn.Module]:
-        return [self.adapter.module(self.model, self.adapter.block, j) for j in range(first, last + 1)]
-
     @torch.no_grad()
     def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(K at `layer` (d_in, n), h (n, d)); `layer` must not be below the last one read."""
@@ -82,9 +79,9 @@ class LayerKeys:
         name = self.adapter.mlp_out_name(layer)
         keys, hs = [], []
         for c, batch in enumerate(self.batches):
-            x = run_blocks(self.model, self.adapter, self._blocks(self.start, layer - 1), self.inputs[c], batch)
+            x = run_blocks(self.model, self.adapter, self.start, layer - 1, self.inputs[c], batch)
             with TraceDict(self.model, [name], retain_input=True, retain_output=False) as td:
-                out = run_blocks(self.model, self.adapter, self._blocks(layer, self.z_layer), x, batch)
+                out = run_blocks(self.model, self.adapter, layer, self.z_layer, x, batch)
             k = td[name].input[:, batch.anchor].float()  # (b, d_in)
             keys.append(k.reshape(-1, self.n_ctx, k.shape[-1]).mean(1))  # (b / n_ctx, d_in)
             hs.append(out[::self.n_ctx, batch.anchor].float())  # (b / n_ctx, d) bare-prompt rows
@@ -96,6 +93,6 @@ class LayerKeys:
     @torch.no_grad()
     def residual(self) -> torch.Tensor:
         """h (n, d) at L on the model as it is now (after the last read layer's edit)."""
-        blocks = self._blocks(self.start, self.z_layer)
-        return torch.cat([run_blocks(self.model, self.adapter, blocks, x, batch)[::self.n_ctx, batch.anchor].float()
+        return torch.cat([run_blocks(self.model, self.adapter, self.start, self.z_layer, x, batch)
+                          [::self.n_ctx, batch.anchor].float()
                           for x, batch in zip(self.inputs, self.batches, strict=True)])

@@ -5,6 +5,8 @@
     for i, l in enumerate(layers):
         2) K = keys at l, h = current residual at L               (keys.py LayerKeys, on the model edited so far)
         3) R = (z - h) / (len(layers) - i)                         (d, n)
+           behind a post-MLP norm (Gemma 2/3, OLMo 2), R as a change of W_l k instead
+           (families.mlp_output_change: R * rms(W_l k) / g, to first order)
         4) dW_l = R K^T (lam C_l + K K^T)^-1                      (solve.py; AlphaEdit: null-space form;
                                                                    edit_memory: + mu K_p K_p^T, earlier batches)
         5) apply dW_l temporarily
@@ -36,6 +38,7 @@ import torch
 
 from kbsync.errors import EditError, ModelError
 from kbsync.model.adapters import ArchitectureAdapter
+from kbsync.model.families import mlp_output_change
 from kbsync.phases import phase
 
 from .delta import AppliedDelta, Delta
@@ -146,6 +149,10 @@ def solve_delta(loaded_or_model, tokenizer, adapter: ArchitectureAdapter, batch:
                     k, cur = reader.read(layer)  # (d_in, n), (n, d)
                 with phase("solve", timings, device):
                     resid = (targets.z - cur).T / (len(hp.layers) - i)  # (d, n)
+                    post = adapter.post_norm(model, layer)
+                    if post is not None:  # the residual moves by norm(W k + dW k) - norm(W k)
+                        w = adapter.as_matrix(adapter.edit_weight(model, layer)).float()  # (d_out, d_in)
+                        resid = mlp_output_change(post, (w @ k.to(w.device)).T, resid.T).T  # (d, n)
                     cov = second_moments[layer].to(k.device)
                     kp = preserved.get(layer) if preserved is not None else None
                     if hp.algorithm == "alphaedit":

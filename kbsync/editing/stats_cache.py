@@ -23,14 +23,16 @@ from kbsync.durable import write_text_durably
 
 BUNDLED_MODEL = "builtin:smollm2-135m"
 BUNDLED_CORPUS = "builtin:smollm2-samples"  # kbsync/data/smollm2-samples.txt, written by scripts/make_corpus.py
+# each builtin model's shipped samples of its own text (kbsync/data/<name>.txt, scripts/make_corpus.py)
+SHIPPED_CORPORA = {BUNDLED_MODEL: BUNDLED_CORPUS, "builtin:gemma3-270m": "builtin:gemma3-samples"}
 RECORD = "ready.json"
 
 
 def resolve_corpus(spec: str, model_path: str) -> str:
-    """[editing] corpus as used: "auto" is the shipped corpus for the bundled model, else model-samples."""
+    """[editing] corpus as used: "auto" is the shipped corpus for a builtin model, else model-samples."""
     if spec != "auto":
         return spec
-    return BUNDLED_CORPUS if model_path == BUNDLED_MODEL else "model-samples"
+    return SHIPPED_CORPORA.get(model_path, "model-samples")
 
 
 def cache_path(cache_dir: Path, model_identity: str, layer: int, corpus_identity: str, n_samples: int) -> Path:

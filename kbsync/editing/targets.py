@@ -261,8 +261,6 @@ def optimise(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter, pe
     layer, n = hp.layers[-1], len(per_edit)
     device = next(model.parameters()).device
     groups, h = group_rows(model, adapter, layer, per_edit, pad_id_of(tokenizer), blocks)
-    norm = adapter.module(model, adapter.final_norm)
-    unembed = adapter.module(model, adapter.unembed)
     n_rows = torch.tensor([float(e.n_rewrite) for e in per_edit], device=device)  # (n,)
     tgt_len = torch.tensor([float(e.target_len) for e in per_edit], device=device)  # (n,)
     owner = torch.tensor(owners if owners is not None else range(n), device=device)  # (n,) edit -> delta
@@ -293,7 +291,7 @@ def optimise(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter, pe
             outs.append(out[g.reads[:, 0], g.reads[:, 1]].float())
             reads.append(g.reads)
         read = torch.cat(reads)  # (P, 4): row, column, label, edit
-        logp = torch.log_softmax(unembed(norm(torch.cat(outs))).float(), dim=-1)  # (P, V)
+        logp = torch.log_softmax(adapter.logits(model, torch.cat(outs)).float(), dim=-1)  # (P, V)
         label, edit = read[:, 2], read[:, 3]
         is_kl = label < 0
         live = active[owner]  # (n,) edits still optimised

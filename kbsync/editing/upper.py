@@ -12,8 +12,10 @@ by causality no column before A does either, at any layer. So:
 
 The blocks are called directly (their own forward, with an explicit additive 4-D mask, position
 ids, and rotary position embeddings from the model's ``rotary_emb`` when it has one, as for
-Llama/Mistral/Qwen/NeoX; GPT-2 has absolute positions already in the hidden states). This is
-exact: tests compare it with a full forward on tiny Llama and GPT-2 models.
+Llama/Mistral/Qwen/NeoX; GPT-2 has absolute positions already in the hidden states). Each block
+gets its own layer type's mask (a sliding window on Gemma 2/3, Mistral, sliding Qwen layers) and
+rotary table (Gemma 3 keeps one per layer type; model/families.py). This is exact: tests compare
+it with the model's own forward for every supported family (tests/model/test_families.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 from kbsync.errors import ModelError
 from kbsync.model.adapters import ArchitectureAdapter
+from kbsync.model.families import attention_window, layer_type
 
 from .rows import Aligned
 
@@ -97,6 +100,12 @@ class UpperStack:
         self.blocks = blocks if blocks is not None else upper_blocks(model, adapter, layer)
         base = model.get_submodule(adapter.block.rsplit(".", 2)[0])
         self.rotary = getattr(base, "rotary_emb", None)
+        config = getattr(model, "config", None)
+        ids = range(layer + 1, layer + 1 + len(self.blocks))  # the model layer of each block
+        self.types = [layer_type(config, i) for i in ids]  # "full_attention" | "sliding_attention"
+        self.windows = [attention_window(config, i) for i in ids]
+        rotary_params = inspect.signature(self.rotary.forward).parameters if self.rotary is not None else {}
+        self.rotary_per_type = "layer_type" in rotary_params
         self.anchor = batch.anchor if frozen is None else frozen
         device = hidden.device
         self.real = batch.attention_mask.bool().to(device)  # (B, T)
@@ -120,24 +129,32 @@ class UpperStack:
         self.real, self.pos, self.suffix = self.real[rows], self.pos[rows], self.suffix[rows]
         self.cache.select(rows)
 
-    def _mask(self, q0: int, q1: int, dtype: torch.dtype) -> torch.Tensor:
+    def _mask(self, q0: int, q1: int, dtype: torch.dtype, window: int | None = None) -> torch.Tensor:
         q = torch.arange(q0, q1, device=self.real.device)[:, None]  # (Q, 1) query columns
         k = torch.arange(0, q1, device=self.real.device)[None, :]  # (1, K) key columns
-        ok = ((k <= q)[None] & self.real[:, None, :q1]) | (k == q)[None]  # (B, Q, K); pads see themselves
+        seen = k <= q
+        if window is not None:  # positions, not columns: left padding does not count
+            qp, kp = self.pos[:, q0:q1, None], self.pos[:, None, :q1]  # (B, Q, 1), (B, 1, K)
+            seen = seen[None] & (qp - kp < window)  # (B, Q, K)
+        ok = (seen & self.real[:, None, :q1]) | (k == q)[None]  # (B, Q, K); pads see themselves
         zero = torch.zeros((), dtype=dtype, device=ok.device)
         return torch.where(ok, zero, torch.finfo(dtype).min)[:, None]  # (B, 1, Q, K)
 
     def _run(self, x: torch.Tensor, q0: int) -> torch.Tensor:
         q1 = q0 + x.shape[1]
         assert self.cache_arg is not None  # checked in __init__
-        kw: dict[str, Any] = {"attention_mask": self._mask(q0, q1, x.dtype), self.cache_arg: self.cache}
+        kw: dict[str, Any] = {self.cache_arg: self.cache}
         pos = self.pos[:, q0:q1]  # (B, Q)
         if self.takes_pos:
             kw["position_ids"] = pos
-        if self.rotary is not None:
-            kw["position_embeddings"] = self.rotary(x, pos)
-        for block in self.blocks:
-            out = block(x, **kw)
+        masks = {w: self._mask(q0, q1, x.dtype, w) for w in set(self.windows)}  # one per window size
+        rotary: dict[str, Any] = {}  # layer type -> (cos, sin)
+        for block, kind, window in zip(self.blocks, self.types, self.windows, strict=True):
+            if self.rotary is not None and kind not in rotary:
+                rotary[kind] = self.rotary(x, pos, kind) if self.rotary_per_type else self.rotary(x, pos)
+            if self.rotary is not None:
+                kw["position_embeddings"] = rotary[kind]
+            out = block(x, attention_mask=masks[window], **kw)
             x = out[0] if isinstance(out, tuple) else out
         return x  # (B, Q, d)
 
@@ -146,9 +163,11 @@ class UpperStack:
         return self._run(suffix, self.anchor)
 
 
-def run_blocks(model: torch.nn.Module, adapter: ArchitectureAdapter, blocks: list[torch.nn.Module],
+def run_blocks(model: torch.nn.Module, adapter: ArchitectureAdapter, first: int, last: int,
                hidden: torch.Tensor, batch: Aligned) -> torch.Tensor:
-    """`hidden` (B, T, d), the input of blocks[0] at every column of `batch`, through `blocks`."""
-    if not blocks:
+    """`hidden` (B, T, d), the input of block `first` at every column of `batch`, through blocks
+    first..last of the model."""
+    if last < first:
         return hidden
-    return UpperStack(model, adapter, -1, hidden, batch, blocks, frozen=0).forward(hidden)
+    blocks = [adapter.module(model, adapter.block, j) for j in range(first, last + 1)]
+    return UpperStack(model, adapter, first - 1, hidden, batch, blocks, frozen=0).forward(hidden)

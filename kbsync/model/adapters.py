@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from kbsync.errors import ModelError
+from kbsync.model.families import FAMILIES, MODEL_TYPES, check_supported, soft_cap
 
 OVERRIDE_KEYS = ("block", "mlp_out", "final_norm", "unembed", "embed")
 # Which layers to edit is a hyper-parameter, not architecture: `editing.hparams.defaults_for`.
@@ -21,7 +22,7 @@ OVERRIDE_KEYS = ("block", "mlp_out", "final_norm", "unembed", "embed")
 
 @dataclass(frozen=True)
 class ArchitectureAdapter:
-    family: str  # "llama" (also Mistral, Qwen2, SmolLM), "gpt2", "gptj", "gpt_neox"
+    family: str  # families.py: "llama" (also Mistral, Qwen 2/3, Phi-3, SmolLM), "gemma3", "gpt2", ...
     block: str  # "model.layers.{}"               transformer block l
     mlp_out: str  # "model.layers.{}.mlp.down_proj"  the edited module; its weight is W
     final_norm: str  # "model.norm"
@@ -29,6 +30,7 @@ class ArchitectureAdapter:
     embed: str  # "model.embed_tokens"
     conv1d: bool  # True for GPT-2's Conv1D: weight stored (d_in, d_out)
     n_layers: int
+    post_mlp_norm: str | None = None  # "model.layers.{}.post_feedforward_layernorm" (Gemma 2/3, OLMo 2)
 
     def module(self, model: torch.nn.Module, template: str, layer: int | None = None) -> torch.nn.Module:
         name = template.format(layer) if layer is not None else template
@@ -51,32 +53,20 @@ class ArchitectureAdapter:
         assert isinstance(weight, torch.nn.Parameter), type(weight)
         return weight
 
+    def post_norm(self, model: torch.nn.Module, layer: int) -> torch.nn.Module | None:
+        """The norm W's output passes through before it joins the residual (None: it joins as is)."""
+        return None if self.post_mlp_norm is None else self.module(model, self.post_mlp_norm, layer)
+
+    def logits(self, model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """The model's logits from the last block's output (..., d): final norm, head, soft cap."""
+        out = self.module(model, self.unembed)(self.module(model, self.final_norm)(hidden))
+        return soft_cap(getattr(model, "config", None), out)
+
     def as_matrix(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.T if self.conv1d else weight  # (d_out, d_in), a view
 
     def from_matrix(self, delta: torch.Tensor) -> torch.Tensor:
         return delta.T if self.conv1d else delta  # (d_out, d_in) -> storage layout
-
-
-# family -> (block, mlp_out, final_norm, unembed, embed)
-_FAMILIES: dict[str, tuple[str, str, str, str, str]] = {
-    "llama": ("model.layers.{}", "model.layers.{}.mlp.down_proj", "model.norm", "lm_head",
-              "model.embed_tokens"),
-    "gpt2": ("transformer.h.{}", "transformer.h.{}.mlp.c_proj", "transformer.ln_f", "lm_head",
-             "transformer.wte"),
-    "gptj": ("transformer.h.{}", "transformer.h.{}.mlp.fc_out", "transformer.ln_f", "lm_head",
-             "transformer.wte"),
-    # the head is "lm_head" from transformers 5 on (found below from the model)
-    "gpt_neox": ("gpt_neox.layers.{}", "gpt_neox.layers.{}.mlp.dense_4h_to_h",
-                 "gpt_neox.final_layer_norm", "embed_out", "gpt_neox.embed_in"),
-}
-
-# config.model_type -> family
-_MODEL_TYPES = {
-    "llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama",
-    "gemma": "llama", "gemma2": "llama", "olmo": "llama", "olmo2": "llama",
-    "gpt2": "gpt2", "gptj": "gptj", "gpt_neox": "gpt_neox",
-}
 
 
 def _n_layers(config: Any) -> int | None:
@@ -104,23 +94,16 @@ def adapter_for(model: torch.nn.Module, overrides: dict | None = None) -> Archit
 
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None) or "unknown"
-    family = _MODEL_TYPES.get(model_type)
+    check_supported(model_type, overrides, config)
     n_layers = overrides.get("n_layers") or _n_layers(config)
     if n_layers is None:
         raise ModelError(f"cannot tell how many layers the {model_type!r} model has; set n_layers")
 
-    if family is not None:
-        block, mlp_out, final_norm, unembed, embed = _FAMILIES[family]
-        base: dict[str, Any] = dict(family=family, block=block, mlp_out=mlp_out, final_norm=final_norm,
-                                    unembed=unembed, embed=embed, n_layers=n_layers)
-    else:
-        missing = [k for k in ("block", "mlp_out", "final_norm", "unembed", "embed") if k not in overrides]
-        if missing:
-            raise ModelError(
-                f"unknown model architecture {model_type!r}; set the [model] keys "
-                f"{', '.join(OVERRIDE_KEYS)} in the config (missing: {', '.join(missing)})"
-            )
-        base = dict(family=model_type, n_layers=n_layers)
+    base: dict[str, Any] = dict(family=model_type, n_layers=n_layers)
+    if model_type in MODEL_TYPES:
+        fam = FAMILIES[MODEL_TYPES[model_type]]
+        base.update(family=fam.name, block=fam.block, mlp_out=fam.mlp_out, final_norm=fam.final_norm,
+                    unembed=fam.unembed, embed=fam.embed, post_mlp_norm=fam.post_mlp_norm)
     # transformers renames heads between versions (GPT-NeoX embed_out -> lm_head): ask the model.
     for key, getter in (("embed", "get_input_embeddings"), ("unembed", "get_output_embeddings")):
         found = _name_of(model, getattr(model, getter, lambda: None)())
@@ -136,4 +119,6 @@ def adapter_for(model: torch.nn.Module, overrides: dict | None = None) -> Archit
     adapter.module(model, adapter.block, n_layers - 1)
     for name in (adapter.final_norm, adapter.unembed, adapter.embed):
         adapter.module(model, name)
+    if adapter.post_mlp_norm is not None:
+        adapter.module(model, adapter.post_mlp_norm, n_layers - 1)
     return adapter

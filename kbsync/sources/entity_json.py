@@ -32,8 +32,15 @@ from typing import Any
 import structlog
 
 from kbsync.sources import queries as q
-from kbsync.sources.reader import Labels, Statements
-from kbsync.sources.timeline import LONG_AGO, NO_VALUE, NORMAL, Statement, parse_time
+from kbsync.sources.reader import UNREADABLE_JUDGED, Labels, Statements
+from kbsync.sources.timeline import (
+    LONG_AGO,
+    NO_VALUE,
+    NORMAL,
+    QUALIFIER_ROLES,
+    Statement,
+    qualifier_moment,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -115,18 +122,20 @@ def _numeric_id(value: Mapping[str, Any]) -> str | None:
 
 
 def _times(st: Statement, qualifiers: Mapping[str, Sequence[Mapping[str, Any]]], entity: str, relation: str) -> None:
-    for prop, moments, unknown in (("P580", st.starts, None), ("P582", st.ends, LONG_AGO), ("P585", st.points, None)):
+    for prop, role in QUALIFIER_ROLES.items():
+        moments = {"start": st.starts, "end": st.ends, "point": st.points}[role]
         for snak in qualifiers.get(prop, ()):
             kind = snak.get("snaktype")
             if kind == "novalue":
                 continue
             text = ((snak.get("datavalue") or {}).get("value") or {}).get("time") if kind == "value" else None
-            moment = parse_time(text) if isinstance(text, str) else None
-            if moment is None:
-                if kind == "value" and unknown is not None:
-                    log.warning("kb.unknown_end", subject=entity, relation=relation, value=_short(st.value), end=text,
-                                why="an end time that cannot be read: the statement counts as ended")
-                moment = unknown
+            if isinstance(text, str):
+                moment, unreadable = qualifier_moment(text, role)
+                if unreadable:
+                    log.warning("kb.unreadable_date", subject=entity, relation=relation, value=_short(st.value),
+                                role=role, literal=text, judged=UNREADABLE_JUDGED[role])
+            else:   # "some value": an unknown end has ended; an unknown start is no start
+                moment = LONG_AGO if role == "end" else None
             if moment is not None and moment not in moments:
                 moments.append(moment)
 

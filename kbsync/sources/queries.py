@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from kbsync.errors import ConfigError
+from kbsync.errors import ConfigError, SourceError
 
 WD = "http://www.wikidata.org/entity/"
 WDT = "http://www.wikidata.org/prop/direct/"
@@ -46,10 +46,15 @@ PREFIX xsd: <http://www.w3.org/2001/XMLSchema#>
 """
 
 LANGUAGE_TAG = re.compile(r"[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*")
+NOT_IN_IRI = re.compile(r"[\s<>\"{}|\\^`]")  # what an IRIREF may not hold (SPARQL 1.1, [139])
 
 
 def iri_ref(iri: str) -> str:
-    assert not re.search(r"[\s<>\"{}|\\^`]", iri), f"not an IRI: {iri!r}"
+    """`<iri>` for a query's text. A real check, not an assert (`python -O` drops those): an
+    IRI with a space, quote or angle bracket would change the query it is pasted into."""
+    if not iri or NOT_IN_IRI.search(iri):
+        raise SourceError(f"not an IRI: {iri!r}; a subject or value the knowledge source returned (or "
+                          "[kb] subjects / [relations] named) holds a space, quote or bracket: fix it there")
     return f"<{iri}>"
 
 

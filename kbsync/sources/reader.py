@@ -35,11 +35,14 @@ from kbsync.sources.timeline import (
     NORMAL,
     Resolution,
     Statement,
-    parse_time,
+    qualifier_moment,
     resolve,
 )
 
 log = structlog.get_logger(__name__)
+
+UNREADABLE_JUDGED = {"start": "not begun: never current", "end": "ended at an unknown time",
+                     "point": "not begun: never current"}
 
 LABEL = "http://www.w3.org/2000/01/rdf-schema#label"
 ALT_LABEL = "http://www.w3.org/2004/02/skos/core#altLabel"
@@ -95,6 +98,7 @@ class QueryReader(ABC):
         self.options = options
         self.language = q.check_language(options.language)
         self.catalogue = catalogue if catalogue is not None else load_catalogue()
+        self.unreadable_dates = 0   # time qualifiers that could not be read (logged, judged conservatively)
 
     @abstractmethod
     def backend(self) -> Backend:
@@ -115,7 +119,7 @@ class QueryReader(ABC):
         if not relations:
             return
         as_of = _utc(self.options.as_of) if self.options.as_of else datetime.now(UTC)
-        subjects_read = 0
+        subjects_read, unreadable_before = 0, self.unreadable_dates
         for page in self._subject_pages(backend, selection, relations, cutoff):
             subjects_read += len(page)
             yield from self._page(backend, page, relations, as_of)
@@ -123,6 +127,7 @@ class QueryReader(ABC):
             "kb.read",
             subjects=subjects_read,
             relations=len(relations),
+            unreadable_dates=self.unreadable_dates - unreadable_before,
             mode=self.options.mode,
             since=None if cutoff is None else cutoff.isoformat(),
         )
@@ -244,12 +249,12 @@ class QueryReader(ABC):
                 st = out[row["item"].value, relation][key] = Statement(
                     value.value, rank, literal=value.kind == "literal" and value.value != NO_VALUE
                 )
-            _add_time(st.starts, row.get("start"), unknown=None)
-            if _add_time(st.ends, row.get("end"), unknown=LONG_AGO):  # ended, at an unknown time
-                log.warning("kb.unknown_end", subject=_entity_id(row["item"].value), relation=relation,
-                            value=_entity_id(value.value), end=row["end"].value,
-                            why="an end time that cannot be read: the statement counts as ended")
-            _add_time(st.points, row.get("point"), unknown=None)
+            for role, moments in (("start", st.starts), ("end", st.ends), ("point", st.points)):
+                if _add_time(moments, row.get(role), role):
+                    self.unreadable_dates += 1
+                    log.warning("kb.unreadable_date", subject=_entity_id(row["item"].value), relation=relation,
+                                value=_entity_id(value.value), role=role, literal=row[role].value,
+                                judged=UNREADABLE_JUDGED[role])
         return out
 
     def _add_label(self, labels: Labels, row: Row) -> None:
@@ -338,18 +343,16 @@ def some_value(term: Term) -> bool:
     return term.kind == "bnode" or (term.kind == "iri" and q.GENID in term.value)
 
 
-def _add_time(moments: list[datetime], term: Term | None, unknown: datetime | None) -> bool:
-    """Add the moment `term` names; "some value" counts as `unknown`, and so does a literal that
-    cannot be read when `unknown` is given (an end). True when an unreadable literal was so taken."""
+def _add_time(moments: list[datetime], term: Term | None, role: str) -> bool:
+    """Add the moment `term` names. "Some value" is an unknown end (ended) and no start; a literal
+    that cannot be read is judged as `qualifier_moment` says. True when the literal could not be read."""
     if term is None:
         return False
     unreadable = False
     if term.kind == "literal":
-        moment = parse_time(term.value)
-        if moment is None and unknown is not None:
-            moment, unreadable = unknown, True
+        moment, unreadable = qualifier_moment(term.value, role)
     else:
-        moment = unknown
+        moment = LONG_AGO if role == "end" else None
     if moment is not None and moment not in moments:
         moments.append(moment)
     return unreadable

@@ -16,7 +16,9 @@ Among current statements preferred rank beats normal. A "no value" statement (Wi
 wins (a preferred "no value": the office is vacant) nothing is current, ``Resolution.none``
 is true, and the holders it pushed aside are stale (superseded), never a target. An end
 that cannot be read (an impossible day) is an unknown end: ended, no one knows when
-(``LONG_AGO``, ``"unknown"`` in ``why``); the readers log it. A single-valued relation keeps one
+(``LONG_AGO``, ``"unknown"`` in ``why``); a start or point in time that cannot be read is an
+unknown start: not begun (``FAR_FUTURE``), never current (`qualifier_moment`); the readers log
+and count both. A single-valued relation keeps one
 value, the one that started latest (no start: earliest; equal starts: the smallest id);
 the others are *superseded* from the winner's start on. A multi-valued relation keeps every
 current value; its edit target is the one that started most recently. Ended and
@@ -103,6 +105,19 @@ def parse_time(text: str) -> datetime | None:
         offset = sign_z * (int(digits[:2]) * 60 + int(digits[2:]))
         moment -= timedelta(minutes=offset)
     return moment
+
+
+QUALIFIER_ROLES = {"P580": "start", "P582": "end", "P585": "point"}
+
+
+def qualifier_moment(text: str, role: str) -> tuple[datetime | None, bool]:
+    """(moment, unreadable) of a start/end/point qualifier's lexical form. One that cannot be read
+    (an impossible day, "2024-02-31") is judged so that it can never make a statement current:
+    an unknown end has ended (LONG_AGO), an unknown start or point has not begun (FAR_FUTURE)."""
+    moment = parse_time(text)
+    if moment is not None:
+        return moment, False
+    return (LONG_AGO if role == "end" else FAR_FUTURE), True
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from kbsync.errors import LockedError
 from kbsync.store.db import Database
@@ -60,30 +61,82 @@ def _file_holder(fd: int) -> str:
     return first[0].strip() if first else ""
 
 
+class AdvisoryLock:
+    """A PostgreSQL session-level advisory lock on a connection of its own."""
+
+    def __init__(self, db: Database, name: str, what: str) -> None:
+        self.db, self.key, self.what = db, _key(name), what
+        self.conn: Connection | None = None
+
+    def take(self, deadline: float) -> None:
+        conn = self.db.engine.connect()
+        try:
+            # application_name is at most 63 bytes; the label fits unless the host name is long
+            conn.execute(text("SELECT set_config('application_name', :n, false)"),
+                         {"n": f"kbsync {holder_label()}"[:63]})
+            while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar():
+                if time.monotonic() >= deadline:
+                    raise _refused(self.what, _pg_holder(conn, self.key))
+                time.sleep(0.5)
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+
+    def keep(self) -> None:
+        """After the database was out of reach: still ours, or taken again on a new connection (the
+        server released it with the old one), or LockedError when another process took it meanwhile."""
+        unsigned = self.key & 0xFFFFFFFFFFFFFFFF
+        try:
+            assert self.conn is not None
+            if self.conn.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() "
+                    "AND classid::bigint = :hi AND objid::bigint = :lo AND objsubid = 1"),
+                    {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}).scalar():
+                self.conn.commit()
+                return
+        except SQLAlchemyError:
+            pass   # the lock's connection died with the outage: so did the lock
+        self.release()
+        self.take(time.monotonic())
+
+    def release(self) -> None:
+        if self.conn is None:
+            return
+        try:
+            self.conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+            self.conn.commit()
+        except SQLAlchemyError:
+            pass   # a dead connection: the server released the lock with it
+        finally:
+            self.conn.close()
+            self.conn = None
+
+
+class Held:
+    """What `held_lock` yields: `keep()` re-checks a lock the database may have dropped (PostgreSQL)."""
+
+    def __init__(self, advisory: AdvisoryLock | None = None) -> None:
+        self.advisory = advisory
+
+    def keep(self) -> None:
+        if self.advisory is not None:
+            self.advisory.keep()
+
+
 @contextlib.contextmanager
-def held_lock(db: Database, name: str, lock_dir: Path, *, wait_s: float = 0.0, what: str = "") -> Iterator[None]:
+def held_lock(db: Database, name: str, lock_dir: Path, *, wait_s: float = 0.0, what: str = "") -> Iterator[Held]:
     """Hold lock `name` for the duration, or raise LockedError after waiting `wait_s` seconds."""
     what = what or f"lock {name}"
     deadline = time.monotonic() + wait_s
     if db.dialect == "postgresql":
-        conn = db.engine.connect()
+        advisory = AdvisoryLock(db, name, what)
+        advisory.take(deadline)
         try:
-            key = _key(name)
-            # application_name is at most 63 bytes; the label fits unless the host name is long
-            conn.execute(text("SELECT set_config('application_name', :n, false)"),
-                         {"n": f"kbsync {holder_label()}"[:63]})
-            while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-                if time.monotonic() >= deadline:
-                    raise _refused(what, _pg_holder(conn, key))
-                time.sleep(0.5)
-            conn.commit()
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+            yield Held(advisory)
         finally:
-            conn.close()
+            advisory.release()
         return
     lock_dir.mkdir(parents=True, exist_ok=True)
     path = lock_dir / (hashlib.sha256(name.encode()).hexdigest()[:16] + ".lock")
@@ -101,7 +154,7 @@ def held_lock(db: Database, name: str, lock_dir: Path, *, wait_s: float = 0.0, w
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{holder_label()}\n{name}\n".encode())
         try:
-            yield
+            yield Held()
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

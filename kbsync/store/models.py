@@ -423,3 +423,31 @@ class ModelCapacity(Base):
     config_hash: Mapped[str] = mapped_column(String(32), default="")
     since: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+SERVE_RELOAD_STATES = ("ok", "failed")
+
+
+class ServeReload(Base):
+    """One reload of the serving engine after a promote or a rollback ([serve], serving/reload.py):
+    what was exported for it, how the engine was told, the outcome after `attempts` tries, and what
+    the served model then answered on the version's edits (`agreed` of `probed`; null: not probed)."""
+
+    __tablename__ = "serve_reloads"
+    __table_args__ = (CheckConstraint(f"state IN ({_in(SERVE_RELOAD_STATES)})", name="state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_key: Mapped[str] = mapped_column(String(128), index=True)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    action: Mapped[str] = mapped_column(String(16))        # apply | rollback | compact | retry
+    how: Mapped[str] = mapped_column(String(16))           # command | vllm
+    export: Mapped[str] = mapped_column(String(8))         # gguf | lora | hf
+    path: Mapped[str] = mapped_column(Text, default="")    # what the engine was given ("" : unload)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str] = mapped_column(Text, default="")  # the error, or the command's last output
+    probed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    agreed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    run_id: Mapped[str] = mapped_column(String(32), default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -27,6 +27,7 @@ from kbsync.store.models import (
     KbFact,
     ModelCapacity,
     ModelVersion,
+    ServeReload,
 )
 from kbsync.store.states import BatchState, RequestState
 
@@ -49,6 +50,7 @@ def status(db: Database, model_key: str | None = None, gate: GateSettings | None
         version = mine[0] if len(mine) == 1 else None
         last_run = s.scalars(select(Event).where(Event.kind.in_(RUN_KINDS)).order_by(Event.id.desc())).first()
         last_tick = s.scalars(select(Event).where(Event.kind == "tick").order_by(Event.id.desc())).first()
+        last_outage = s.scalars(select(Event).where(Event.kind == "database_outage").order_by(Event.id.desc())).first()
         last_ok_tick = s.scalars(
             select(Event).where(Event.kind == "tick", Event.ok).order_by(Event.id.desc())
         ).first()
@@ -58,6 +60,7 @@ def status(db: Database, model_key: str | None = None, gate: GateSettings | None
         damage = _damage(s)
         room = _capacity(s, key, version, figures, gate)
         held = holds.active_counts(s)
+        serving = _serving(s, key)
         settling = [
             {"subject": f.subject, "relation": f.relation, "subject_label": f.subject_label,
              "objects_before": f.objects, "objects_new": f.settling_objects,
@@ -80,10 +83,32 @@ def status(db: Database, model_key: str | None = None, gate: GateSettings | None
         "capacity": room,
         "holds": held,
         "damage": damage,
+        "serving": serving,
         "last_run": _event(last_run),
         "last_tick": _event(last_tick),
         "last_successful_tick_at": last_ok_tick.at.isoformat() if last_ok_tick else None,
+        "last_database_outage": last_outage.details if last_outage else None,   # since, until, seconds, reason
     }
+
+
+def _serving(s: Session, model_key: str | None) -> dict[str, Any] | None:
+    """The latest reload of the serving engine ([serve]), and the latest successful one; null: none yet."""
+    q = select(ServeReload).order_by(ServeReload.id.desc())
+    if model_key is not None:
+        q = q.where(ServeReload.model_key == model_key)
+    last = s.scalars(q).first()
+    if last is None:
+        return None
+    ok = last if last.state == "ok" else s.scalars(q.where(ServeReload.state == "ok")).first()
+    return {"last": _reload(last), "last_ok": _reload(ok)}
+
+
+def _reload(row: ServeReload | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"id": row.id, "model_version_id": row.model_version_id, "action": row.action, "how": row.how,
+            "export": row.export, "path": row.path, "state": row.state, "attempts": row.attempts,
+            "detail": row.detail, "probed": row.probed, "agreed": row.agreed, "at": row.at.isoformat()}
 
 
 def _version(version: ModelVersion | None) -> dict[str, Any] | None:

@@ -32,6 +32,7 @@ from kbsync.errors import ConfigError, SourceError, TokenizationError
 from kbsync.logs import get_logger
 from kbsync.model.loading import LoadedModel
 from kbsync.model.probe import ProbeItem, ProbeResult, answer_matches, probe
+from kbsync.serving.served_probe import ServedModel
 from kbsync.sources.catalogue import Catalogue, Relation
 from kbsync.sources.fact import Fact, KnowledgeSource
 from kbsync.store import holds, snapshot
@@ -183,7 +184,8 @@ class DiffOptions:
     config_hash: str = ""
 
 
-def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_model: Callable[[], LoadedModel],
+def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue,
+             load_model: Callable[[], LoadedModel | ServedModel],
              options: DiffOptions, progress: Callable[[int, int], None] | None = None) -> DiffReport:
     """Read, compare with the snapshot, probe, queue and record (see the module docstring);
     `options` says what (`DiffOptions`), `progress(done, total)` follows the probing."""
@@ -227,10 +229,10 @@ def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_m
                  clock=clock, settle_s=o.settle_s)
         report.seconds_compare = time.perf_counter() - t0
         by_id = {r.id: r for r in rels}
-        model_key = ""  # nothing is queued without a probe
+        model_key, version_id = "", None  # nothing is queued without a probe
         if not o.snapshot_only:
             t0 = time.perf_counter()
-            model_key = _probe(stage, load_model, by_id, o.max_new_tokens, o.batch_size, progress)
+            model_key, version_id = _probe(stage, load_model, by_id, o.max_new_tokens, o.batch_size, progress)
             report.seconds_probe = time.perf_counter() - t0
             report.probed = stage.probe_count()
 
@@ -249,7 +251,8 @@ def run_diff(db: Database, source: KnowledgeSource, catalogue: Catalogue, load_m
                 s.add_all(Probe(run_id=o.run_id, subject=fact.subject, relation=fact.relation,
                                 prompt=by_id[fact.relation].prompt_for(fact.subject_label), answer=result.answer,
                                 agrees=result.agrees, kb_logprob=finite(result.kb_logprob),
-                                answer_logprob=finite(result.answer_logprob), content_hash=fact.content_hash())
+                                answer_logprob=finite(result.answer_logprob), content_hash=fact.content_hash(),
+                                model_version_id=version_id)   # the version that answered (None: the base)
                           for fact, _, result in chunk if result is not None)
                 s.flush()
             now = utcnow()
@@ -333,27 +336,34 @@ def _compare(db: Database, stage: Staging, report: DiffReport, *, full: bool, sn
     stage.mark_sample(sample.keys())
 
 
-def _probe(stage: Staging, load_model: Callable[[], LoadedModel], by_id: dict[str, Relation],
-           max_new_tokens: int, batch_size: int, progress: Callable[[int, int], None] | None) -> str:
-    """Probe what the stage marks; returns the model's identity (damage is blamed per model)."""
+def _probe(stage: Staging, load_model: Callable[[], LoadedModel | ServedModel], by_id: dict[str, Relation],
+           max_new_tokens: int, batch_size: int, progress: Callable[[int, int], None] | None) -> tuple[str, int | None]:
+    """Probe what the stage marks, in-process or through the served model ([probe] endpoint);
+    returns the model's identity (damage is blamed per model) and the version that answered
+    (None: the base model, or a served model whose version kbsync cannot see)."""
     if not stage.probe_count():    # nothing new or changed: no model to load
-        return ""
+        return "", None
     loaded = load_model()          # after the read: a bad KB fails before a model is loaded
-    model, tokenizer = loaded.model, loaded.tokenizer
-    for chunk in stage.to_probe():  # every label before any probing
-        check_labels(tokenizer, [fact for fact, _, _ in chunk])
+
+    def ask(items: list[ProbeItem]) -> list[ProbeResult]:
+        if isinstance(loaded, ServedModel):   # the server tokenises: no labels to check here
+            return loaded.probe(items, max_new_tokens)
+        return probe(loaded.model, loaded.tokenizer, items, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+    if isinstance(loaded, LoadedModel):
+        for chunk in stage.to_probe():  # every label before any probing
+            check_labels(loaded.tokenizer, [fact for fact, _, _ in chunk])
     total, done = stage.probe_count(), 0
     step = max(batch_size * 4, 1)   # probe in chunks so a progress bar can move
     for chunk in stage.to_probe(step):
         facts = [fact for fact, _, _ in chunk]
         items = [ProbeItem(prompt=by_id[f.relation].prompt_for(f.subject_label), acceptable=answers_of(f))
                  for f in facts]
-        stage.store_results(facts, probe(model, tokenizer, items, max_new_tokens=max_new_tokens,
-                                         batch_size=batch_size))
+        stage.store_results(facts, ask(items))
         done += len(facts)
         if progress:
             progress(done, total)
-    return loaded.identity
+    return loaded.identity, loaded.version_id
 
 
 def _queue(s: Session, chunk: list[tuple[Fact, str, ProbeResult | None]], by_id: dict[str, Relation],

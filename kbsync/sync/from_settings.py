@@ -10,6 +10,7 @@ from kbsync.config import Settings
 from kbsync.errors import ConfigError
 from kbsync.model.loading import LoadedModel, model_identity, source_directory
 from kbsync.runtime import Stop
+from kbsync.serving.served_probe import ServedModel
 from kbsync.sources.factory import configured_as_of, open_catalogue, open_source
 from kbsync.store.db import Database
 from kbsync.sync.apply import ApplyReport
@@ -54,7 +55,9 @@ def diff_from_settings(
         catalogue[r]  # an unknown id is a CatalogueError before anything is read
     scratch = state_dir / "scratch"  # the spilled read and large RDF stores: beside the state, not in RAM
     source = open_source(settings, catalogue, as_of=as_of, scratch_dir=scratch)
-    def load() -> LoadedModel:
+    def load() -> LoadedModel | ServedModel:
+        if settings.probe.endpoint:   # the served model answers; the configured model's key is blamed
+            return ServedModel.from_settings(settings.probe, configured_model_key(settings, state_dir))
         if callable(loaded):
             return loaded()
         return loaded or current_model(settings, db, state_dir)

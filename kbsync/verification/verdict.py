@@ -107,3 +107,15 @@ def split_in_halves(request_ids: list[int], subjects: list[str] | None = None) -
     while rest and (not first or len(first) + len(rest[0]) <= half):
         first += rest.pop(0)
     return [first, [r for g in rest for r in g]]
+
+
+def batch_rule_would_verify(thresholds: VerifySettings, metrics: dict | None) -> int:
+    """Edits of one batch that a batch-level rule (every kind's share over the batch's first check
+    round reaches its threshold: the whole batch verified) would have marked verified although
+    their own checks failed: what per-edit verdicts change. `metrics`: the batch row's."""
+    m = metrics or {}
+    first = m.get("first_round") or {}
+    if not first:
+        return 0
+    passes = all(first.get(kind, 1.0) >= limit for kind, limit in limits(thresholds).items())
+    return int(m.get("dropped_first_round", 0)) if passes else 0

@@ -72,6 +72,7 @@ def load_current(db: Database, store: ModelStore) -> int | None:
         current = current_version(s, store.model_key)
         if current is None:
             store.materialise([])
+            store.loaded.version_id = None
             return None
         digests = dict(s.execute(select(Batch.id, Batch.delta_sha256).where(Batch.id.in_(current.batch_ids))).all())
         log = [(bid, store.load_delta(bid, digests.get(bid) or "")) for bid in current.batch_ids]
@@ -80,6 +81,7 @@ def load_current(db: Database, store: ModelStore) -> int | None:
     if store.weights_sha256() != expected:
         raise StateError(f"materialised weights differ from model version {version_id}'s recorded hash; "
                          "the base model changed: restore it or roll back to the base")
+    store.loaded.version_id = version_id
     return version_id
 
 

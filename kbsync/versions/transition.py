@@ -136,7 +136,7 @@ class BatchTransition:
                 record(s, version)
             version_id = version.id
         crash_point("committed")
-        writer.version_id = version_id
+        writer.version_id = store.loaded.version_id = version_id
         self.published = Published(version_id, weights, path, self.delta_sha256)
         store.set_current(path)
         return self.published
@@ -160,6 +160,7 @@ class BatchTransition:
         a batch never stays `running`, nor its requests `claimed`, waiting for a lease to run out."""
         try:
             self.store.materialise(self.before)
+            self.store.loaded.version_id = self.writer.version_id      # the version it was before
         except BaseException:    # the live weights are unknown: every run's open_current rebuilds them
             self._move_rows(reason, requeue, per_request, metrics, record)
             raise

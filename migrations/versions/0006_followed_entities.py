@@ -7,7 +7,7 @@ fetched and diffed. The stream's position (Last-Event-ID, the newest event time)
 sync_state, written in the same transaction as these rows.
 
 Revision ID: 0006
-Revises: 0004 (the lead re-chains it onto 0005 at merge)
+Revises: 0005
 Create Date: 2026-12-05 08:00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -68,7 +68,7 @@ def test_metrics_endpoint_matches_the_database_after_a_tick(tmp_path: Path, tiny
     seen: dict[str, object] = {}
 
     def driver(daemon) -> None:  # type: ignore[no-untyped-def]
-        wait_for(lambda: scrape(port).get(("kbsync_ticks_total", (("result", "ok"),))), 180, every=0.5,
+        wait_for(lambda: scrape(port).get(("kbsync_ticks_total", (("result", "ok"),))), 900, every=0.5,
                  what="a successful tick in the metrics")
         db = daemon.app.database()
         for _ in range(20):  # a consistent pair: no tick finished between the two scrapes

@@ -41,10 +41,8 @@ def test_second_sigterm_gives_the_batch_being_computed_back_to_the_queue(tmp_pat
         time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGTERM)             # 2nd: ... no, abort it at the next check
 
-    t0 = time.monotonic()
     code, daemon = run_in_process(config, driver)
-    assert code == 0
-    assert time.monotonic() - t0 < 120
+    assert code == 0   # aborted, not finished: 20,000 target steps would outlast any test (the states below)
     db = open_database(daemon.app.settings.database_url)
     batches, requests = _rows(db, Batch), _rows(db, EditRequestRow)
     ticks = [e for e in _rows(db, Event) if e.kind == "tick"]

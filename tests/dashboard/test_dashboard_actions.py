@@ -1,6 +1,6 @@
 """Actions: refused without the token, with a wrong one, or on a read-only dashboard (nothing
 changes: rows, states, events, files); with it, re-verify, roll back and retry run end to end
-in the browser, through the CLI's functions, and land in the audit with who asked."""
+in the browser, through the CLI's functions, and land in the audit under the token's name."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def post(url: str, fields: dict[str, object]) -> tuple[int, str]:
 
 def serve(flow: Flow, with_actions: bool) -> BackgroundServer:
     actions = Actions(flow.settings, flow.db, flow.state_dir, "dash-test") if with_actions else None
-    app = create_app(flow.db, actions=actions, token=TOKEN if with_actions else "")
+    app = create_app(flow.db, actions=actions, tokens={"ada": TOKEN} if with_actions else {})
     return BackgroundServer(app, "127.0.0.1:0").start()
 
 
@@ -76,25 +76,23 @@ def test_no_action_without_the_right_token(flow: Flow, servers: dict[str, str]) 
     for kind, url in servers.items():
         for action, fields in forms.items():
             for token in tokens[kind]:
-                sent = fields | {"who": "mallory"} | ({} if token is None else {"token": token})
+                sent = fields | ({} if token is None else {"token": token})
                 status, body = post(f"{url}/actions/{action}", sent)
                 assert status == 403, (kind, action, token, body)
                 assert ("read-only" if kind == "read-only" else "wrong token") in body
-    # The right token but nobody named: refused as well; an unknown action is not found.
-    assert post(f"{servers['actions']}/actions/rollback", {"batch": batch, "token": TOKEN})[0] == 403
-    assert post(f"{servers['actions']}/actions/drop", {"who": "x", "token": TOKEN})[0] == 404
+    # An unknown action is not found.
+    assert post(f"{servers['actions']}/actions/drop", {"token": TOKEN})[0] == 404
     assert snapshot(flow) == before
 
 
 def test_actions_need_a_long_token(flow: Flow) -> None:
     with pytest.raises(ConfigError, match="at least 16 characters"):
-        create_app(flow.db, actions=Actions(flow.settings, flow.db, flow.state_dir, "t"), token="short")
+        create_app(flow.db, actions=Actions(flow.settings, flow.db, flow.state_dir, "t"), tokens={"ada": "short"})
 
 
-def submit(browser, button_text: str, who: str, token: str) -> str:  # type: ignore[no-untyped-def]
+def submit(browser, button_text: str, token: str) -> str:  # type: ignore[no-untyped-def]
     form = next(f for f in browser.find_elements(By.CSS_SELECTOR, "form.action")
                 if f.find_element(By.TAG_NAME, "button").text == button_text)
-    form.find_element(By.NAME, "who").send_keys(who)
     form.find_element(By.NAME, "token").send_keys(token)
     form.find_element(By.TAG_NAME, "button").click()
     # The action loads the model and may take a while on a busy machine.
@@ -109,10 +107,10 @@ def test_verify_rollback_and_retry_from_the_browser(browser, tiny_dir: Path, tmp
             batch = s.scalar(select(Batch.id).where(Batch.state == "verified"))
         browser.get(f"{server.url}/batches/{batch}")
         assert "actions enabled" in browser.find_element(By.CSS_SELECTOR, "header .mode").text
-        assert submit(browser, f"Re-verify batch {batch}", "Ada", TOKEN).startswith("checked 2 edits")
+        assert submit(browser, f"Re-verify batch {batch}", TOKEN).startswith("checked 2 edits")
         browser.get(f"{server.url}/batches/{batch}")
         screenshot("batch-with-actions")
-        result = submit(browser, f"Roll back batch {batch}", "Ada", TOKEN)
+        result = submit(browser, f"Roll back batch {batch}", TOKEN)
         screenshot("rolled-back")
         assert result.startswith(f"rolled back batch {batch}: weights")
         with flow.db.session() as s:
@@ -122,7 +120,8 @@ def test_verify_rollback_and_retry_from_the_browser(browser, tiny_dir: Path, tmp
             asked = list(s.scalars(select(Event).where(Event.kind == "dashboard_action").order_by(Event.id)))
         assert kinds == ["verify", "dashboard_action", "rollback", "dashboard_action"]
         assert [e.details["action"] for e in asked] == ["verify", "rollback"]
-        assert all(e.actor == "Ada (dashboard, 127.0.0.1)" and e.ok and e.batch_id == batch for e in asked)
+        assert all(e.actor == "ada" and e.details["client"] == "127.0.0.1" and e.ok and e.batch_id == batch
+                   for e in asked)   # the token's name
         browser.get(f"{server.url}/batches/{batch}")
         assert not browser.find_elements(By.CSS_SELECTOR, "form.action")   # nothing left to roll back
 
@@ -132,13 +131,13 @@ def test_verify_rollback_and_retry_from_the_browser(browser, tiny_dir: Path, tmp
             queued_again = s.scalar(select(func.count()).select_from(EditRequestRow).where(
                 EditRequestRow.subject == failed.subject, EditRequestRow.state == "pending"))
         browser.get(f"{server.url}/failures")
-        result = submit(browser, "Retry these 1", "Ada", TOKEN)
+        result = submit(browser, "Retry these 1", TOKEN)
         with flow.db.session() as s:
             state = s.get(EditRequestRow, failed.id).state
             retry = s.scalars(select(Event).where(Event.kind == "retry")).one()
         assert (state, result) == (("failed", "re-queued 0 failed requests; 1 left as they were") if queued_again
                                    else ("pending", "re-queued 1 failed requests; 0 left as they were"))
-        assert retry.details["asked_by"] == "Ada (dashboard, 127.0.0.1)"
+        assert retry.details["asked_by"] == "ada (dashboard, 127.0.0.1)"
     finally:
         server.stop()
         flow.db.dispose()

@@ -14,7 +14,13 @@ from sqlalchemy import func, select
 
 from kbsync.dashboard.app import create_app
 from kbsync.dashboard.queries import reason_group
-from kbsync.dashboard.server import BackgroundServer, parse_bind
+from kbsync.dashboard.server import (
+    BackgroundServer,
+    bound_socket,
+    parse_bind,
+    remote_warning,
+    url_of,
+)
 from kbsync.errors import ConfigError
 from kbsync.store import db as store_db
 from kbsync.store.models import Batch, EditRequestRow, ModelVersion
@@ -79,6 +85,20 @@ def test_reason_groups_blank_numbers() -> None:
 
 
 def test_bind_must_be_host_and_port() -> None:
-    assert parse_bind("127.0.0.1:8765") == ("127.0.0.1", 8765) and parse_bind(":80") == ("0.0.0.0", 80)
+    assert parse_bind("127.0.0.1:8765") == ("127.0.0.1", 8765) and parse_bind("[::1]:80") == ("::1", 80)
+    assert parse_bind(":80") == ("127.0.0.1", 80)       # no host: this machine only, not every address
     with pytest.raises(ConfigError, match="not host:port"):
         parse_bind("localhost")
+
+
+def test_a_bind_other_machines_can_reach_needs_allow_remote() -> None:
+    with pytest.raises(ConfigError, match="listens on 0.0.0.0, which other machines can reach.*--allow-remote"):
+        bound_socket("0.0.0.0:0")
+    for bind, loopback in (("0.0.0.0:0", False), (":0", True), ("localhost:0", True)):
+        sock = bound_socket(bind, allow_remote=True)
+        try:
+            url = url_of(sock)                       # the address it really listens on
+            assert url.startswith("http://0.0.0.0:" if not loopback else "http://127.0.0.1:"), url
+            assert bool(remote_warning(url)) is not loopback
+        finally:
+            sock.close()

@@ -114,6 +114,11 @@ def test_hub_id_offline_fails_clearly(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_corrupt_gguf_leaves_no_cache(tmp_path: Path) -> None:
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ModelError, match="GGUF v0 file"):  # its header is read first (issue 26)
+        load_model(str(bad), state_dir=tmp_path / "state")
+    assert not (tmp_path / "state" / "models").exists()
+    good_header = bad.read_bytes()[:4] + b"\3\0\0\0" + b"\0" * 16  # v3, no tensors, no metadata
+    bad.write_bytes(good_header + b"\xff" * 48)
     with pytest.raises(ModelError, match="cannot convert the GGUF file"):
         load_model(str(bad), state_dir=tmp_path / "state")
     assert list((tmp_path / "state" / "models").iterdir()) == []

@@ -43,7 +43,7 @@ def test_unreadable_end_time_is_an_unknown_end_never_current(facts) -> None:
     p6 = facts["Q92000001", "P6"]
     assert p6.objects == ("Q92000012",) and p6.stale == ("Q92000011",)
     assert p6.why["Q92000011"]["status"] == "ended" and p6.why["Q92000011"]["end"] == "unknown"
-    assert [e["end"] for e in logs if e["event"] == "kb.unknown_end"] == ["2020-02-30T00:00:00Z"]
+    assert [(e["role"], e["literal"]) for e in logs if e["event"] == "kb.unreadable_date"] == [("end", "2020-02-30T00:00:00Z")]
 
 
 def test_unknown_end_alone_is_not_current() -> None:

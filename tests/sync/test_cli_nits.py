@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -51,8 +53,6 @@ def test_export_names_the_version_status_shows_and_follows_the_umask(run_cli, ap
         os.umask(old)
     assert r.exit_code == 0, r.err
     status = run_cli("status", "--json", env=applied).out
-    import json
-
     current = json.loads(status)["current_model_version"]["id"]
     assert f"exported model version {current} (current) (directory " in r.out, r.out   # not "version current"
     out = tmp_path / "serve" / "kb"
@@ -75,3 +75,17 @@ def test_the_overview_says_one_batch_not_one_batches() -> None:
     render = Environment(loader=FileSystemLoader(str(folder))).from_string(snippet).render
     assert render(view={"current": {"batch_ids": [4]}}) == "1 batch active"
     assert render(view={"current": {"batch_ids": [4, 5]}}) == "2 batches active"
+
+
+def test_apply_says_which_step_a_batch_is_in_and_which_facts_each_batch_holds(run_cli, env: dict[str, str]) -> None:  # noqa: F811
+    r = run_cli("apply", "--batch-size", "2", env=env)
+    assert r.exit_code == 0, r.err
+    lines = [json.loads(line) for line in r.err.splitlines() if line.startswith("{")]
+    said = [(e["batch"], e.get("phase", e["event"])) for e in lines if e["event"] in ("batch_phase", "batch_verified")]
+    for batch in {b for b, _ in said}:   # between batch_started and batch_verified: each step as it begins
+        assert [p for b, p in said if b == batch] == ["targets", "solve", "checks", "gate", "publish",
+                                                      "batch_verified"], said
+    rows = [line.split("│") for line in r.out.splitlines() if line.startswith("│ ") and line.split("│")[1].strip()]
+    held = [row[11].strip() for row in rows]   # the column "facts it holds" of each batch's first line
+    assert len(held) == 2 and all(re.fullmatch(r"Q\d+ P36(, Q\d+ P36)*", h) for h in held), held
+    assert sum(len(h.split(", ")) for h in held) == 3

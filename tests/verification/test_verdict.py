@@ -7,7 +7,7 @@ from kbsync.config import VerifySettings
 from kbsync.verification.checks import Check
 from kbsync.verification.neighbours import PoolFact, pick_neighbours
 from kbsync.verification.recheck import holding
-from kbsync.verification.verdict import edit_verdicts, shares
+from kbsync.verification.verdict import batch_rule_would_verify, edit_verdicts, shares
 
 
 def check(rid: int, kind: str, passed: bool) -> Check:
@@ -63,3 +63,14 @@ def test_the_closest_keys_fill_the_at_risk_share_and_the_rest_is_random() -> Non
     # a share of 0 (or no scores) is the random choice alone
     assert shown(pick_neighbours(pool, set(), 5, seed=0, scores=scores, at_risk_share=0.0)) == \
         shown(pick_neighbours(pool, set(), 5, seed=0))
+
+
+def test_the_batch_rule_count_is_the_first_rounds_failing_edits_when_every_share_passed() -> None:
+    v = VerifySettings()
+    passing = {"efficacy_acc": 0.95, "paraphrase_acc": 1.0, "neighbour_acc": 0.9, "efficacy": 1.0,
+               "paraphrase": 1.0, "neighbour": 0.9}
+    # 2 of 40 edits failed their own greedy check while the batch's shares passed: a batch rule verifies them
+    assert batch_rule_would_verify(v, {"first_round": passing, "dropped_first_round": 2}) == 2
+    # a share under its threshold: the batch rule would have failed the whole batch, so it verifies none
+    assert batch_rule_would_verify(v, {"first_round": passing | {"efficacy_acc": 0.5}, "dropped_first_round": 20}) == 0
+    assert batch_rule_would_verify(v, None) == 0 and batch_rule_would_verify(v, {}) == 0
