@@ -5,7 +5,8 @@
 A child process serves, on 127.0.0.1, the local EventStreams and API stand-ins of
 ``wikidata_fixture.py``: a day of ``recentchange`` events made as they are sent (nothing holds
 the day), 80 % ``wikidatawiki`` item edits (1,000,000 of the default 1,250,000 events), the rest
-other wikis; 1 event in 80 (1 % of the Wikidata edits) edits one of ``--watched`` items, whose
+other wikis; 1 event in 80 (1.6 % of the Wikidata edits, a harder day than the 1 % of issue 28)
+edits one of ``--watched`` items, whose
 entity JSON the API server answers as of the newest edit sent. The follower runs in this process,
 as ``kbsync follow --until-caught-up --snapshot-only`` would (the model's probing is not measured:
 it is the diff's, benchmarks/diff_scale.py and probe_speed.py measure it):
