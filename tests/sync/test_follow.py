@@ -22,6 +22,8 @@ from kbsync.store import db as store_db
 from kbsync.store.models import EditRequestRow, Event, FollowedEntity, KbFact
 from kbsync.sync.from_settings import follow_from_settings
 
+pytestmark = pytest.mark.process   # local EventStreams and API servers, several follower runs each (~40 s)
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "wikidata"
 UA = "kbsync-tests/0 (https://kb.acme.test; tests@acme.test)"
 RELATIONS = ["P6", "P35", "P36", "P286", "P54"]
