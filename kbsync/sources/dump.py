@@ -33,15 +33,15 @@ from kbsync.durable import scratch_directory
 from kbsync.errors import SourceError
 from kbsync.sources.catalogue import Catalogue
 from kbsync.sources.entities import EntitySource
-from kbsync.sources.entity_json import Entity
+from kbsync.sources.entity_json import Entity, slim_claim
 from kbsync.sources.fact import Fact
 from kbsync.sources.reader import ReadOptions
 
 log = structlog.get_logger(__name__)
 
 _SCHEMA = """
-CREATE TABLE labels (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE watched (id TEXT PRIMARY KEY, body TEXT NOT NULL, revision INTEGER) WITHOUT ROWID;
+CREATE TABLE labels (id TEXT PRIMARY KEY, body TEXT NOT NULL);     -- rowid tables: bodies are large
+CREATE TABLE watched (id TEXT PRIMARY KEY, body TEXT NOT NULL, revision INTEGER);
 """
 
 
@@ -106,15 +106,19 @@ class DumpScratch:
         for entity in entities(path):
             seen += 1
             eid = entity["id"]
-            names = {"id": eid, "labels": {language: (entity.get("labels") or {}).get(language)},
-                     "aliases": {language: (entity.get("aliases") or {}).get(language, [])},
-                     "modified": entity.get("modified")}
+            label = (entity.get("labels") or {}).get(language)
+            names: dict[str, Any] = {"id": eid, "modified": entity.get("modified")}
+            if label:
+                names["labels"] = {language: {"value": label.get("value")}}
+            aliases = (entity.get("aliases") or {}).get(language)
+            if aliases:
+                names["aliases"] = {language: [{"value": a.get("value")} for a in aliases]}
             labels.append((eid, json.dumps(names, separators=(",", ":"), ensure_ascii=False)))
             newest = max(newest, str(entity.get("modified") or ""))
             claims = entity.get("claims") or {}
             if (only is None or eid in only) and any(r in claims for r in relations):
                 kept += 1
-                body = names | {"claims": {r: claims[r] for r in relations if r in claims}}
+                body = names | {"claims": {r: [slim_claim(c) for c in claims[r]] for r in relations if r in claims}}
                 watched.append((eid, json.dumps(body, separators=(",", ":"), ensure_ascii=False),
                                 entity.get("lastrevid")))
             if len(labels) >= batch:

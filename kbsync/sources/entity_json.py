@@ -45,6 +45,7 @@ from kbsync.sources.timeline import (
 log = structlog.get_logger(__name__)
 
 RANKS = {"preferred": 2, "normal": 1, "deprecated": 0}
+TIME_QUALIFIERS = ("P580", "P582", "P585")  # start time, end time, point in time
 Entity = Mapping[str, Any]
 
 
@@ -77,6 +78,23 @@ def add_labels(labels: Labels, entity: Entity, language: str) -> None:
     modified = _iso(entity.get("modified"))
     if modified is not None:
         labels.modified[iri] = modified
+
+
+def slim_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a statement `add_statements` reads (value, rank, id, time qualifiers): what a
+    dump's scratch copy keeps of it, a fraction of the statement with its references."""
+    snak = claim.get("mainsnak") or {}
+    out: dict[str, Any] = {"rank": claim.get("rank", "normal"),
+                           "mainsnak": {"snaktype": snak.get("snaktype"), "datavalue": snak.get("datavalue")}}
+    if claim.get("id"):
+        out["id"] = claim["id"]
+    qualifiers = claim.get("qualifiers") or {}
+    times = {p: [{"snaktype": q.get("snaktype"),
+                  "datavalue": {"value": {"time": ((q.get("datavalue") or {}).get("value") or {}).get("time")}}}
+                 for q in qualifiers[p]] for p in TIME_QUALIFIERS if p in qualifiers}
+    if times:
+        out["qualifiers"] = times
+    return out
 
 
 def entities_of(answer: Mapping[str, Any]) -> dict[str, Entity]:

@@ -131,3 +131,18 @@ def test_cli_help_documents_both_commands(run_cli) -> None:  # type: ignore[no-u
     for command in ("daemon", "run-once"):
         result = run_cli(command, "--help")
         assert result.exit_code == 0 and "Example: kbsync" in result.out, result.err
+
+
+def test_the_follow_step_runs_in_a_tick(tmp_path: Path) -> None:
+    """[schedule] steps = ["follow"] (issue 28) runs the change-stream follower; on an RDF source it
+    fails the tick in one line naming the fix (exit 2), before anything is read or loaded."""
+    config = migrate(write_config(tmp_path / "kbsync.toml", tmp_path / "missing-model", steps=("follow",)))
+    settings = load_settings(config, environ={})
+    app = App(settings=settings, run_id="once")
+    try:
+        assert Daemon(app, lambda: settings).run(once=True) == 2
+        tick = events(app.database(), "tick")[-1]
+    finally:
+        app.close()
+    assert tick.details["steps"]["follow"]["error"].startswith(
+        "ConfigError: kbsync follow follows Wikidata's change stream: set [kb] source = \"wikidata\"")

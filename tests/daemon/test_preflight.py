@@ -32,6 +32,7 @@ def test_a_ready_config_is_ok(run_cli, ready: dict[str, str]) -> None:
     ("KBSYNC_MODEL__PATH", "builtin:gpt-17", "unknown builtin model 'gpt-17'", 6),
     ("KBSYNC_KB__FILES", '["/nowhere/kb.ttl"]', "[kb] files: /nowhere/kb.ttl does not exist", 2),
     ("KBSYNC_RELATIONS__ENABLED", '["P36", "P99999"]', "unknown relation id(s) P99999", 2),
+    ("KBSYNC_KB__SOURCE", "wikidata", "which www.wikidata.org requires; set [kb] user_agent", 2),   # issue 28
     ("KBSYNC_EDITING__CORPUS", "/nowhere/corpus.txt", "[editing] corpus: /nowhere/corpus.txt is not a file", 2),
 ])
 def test_each_problem_is_one_line_naming_the_key(run_cli, ready: dict[str, str], key: str, value: str, says: str,

@@ -43,6 +43,7 @@ def by_key(facts: list[Fact]) -> dict[tuple[str, str], Fact]:
     return {(f.subject, f.relation): f for f in facts}
 
 
+@pytest.mark.process   # an Oxigraph server
 def test_entity_json_rdf_and_sparql_give_the_same_facts(server: OxigraphServer) -> None:
     from_json = by_key(entity_source().read_all(RELATIONS, subjects=SUBJECTS))
     from_rdf = by_key(RdfFileSource([DATA / "edges.ttl"], options=ReadOptions(as_of=NOW)).read_all(RELATIONS))

@@ -52,8 +52,8 @@ def others(n: int) -> list[dict]:
     return [fixture.entity(f"Q{5_000_000 + i}", f"Other {i}") for i in range(n)]
 
 
-def settings_for(make_settings, tmp_path: Path):  # type: ignore[no-untyped-def]
-    url = f"sqlite:///{tmp_path / 'boot.db'}"
+def settings_for(make_settings, tmp_path: Path, url: str = ""):  # type: ignore[no-untyped-def]
+    url = url or f"sqlite:///{tmp_path / 'boot.db'}"
     store_db.upgrade(url)
     return make_settings(db_url=url, relations={"enabled": RELATIONS}, kb={"source": "wikidata", "as_of": AS_OF})
 
@@ -74,8 +74,8 @@ def snapshot(settings) -> dict[tuple[str, str], str]:  # type: ignore[no-untyped
     return out
 
 
-def test_bootstrap_then_reconcile(make_settings, tmp_path, tiny) -> None:
-    settings = settings_for(make_settings, tmp_path)
+def test_bootstrap_then_reconcile(make_settings, tmp_path, tiny, db_url) -> None:
+    settings = settings_for(make_settings, tmp_path, db_url)
     entities = recorded()
     first = boot(settings, write_dump(tmp_path / "a.json.gz", [*others(30), *entities.values()]), tiny)
     assert (first.entities, first.watched, first.reconcile) == (42, 3, False)

@@ -22,6 +22,8 @@ from kbsync.store import db as store_db
 from kbsync.store.models import EditRequestRow, Event, FollowedEntity, KbFact
 from kbsync.sync.from_settings import follow_from_settings
 
+pytestmark = pytest.mark.process   # local EventStreams and API servers, several follower runs each (~40 s)
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "wikidata"
 UA = "kbsync-tests/0 (https://kb.acme.test; tests@acme.test)"
 RELATIONS = ["P6", "P35", "P36", "P286", "P54"]
@@ -44,8 +46,8 @@ def servers() -> Iterator[tuple[object, object]]:
     api.stop()
 
 
-def settings_for(make_settings, tmp_path: Path, stream, api, as_of: str):  # type: ignore[no-untyped-def]
-    url = f"sqlite:///{tmp_path / 'follow.db'}"
+def settings_for(make_settings, tmp_path: Path, stream, api, as_of: str, url: str = ""):  # type: ignore[no-untyped-def]
+    url = url or f"sqlite:///{tmp_path / 'follow.db'}"
     store_db.upgrade(url)
     return make_settings(db_url=url, relations={"enabled": RELATIONS}, kb={
         "source": "wikidata", "subjects": ["Q92000001", "Q92000002", "Q92000003"], "as_of": as_of,
@@ -77,9 +79,10 @@ def new_holder(api, eid: str, prop: str, ended: int, value: str, label: str, sta
     api.entities[value] = fixture.entity(value, label)
 
 
-def test_follow_reads_the_stream_fetches_changed_items_and_queues(make_settings, tmp_path, tiny, servers) -> None:
+def test_follow_reads_the_stream_fetches_changed_items_and_queues(make_settings, tmp_path, tiny, servers,
+                                                                   db_url) -> None:
     stream, api = servers
-    settings = settings_for(make_settings, tmp_path, stream, api, "2025-06-01T00:00:00Z")
+    settings = settings_for(make_settings, tmp_path, stream, api, "2025-06-01T00:00:00Z", db_url)
     stream.count = 0                      # nothing has happened yet
     first = run(settings, tiny)          # never followed: the configured items are read whole
     assert (first.fetched, first.diff["new"], first.diff["review"]) == (3, 5, 1)
