@@ -33,6 +33,10 @@ def watched(session: Session, entities: Iterable[str], relations: Sequence[str],
     return out
 
 
+def watched_any(session: Session, relations: Sequence[str]) -> bool:
+    return session.scalar(select(KbFact.id).where(KbFact.relation.in_(relations)).limit(1)) is not None
+
+
 def note(session: Session, changes: Mapping[str, tuple[int, datetime | None]]) -> int:
     """Record entity -> (revision, edited at); returns how many were newer than what was stored."""
     if not changes:

@@ -97,6 +97,12 @@ def follow(db: Database, stream: Stream, recent: RecentChanges, diff_items: Call
         start = o.now()
         if o.configured:
             _diff_all(sorted(o.configured), diff_items, o.chunk, report)
+        else:
+            with db.session() as s:
+                empty = not followed.watched_any(s, o.relations)
+            if empty:
+                log.warning("follow.nothing_watched", why="no [kb] subjects ids and no snapshot of these relations: "
+                            "every edit is dropped; run kbsync bootstrap --dump FILE or set [kb] subjects")
         since = _iso(start)
         with db.session() as s:
             followed.set_position(s, None, None, since=since)
