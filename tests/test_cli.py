@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 STATUS_KEYS = {
     "kbsync_version", "database", "schema", "kb_facts", "settling", "queue", "batches",
     "current_model_version", "current_model_versions", "last_run", "last_tick", "last_successful_tick_at",
-    "key_statistics", "gate", "capacity", "holds", "damage", "serving",
+    "key_statistics", "gate", "capacity", "holds", "damage", "serving", "last_database_outage", "daemon_health",
 }
 
 
