@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--extra", type=int, default=100, help="true facts beside the changed ones (probed for speed)")
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--probe-facts", type=int, default=60, help="true facts probed for the facts/s figures")
     parser.add_argument("--reuse", action="store_true", help="keep the work directory's applied state")
     parser.add_argument("--prepare-only", action="store_true", help="diff and apply only (no server needed yet)")
     args = parser.parse_args()
@@ -215,7 +216,8 @@ def throughput(args, settings: Settings, kb: list[dict], base: Path) -> dict:  #
     from kbsync.sync.from_settings import current_model
 
     catalogue = load_catalogue()
-    items = [ProbeItem(catalogue[r["relation_id"]].prompt_for(r["subject"]), [r["attribute"]]) for r in kb]
+    items = [ProbeItem(catalogue[r["relation_id"]].prompt_for(r["subject"]), [r["attribute"]])
+             for r in kb[:args.probe_facts]]
     result: dict = {"facts": len(items)}
     one = Server(args.work, base)
     try:
