@@ -31,9 +31,10 @@ def commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tup
 
 COMMANDS = commands()
 # What a command needs on its line to get past click's own checks (paths are filled in per test).
-REQUIRED = {("rollback",): ["1"], ("export",): ["{path}"], ("eval",): ["--dataset", "{path}"]}
+REQUIRED = {("rollback",): ["1"], ("export",): ["{path}"], ("eval",): ["--dataset", "{path}"],
+            ("bootstrap",): ["--dump", "{path}"]}
 # Path parameters (click.Path) by role: an input is read, an output is written.
-INPUTS = {("eval", "dataset")}
+INPUTS = {("eval", "dataset"), ("bootstrap", "dump")}
 OUTPUTS = {("export", "dest"), ("eval", "json_out")}
 
 
@@ -120,11 +121,10 @@ def test_every_path_option_with_a_bad_path(run_cli, tmp_path: Path, upgraded, na
     dataset.write_text(json.dumps([]))
     cmd = dict(COMMANDS)[name]
     opt = next(p for p in cmd.params if p.name == param)
-    if opt.param_type_name == "argument":
-        args = line_for(name, bad)
+    if opt.param_type_name == "argument" or opt.opts[0] in REQUIRED.get(name, []):
+        args = line_for(name, bad)  # the path a command needs on its line is the bad one
     else:
-        args = [*line_for(name, dataset), opt.opts[0], str(bad)] if name != ("eval",) or param != "dataset" \
-            else [*name, "--dataset", str(bad)]
+        args = [*line_for(name, dataset), opt.opts[0], str(bad)]
     r = one_line_failure(run_cli, "--log-level", "error", *args, env=upgraded)
     assert str(bad) in r.err or bad.name in r.err, r.err
 

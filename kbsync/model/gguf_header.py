@@ -27,26 +27,42 @@ def _read(fh: BinaryIO, fmt: str) -> int | float | bool:
     return struct.unpack(fmt, data)[0]
 
 
+def _left(fh: BinaryIO) -> int:
+    """Bytes from the current position to the end of the file."""
+    here = fh.tell()
+    end = fh.seek(0, 2)
+    fh.seek(here)
+    return end - here
+
+
 def _string(fh: BinaryIO) -> str:
     n = int(_read(fh, "<Q"))
+    if n > _left(fh):  # a damaged length: reading it would ask for exabytes
+        raise EOFError
     data = fh.read(n)
     if len(data) != n:
         raise EOFError
     return data.decode("utf-8", errors="replace")
 
 
+def _forward(fh: BinaryIO, n: int) -> None:
+    if n > _left(fh):
+        raise EOFError
+    fh.seek(n, 1)
+
+
 def _skip(fh: BinaryIO, kind: int) -> None:
     if kind == _STRING:
-        fh.seek(int(_read(fh, "<Q")), 1)
+        _forward(fh, int(_read(fh, "<Q")))
     elif kind == _ARRAY:
         item, count = int(_read(fh, "<I")), int(_read(fh, "<Q"))
         if item in _SCALARS:
-            fh.seek(struct.calcsize(_SCALARS[item]) * count, 1)
+            _forward(fh, struct.calcsize(_SCALARS[item]) * count)
         else:
             for _ in range(count):
                 _skip(fh, item)
     elif kind in _SCALARS:
-        fh.seek(struct.calcsize(_SCALARS[kind]), 1)
+        _forward(fh, struct.calcsize(_SCALARS[kind]))
     else:
         raise ValueError(f"unknown metadata type {kind}")
 

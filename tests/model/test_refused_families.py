@@ -37,6 +37,21 @@ def test_header_reader(tmp_path: Path) -> None:
         gguf_value(tmp_path / "bad.gguf", "general.architecture")
 
 
+@pytest.mark.parametrize("header", [
+    b"GGUF-not-really" * 10,                                  # a key length of exabytes
+    b"GGUF\x03\x00\x00\x00" + (0).to_bytes(8, "little") + (1).to_bytes(8, "little")
+    + (1).to_bytes(8, "little") + b"k" + (8).to_bytes(4, "little") + (2**62).to_bytes(8, "little"),  # a string value's
+    b"GGUF\x03\x00\x00\x00" + (0).to_bytes(8, "little") + (1).to_bytes(8, "little")
+    + (1).to_bytes(8, "little") + b"k" + (9).to_bytes(4, "little") + (4).to_bytes(4, "little")
+    + (2**61).to_bytes(8, "little"),                          # an array's count
+], ids=["key", "string", "array"])
+def test_damaged_lengths_are_a_damaged_header(tmp_path: Path, header: bytes) -> None:
+    """A length past the end of the file is damage, not a request for that much memory."""
+    (tmp_path / "bad.gguf").write_bytes(header)
+    with pytest.raises(ModelError, match="damaged GGUF header"):
+        gguf_value(tmp_path / "bad.gguf", "general.architecture")
+
+
 @pytest.mark.parametrize("arch,match", [
     ("bloom", "cannot edit 'bloom' models exactly: ALiBi"),
     ("qwen2moe", "mixture-of-experts"),
