@@ -55,17 +55,18 @@ class CompletionsClient:
         self._turn = itertools.count()
         self._lock = threading.Lock()
 
-    def _next_url(self) -> str:
+    def _first_replica(self) -> int:
         with self._lock:
-            return self.urls[next(self._turn) % len(self.urls)]
+            return next(self._turn)
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         body = {"model": self.model or "kbsync", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
                 "top_p": 1.0, "n": 1, "stream": False, "logprobs": 1, "seed": 0,
                 "n_probs": 1}   # llama.cpp reads n_probs (its /v1/completions ignores logprobs); others ignore it
         delay, last = 0.5, ""
+        first = self._first_replica()  # requests take turns; this one's retries go on from its own turn
         for attempt in range(1, self.max_attempts + 1):
-            url = self._next_url()
+            url = self.urls[(first + attempt - 1) % len(self.urls)]
             try:
                 return _parse(self._post(url, body), url)
             except urllib.error.HTTPError as exc:

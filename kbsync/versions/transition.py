@@ -185,7 +185,8 @@ class BatchTransition:
                 if rid in back:
                     move_request(s, row, RequestState.PENDING, why, run_id=writer.run_id)
                 else:
-                    own = f"; this edit: {per_request[rid]}" if rid in per_request else ""
+                    mine = per_request.get(rid)
+                    own = f"; this edit: {mine}" if mine and mine != reason else ""  # said once
                     move_request(s, row, RequestState.FAILED, why + own, batch_id=self.batch_id, run_id=writer.run_id)
             if record is not None:
                 record(s)

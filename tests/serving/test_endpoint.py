@@ -111,6 +111,15 @@ def test_replicas_take_turns_and_a_retry_moves_on(scripted) -> None:
     assert len(b.bodies) == 6 and len(a.bodies) >= 3
 
 
+def test_a_retry_goes_to_the_next_replica_while_other_requests_take_turns(scripted) -> None:
+    a = scripted(lambda n, b: (503, {}, {}))
+    b = scripted(lambda n, body: (200, {}, answer(" ok")))
+    client = CompletionsClient([a.url, b.url], max_attempts=2)
+    client.sleep = lambda s: client._first_replica()  # another request takes its turn during the back-off
+    assert client.complete("p", 2).text == " ok"
+    assert len(a.bodies) == 1 and len(b.bodies) == 1
+
+
 def test_a_server_that_is_down_is_one_line_naming_it() -> None:
     client = CompletionsClient(["http://127.0.0.1:9"], max_attempts=2, timeout_s=2, sleep=lambda s: None)
     with pytest.raises(ServingError) as err:
