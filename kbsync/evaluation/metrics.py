@@ -1,4 +1,4 @@
-"""CounterFact metrics (DESIGN.md §4) of a model on a list of cases.
+"""CounterFact metrics (ES, PS, NS and the greedy accuracies: docs/benchmarks.md) of a model on a list of cases.
 
 score(o | p) = mean per-token log-prob of " o" after p (kbsync.model.scoring.target_logprobs).
     ES  share of cases with score(new | prompt) > score(old | prompt)

@@ -1,6 +1,6 @@
 """Ask the model what it believes: greedy answers and scores against the KB's objects.
 
-For each (prompt, acceptable labels) the model agrees with the KB when (DESIGN.md §1 step 3)
+For each (prompt, acceptable labels) the model agrees with the KB when (docs/how-it-works.md, the probe step)
   1) its greedy answer matches a label or alias of an acceptable object (normalised), or
   2) the best acceptable label scores at least as high as the model's own answer
      (score = mean log-prob per token of " " + text after the prompt, the CounterFact

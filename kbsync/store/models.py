@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.x models of DESIGN.md §5. Alembic's migrations create exactly this schema
+"""SQLAlchemy 2.x models of the audit store (docs/audit-sql.md). Alembic's migrations create exactly this schema
 (`tests/store/test_migrations.py` checks there is no autogenerate diff).
 
 Constraints live in the schema: allowed states (CHECK), one open request per

@@ -1,4 +1,4 @@
-"""The model store's files: base ⊕ delta log (DESIGN.md §2). Which of them SQL names, and
+"""The model store's files: base ⊕ delta log (docs/how-it-works.md). Which of them SQL names, and
 which version is current, is `versions/registry.py`'s.
 
     state_dir/store/<model_key[:16]>/
