@@ -91,3 +91,24 @@ def test_a_failed_edit_is_not_queued_again_every_tick(make_settings, make_writer
     assert second.queued == 0 and row.action == "held" and row.held.startswith("failed 1x: waits for")
     assert status(db)["holds"]["failed"] == 1
     db.dispose()
+
+
+def test_kbsync_release_on_the_command_line(make_settings, make_writer, tmp_path, sqlite_url, run_cli) -> None:
+    """The operator's command: one line per released fact, audited, and the next diff queues it."""
+    settings, db, kb = flow(make_settings, tmp_path, sqlite_url, "Poseidonia")
+    diff(settings, db, "d1")
+    (batch,) = apply_pending(make_writer(settings, db, "a1")).batches
+    rollback(make_writer(settings, db, "rb"), batch.batch_id)
+    env = {"KBSYNC_STATE__DIR": str(settings.state.dir), "KBSYNC_DATABASE__URL": sqlite_url}
+    odd = run_cli("release", "Q1000", env=env)
+    assert odd.exit_code == 2 and "SUBJECT RELATION pairs" in odd.err
+    r = run_cli("release", "Q1000", "P36", env=env)
+    assert r.exit_code == 0, r.err
+    assert r.out.splitlines()[:2] == ["released 1 held fact(s)", f"  Q1000 P36 (rolled_back, batch {batch.batch_id})"]
+    assert run_cli("release", "--all", "--json", env=env).out.strip() == "[]"   # nothing left held
+    assert diff(settings, db, "d2").queued == 1
+    with db.session() as s:
+        assert s.scalars(select(FactHold)).one().state == "released"
+        events = list(s.scalars(select(Event).where(Event.kind == "release").order_by(Event.id)))
+        assert len(events) == 2   # each operator action is audited, the one that released nothing too
+    db.dispose()
