@@ -1,5 +1,5 @@
 """A running daemon loses its PostgreSQL login and gets it back: it stays up, says it is unhealthy
-(health file, `kbsync status`, metrics), skips its ticks, and goes on by itself when the database
+(health file, `kbsync status`, metrics, systemd's STATUS), skips its ticks, and goes on by itself when the database
 answers, with the outage recorded and shown by `kbsync status`."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from kbsync.store.db import open_database
 
 from .conftest import Kbsync, clean_env, free_port, migrate, stop, wait_for, write_config
 from .test_daemon import events
+from .test_notify import FakeSystemd
 
 pytestmark = pytest.mark.process
 
@@ -62,7 +63,8 @@ def test_the_daemon_survives_a_database_outage_and_goes_on(tmp_path: Path, postg
     config = migrate(write_config(tmp_path / "kbsync.toml", tiny_model_dir, database_url=url, interval_s=2,
                                   steps=("diff",), metrics_port=port))
     state_dir = tmp_path / "state"
-    k = Kbsync(config, clean_env())
+    systemd = FakeSystemd(str(tmp_path / "notify.sock"))   # systemd's NOTIFY_SOCKET: STATUS= lines
+    k = Kbsync(config, clean_env() | {"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
     db = open_database(load_settings(config, environ={}).database_url)
     proc = k.start("daemon")
     try:
@@ -80,6 +82,8 @@ def test_the_daemon_survives_a_database_outage_and_goes_on(tmp_path: Path, postg
         assert proc.poll() is None, k.log[-3000:]
         assert metric(port, "kbsync_healthy ") == "kbsync_healthy 0.0"
         assert 'kbsync_unhealthy{reason="' in metric(port, "kbsync_unhealthy{")
+        said = [line for line in systemd.drain() if line.startswith("STATUS=UNHEALTHY since ")]
+        assert any(health["reason"] in line and "next try in" in line for line in said), systemd.lines
         down = k.run("status")
         assert down.returncode == 4, down.stdout + down.stderr     # the database is out of reach ...
         assert "daemon      UNHEALTHY since" in down.stdout        # ... and status says so first
@@ -99,6 +103,7 @@ def test_the_daemon_survives_a_database_outage_and_goes_on(tmp_path: Path, postg
     finally:
         if proc.poll() is None:
             proc.kill()
+        systemd.close()
     assert code == 0, k.log[-3000:]
 
     [outage] = events(db, "database_outage")
