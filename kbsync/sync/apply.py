@@ -204,6 +204,7 @@ class Applier:
                 candidate.kept = []
             if candidate.kept:
                 return self.publish(t, plan, candidate, gate, requeue)
+            requeue |= set(candidate.retry)
             if refused and gate is not None and not gate.ok:
                 self.refused = refusal       # for lack of room: the run may end saturated
             reason = self.failure_reason(candidate, refused, requeue, refusal)
@@ -244,7 +245,8 @@ class Applier:
                                  target_old=r.target_old, request_id=r.id, paraphrases=tuple(r.paraphrases))
                      for r in present]
             facts = {r.id: (r.subject, r.relation, r.content_hash or "", r.prompt) for r in present}
-            plan = Plan(batch.id, request_ids, edits, self.verifier.tests_for(s, present), facts, time.perf_counter())
+            plan = Plan(batch.id, request_ids, edits, self.verifier.tests_for(s, present), facts, time.perf_counter(),
+                        attempts={r.id: r.attempts for r in present})
         log.info("batch_started", batch=plan.batch_id, n_edits=len(edits))
         return plan
 
@@ -258,6 +260,9 @@ class Applier:
         elif c.dropped:
             first = next(iter(c.dropped.values()))[0].reason
             parts.append(f"{len(c.dropped)} edits failed their own checks (the first: {first})")
+        if c.retry:
+            parts.append(f"{len(c.retry)} dropped for neighbours that moved for other edits too, to be tried "
+                         "again in a later batch")
         if c.capped:
             parts.append(f"edits still failing after {c.rounds - 1} re-solves ([verify] max_resolves)")
         if requeue:
@@ -273,6 +278,8 @@ class Applier:
         reason = (f"{len(kept)} of {len(plan.request_ids)} edits verified on their own checks ({summary(final.shares)})"
                   + (f"; {gate.reason}" if gate is not None else "")
                   + (f"; {len(c.dropped)} failed their own checks" if c.dropped else "")
+                  + (f"; {len(c.retry)} to be tried again in a later batch (neighbours that moved for other edits "
+                     "too)" if c.retry else "")
                   + (f"; {len(requeue)} back in the queue (the gate's other half)" if requeue else ""))
         damaged: list = []
         run_id = self.writer.run_id
@@ -296,13 +303,15 @@ class Applier:
             self.verifier.save(s, plan.batch_id, [x for x in final.checks if x.request_id in kept],
                                {r: final.verdicts[r] for r in c.kept}, version.id, prompts=self.prompts(plan))
             self.fail_dropped(s, plan, c, self.writer.version_id)
+            self.retry_later(s, plan, c, self.writer.version_id)
             self.give_back(s, plan, requeue, "the regression gate refused the whole batch; tried in a smaller one")
             self.verifier.save_gate(s, plan.batch_id, gate, version.id)
             damaged.extend(self.verifier.save_damage(s, plan.batch_id, harms, version.id, run_id))
             if damaged and self.settings.verify.on_damage == "requeue":
                 damage.requeue(s, damaged, open_catalogue(self.settings), run_id)
             record_event(s, "batch_applied", run_id=run_id, config_hash=self.writer.config_hash,
-                         batch_id=plan.batch_id, n_edits=len(kept), dropped=sorted(c.dropped), requeued=sorted(requeue),
+                         batch_id=plan.batch_id, n_edits=len(kept), dropped=sorted(c.dropped),
+                         retried=sorted(c.retry), requeued=sorted(requeue),
                          weights_sha256=t.weights_sha256, delta_sha256=t.delta_sha256, shares=final.shares,
                          damaged=len(damaged), rounds=c.rounds, gate=gate.reason if gate is not None else "off")
 
@@ -311,10 +320,10 @@ class Applier:
         published = t.publish(f"b{plan.batch_id:06d}", f"batch {plan.batch_id} applied", delta=c.delta,
                               record=record)
         log.info("batch_verified", batch=plan.batch_id, n_edits=len(kept), dropped=len(c.dropped),
-                 requeued=len(requeue), damaged=len(damaged), rounds=c.rounds, **final.shares)
+                 retried=len(c.retry), requeued=len(requeue), damaged=len(damaged), rounds=c.rounds, **final.shares)
         return self.outcome(plan, BatchState.VERIFIED, reason, final.shares, version_id=published.version_id,
                             damaged=len(damaged), n_failed=len(c.dropped), n_verified=len(kept),
-                            n_requeued=len(requeue), rounds=c.rounds,
+                            n_requeued=len(requeue) + len(c.retry), rounds=c.rounds,
                             held=[f"{plan.rows[r][0]} {plan.rows[r][1]}" for r in c.kept])
 
     def abandon(self, t: BatchTransition, plan: Plan, reason: str, c: Candidate, refused: dict[int, str], *,
@@ -330,12 +339,15 @@ class Applier:
                 self.verifier.save(s, plan.batch_id, [x for x in deciding.checks if x.request_id == rid],
                                    {rid: verdict}, version, prompts=self.prompts(plan))
                 self.hold(s, plan, rid, "failed", verdict.reason)
+            for rid, (verdict, deciding) in sorted(c.retry.items()):   # back in the queue (t.abandon moves them)
+                self.verifier.save(s, plan.batch_id, [x for x in deciding.checks if x.request_id == rid],
+                                   {rid: verdict}, version, prompts=self.prompts(plan))
             for rid, why in sorted(refused.items()):
                 self.hold(s, plan, rid, refused_kind, why)
             self.verifier.save_gate(s, plan.batch_id, gate, None)
             record_event(s, "batch_failed", run_id=run_id, config_hash=self.writer.config_hash,
                          batch_id=plan.batch_id, ok=False, reason=reason, dropped=sorted(c.dropped),
-                         refused=sorted(refused), requeued=sorted(requeue))
+                         retried=sorted(c.retry), refused=sorted(refused), requeued=sorted(requeue))
 
         t.abandon(reason, requeue=requeue, per_request=per_request,
                   metrics=(c.round.shares if c.round else {}) | {"dropped": len(c.dropped), "rounds": c.rounds,
@@ -354,6 +366,19 @@ class Applier:
             self.verifier.save(s, plan.batch_id, [x for x in deciding.checks if x.request_id == rid], {rid: verdict},
                                version_id, prompts=self.prompts(plan))
             self.hold(s, plan, rid, "failed", verdict.reason)
+
+    def retry_later(self, s: Session, plan: Plan, c: Candidate, version_id: int | None) -> None:
+        """In the publish's transaction: each edit set aside for a retry goes back to the queue with its
+        own reason, and its checks of the round that dropped it are kept."""
+        for rid, (verdict, deciding) in sorted(c.retry.items()):
+            row = s.get(EditRequestRow, rid)
+            assert row is not None
+            move_request(s, row, RequestState.PENDING,
+                         f"batch {plan.batch_id}: dropped, a neighbour it shares moved for other edits too; tried "
+                         f"again in a later batch; this edit: {verdict.reason}", batch_id=plan.batch_id,
+                         run_id=self.writer.run_id)
+            self.verifier.save(s, plan.batch_id, [x for x in deciding.checks if x.request_id == rid], {rid: verdict},
+                               version_id, prompts=self.prompts(plan))
 
     def unclaim(self, request_ids: list[int], why: str) -> None:
         with self.db.session() as s:

@@ -6,6 +6,9 @@ the rest solved again, until every kept edit passes (the compute and verdict ste
                                                      failing ones (a subject's edits together) ->
                                                      solve again from the same targets, at most
                                                      [verify] max_resolves times
+    An edit dropped only for a neighbour that moved for other edits of the batch as well (the
+    batch's move, not shown to be its own: verdict.moved_together) is set aside for a retry in a
+    later batch, once (its first claim); every other dropped edit fails with its own reason.
     first, rest = candidates.halves(plan, c.kept)     a subject's edits kept together
 
 Each round starts from the model before the batch (`BatchTransition.before`), bit for bit.
@@ -22,7 +25,7 @@ from kbsync.editing.nullspace import PreservedKeys
 from kbsync.editing.request import EditRequest
 from kbsync.logs import get_logger
 from kbsync.verification.checks import EditUnderTest
-from kbsync.verification.verdict import EditVerdict, split_in_halves, with_subjects
+from kbsync.verification.verdict import EditVerdict, moved_together, split_in_halves, with_subjects
 from kbsync.verification.verifier import BeforeAnswers, Round, Verifier
 from kbsync.versions.transition import BatchTransition, crashing_in
 from kbsync.versions.writer import ModelWriter
@@ -39,6 +42,7 @@ class Plan:
     rows: dict[int, tuple[str, str, str, str]]     # request id -> (subject, relation, content hash, prompt)
     t0: float
     timings: dict[str, float] = field(default_factory=dict)
+    attempts: dict[int, int] = field(default_factory=dict)   # request id -> times claimed, this claim included
 
     def tests_of(self, ids: set[int]) -> list[EditUnderTest]:
         return [t for t in self.tests if t.request_id in ids]
@@ -52,6 +56,7 @@ class Candidate:
     delta: Delta | None
     round: Round | None
     dropped: dict[int, tuple[EditVerdict, Round]] = field(default_factory=dict)  # with the round that decided
+    retry: dict[int, tuple[EditVerdict, Round]] = field(default_factory=dict)    # dropped, for a later batch
     rounds: int = 0
     capped: bool = False        # edits still failed after [verify] max_resolves re-solves
     first: dict[str, float] = field(default_factory=dict)   # the first round's shares (what a batch rule saw)
@@ -95,7 +100,8 @@ class Candidates:
         """Solve the kept edits, check each on its own, drop those that fail (with their subject's other
         edits) and solve again, until every kept edit passes, none is left, or [verify] max_resolves."""
         c = Candidate(list(kept), None, None, dict(previous.dropped) if previous else {},
-                      previous.rounds if previous else 0, first=dict(previous.first) if previous else {},
+                      dict(previous.retry) if previous else {}, previous.rounds if previous else 0,
+                      first=dict(previous.first) if previous else {},
                       first_failing=previous.first_failing if previous else 0)
         subjects = self.subjects(plan)
         while c.kept:
@@ -112,14 +118,19 @@ class Candidates:
             c.rounds += 1
             if c.rounds == 1:
                 c.first = c.round.shares
-            failing = with_subjects(c.round.failing, plan.request_ids, subjects) & set(c.kept)
+            own = c.round.failing & set(c.kept)
             if c.rounds == 1:
-                c.first_failing = len(c.round.failing & set(c.kept))
+                c.first_failing = len(own)
+            together = {r for r in moved_together(c.round.checks, c.round.verdicts) & own if plan.attempts.get(r, 1) <= 1}
+            failing = with_subjects(own - together, plan.request_ids, subjects) & set(c.kept)
+            later = with_subjects(together, plan.request_ids, subjects) & set(c.kept) - failing
+            failing |= later
             if not failing:
                 break
             for rid in failing:
-                c.dropped[rid] = (c.round.verdicts.get(rid) or EditVerdict(
-                    rid, False, "subject", "dropped with its subject's other edits, one of which failed"), c.round)
+                verdict = c.round.verdicts.get(rid) or EditVerdict(
+                    rid, False, "subject", "dropped with its subject's other edits, one of which failed")
+                (c.retry if rid in later else c.dropped)[rid] = (verdict, c.round)
             if c.rounds > self.settings.verify.max_resolves:
                 c.capped = True
                 break

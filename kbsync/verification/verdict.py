@@ -50,6 +50,7 @@ class EditVerdict:
     ok: bool
     decided_by: str     # the failing kind that decided (see the module docstring), "damage", or "passed"
     reason: str
+    below: tuple[str, ...] = ()   # every kind below its threshold
 
 
 def describe(c: Check) -> str:
@@ -76,12 +77,31 @@ def edit_verdicts(checks: list[Check], thresholds: VerifySettings, *, damage_fai
         if below:
             first = next(c for c in kinds[below[0]] if not c.passed)
             why = ", ".join(f"{k} {own[k]:.2f} < {limit[k]:.2f}" for k in below)
-            out[rid] = EditVerdict(rid, False, below[0], f"{why}: {describe(first)}")
+            out[rid] = EditVerdict(rid, False, below[0], f"{why}: {describe(first)}", tuple(below))
         elif damage_fails and moved:
             out[rid] = EditVerdict(rid, False, "damage", f"damage: {describe(moved[0])} ([verify] on_damage = rollback)")
         else:
             out[rid] = EditVerdict(rid, True, "passed", "its own checks passed: " + summary(own))
     return out
+
+
+NEIGHBOUR_KINDS = frozenset({"neighbour_acc", "neighbour"})
+
+
+def moved_together(checks: list[Check], verdicts: dict[int, EditVerdict]) -> set[int]:
+    """The failing edits whose only failing kinds are neighbour checks, each failed neighbour of which
+    failed for another edit of the batch too: a move the batch's edits made together, not shown to
+    be this edit's own (one neighbour shared by many edits moved, and every one of them failed).
+    Apply retries these once in a later batch; every other failing edit fails."""
+    failed_for: dict[str, set[int]] = defaultdict(set)   # neighbour prompt -> edits whose check of it failed
+    mine: dict[int, set[str]] = defaultdict(set)
+    for c in checks:
+        if c.kind in NEIGHBOUR_KINDS and not c.passed:
+            failed_for[c.prompt].add(c.request_id)
+            mine[c.request_id].add(c.prompt)
+    return {rid for rid, v in verdicts.items()
+            if not v.ok and v.below and set(v.below) <= NEIGHBOUR_KINDS and mine[rid]
+            and all(failed_for[p] - {rid} for p in mine[rid])}
 
 
 def with_subjects(failing: set[int], request_ids: Sequence[int], subjects: Sequence[str] | None) -> set[int]:

@@ -7,7 +7,7 @@ from kbsync.config import VerifySettings
 from kbsync.verification.checks import Check
 from kbsync.verification.neighbours import PoolFact, pick_neighbours
 from kbsync.verification.recheck import holding
-from kbsync.verification.verdict import batch_rule_would_verify, edit_verdicts, shares
+from kbsync.verification.verdict import batch_rule_would_verify, edit_verdicts, moved_together, shares
 
 
 def check(rid: int, kind: str, passed: bool) -> Check:
@@ -74,3 +74,22 @@ def test_the_batch_rule_count_is_the_first_rounds_failing_edits_when_every_share
     # a share under its threshold: the batch rule would have failed the whole batch, so it verifies none
     assert batch_rule_would_verify(v, {"first_round": passing | {"efficacy_acc": 0.5}, "dropped_first_round": 20}) == 0
     assert batch_rule_would_verify(v, None) == 0 and batch_rule_would_verify(v, {}) == 0
+
+
+def neighbour(rid: int, prompt: str, passed: bool) -> Check:
+    return Check(rid, "neighbour_acc", prompt, "astronomy", "physics", 0.0, 0.0, passed)
+
+
+def test_a_neighbour_that_moved_for_several_edits_is_the_batch_s_move_not_one_edit_s() -> None:
+    """Edits 1 and 2 share the neighbour H, which moved: neither is shown to have moved it (retried);
+    edit 3 moved a neighbour of its own (fails); edit 4 failed its own efficacy too (fails)."""
+    checks = [check(r, "efficacy_acc", r != 4) for r in (1, 2, 3, 4)] + [
+        neighbour(1, "H", False), neighbour(1, "A", True),
+        neighbour(2, "H", False), neighbour(2, "B", True),
+        neighbour(3, "C", False), neighbour(3, "D", True),
+        neighbour(4, "H", False), neighbour(4, "E", True)]
+    verdicts = edit_verdicts(checks, VerifySettings(min_efficacy_acc=0.9, min_paraphrase_acc=0.0, min_efficacy=0.0,
+                                                    min_paraphrase=0.0, min_specificity=0.8))
+    assert {r for r, v in verdicts.items() if not v.ok} == {1, 2, 3, 4}
+    assert verdicts[1].below == ("neighbour_acc",) and verdicts[4].below == ("efficacy_acc", "neighbour_acc")
+    assert moved_together(checks, verdicts) == {1, 2}
