@@ -8,7 +8,8 @@ the rest solved again, until every kept edit passes (the compute and verdict ste
                                                      [verify] max_resolves times
     An edit dropped only for a neighbour that moved for other edits of the batch as well (the
     batch's move, not shown to be its own: verdict.moved_together) is set aside for a retry in a
-    later batch, once (its first claim); every other dropped edit fails with its own reason.
+    later batch, at most SHARED_MOVE_RETRIES times (the request's claims count them); every other
+    dropped edit fails with its own reason.
     first, rest = candidates.halves(plan, c.kept)     a subject's edits kept together
 
 Each round starts from the model before the batch (`BatchTransition.before`), bit for bit.
@@ -31,6 +32,8 @@ from kbsync.versions.transition import BatchTransition, crashing_in
 from kbsync.versions.writer import ModelWriter
 
 log = get_logger(__name__)
+
+SHARED_MOVE_RETRIES = 2   # later batches an edit dropped only for a shared neighbour's move is tried in
 
 
 @dataclass
@@ -121,7 +124,8 @@ class Candidates:
             own = c.round.failing & set(c.kept)
             if c.rounds == 1:
                 c.first_failing = len(own)
-            together = {r for r in moved_together(c.round.checks, c.round.verdicts) & own if plan.attempts.get(r, 1) <= 1}
+            together = {r for r in moved_together(c.round.checks, c.round.verdicts) & own
+                        if plan.attempts.get(r, 1) <= SHARED_MOVE_RETRIES}
             failing = with_subjects(own - together, plan.request_ids, subjects) & set(c.kept)
             later = with_subjects(together, plan.request_ids, subjects) & set(c.kept) - failing
             failing |= later

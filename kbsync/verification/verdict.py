@@ -92,7 +92,7 @@ def moved_together(checks: list[Check], verdicts: dict[int, EditVerdict]) -> set
     """The failing edits whose only failing kinds are neighbour checks, each failed neighbour of which
     failed for another edit of the batch too: a move the batch's edits made together, not shown to
     be this edit's own (one neighbour shared by many edits moved, and every one of them failed).
-    Apply retries these once in a later batch; every other failing edit fails."""
+    Apply retries these in a later batch (at most twice); every other failing edit fails."""
     failed_for: dict[str, set[int]] = defaultdict(set)   # neighbour prompt -> edits whose check of it failed
     mine: dict[int, set[str]] = defaultdict(set)
     for c in checks:
