@@ -7,7 +7,12 @@ from kbsync.config import VerifySettings
 from kbsync.verification.checks import Check
 from kbsync.verification.neighbours import PoolFact, pick_neighbours
 from kbsync.verification.recheck import holding
-from kbsync.verification.verdict import batch_rule_would_verify, edit_verdicts, moved_together, shares
+from kbsync.verification.verdict import (
+    batch_rule_would_verify,
+    edit_verdicts,
+    moved_together,
+    shares,
+)
 
 
 def check(rid: int, kind: str, passed: bool) -> Check:
