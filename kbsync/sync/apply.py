@@ -49,6 +49,7 @@ from kbsync.store.transitions import move_batch, move_request
 from kbsync.sync.candidate import Candidate, Candidates, Plan
 from kbsync.verification import damage
 from kbsync.verification.gate import GateVerdict
+from kbsync.verification.recheck import record_lost
 from kbsync.verification.verdict import summary
 from kbsync.verification.verifier import BeforeAnswers, Verifier
 from kbsync.versions import registry
@@ -282,6 +283,7 @@ class Applier:
                      "too)" if c.retry else "")
                   + (f"; {len(requeue)} back in the queue (the gate's other half)" if requeue else ""))
         damaged: list = []
+        drifted: list[int] = []
         run_id = self.writer.run_id
 
         def record(s: Session, version: ModelVersion) -> None:
@@ -304,6 +306,8 @@ class Applier:
                                {r: final.verdicts[r] for r in c.kept}, version.id, prompts=self.prompts(plan))
             self.fail_dropped(s, plan, c, self.writer.version_id)
             self.retry_later(s, plan, c, self.writer.version_id)
+            if gate is not None:   # earlier edits the gate found no longer named on this version: drifted
+                drifted.extend(record_lost(s, gate.figures, plan.batch_id, version.id, run_id))
             self.give_back(s, plan, requeue, "the regression gate refused the whole batch; tried in a smaller one")
             self.verifier.save_gate(s, plan.batch_id, gate, version.id)
             damaged.extend(self.verifier.save_damage(s, plan.batch_id, harms, version.id, run_id))
@@ -311,7 +315,7 @@ class Applier:
                 damage.requeue(s, damaged, open_catalogue(self.settings), run_id)
             record_event(s, "batch_applied", run_id=run_id, config_hash=self.writer.config_hash,
                          batch_id=plan.batch_id, n_edits=len(kept), dropped=sorted(c.dropped),
-                         retried=sorted(c.retry), requeued=sorted(requeue),
+                         retried=sorted(c.retry), requeued=sorted(requeue), drifted=drifted,
                          weights_sha256=t.weights_sha256, delta_sha256=t.delta_sha256, shares=final.shares,
                          damaged=len(damaged), rounds=c.rounds, gate=gate.reason if gate is not None else "off")
 
@@ -320,7 +324,8 @@ class Applier:
         published = t.publish(f"b{plan.batch_id:06d}", f"batch {plan.batch_id} applied", delta=c.delta,
                               record=record)
         log.info("batch_verified", batch=plan.batch_id, n_edits=len(kept), dropped=len(c.dropped),
-                 retried=len(c.retry), requeued=len(requeue), damaged=len(damaged), rounds=c.rounds, **final.shares)
+                 retried=len(c.retry), requeued=len(requeue), damaged=len(damaged), drifted=len(drifted),
+                 rounds=c.rounds, **final.shares)
         return self.outcome(plan, BatchState.VERIFIED, reason, final.shares, version_id=published.version_id,
                             damaged=len(damaged), n_failed=len(c.dropped), n_verified=len(kept),
                             n_requeued=len(requeue) + len(c.retry), rounds=c.rounds,

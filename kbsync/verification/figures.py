@@ -43,6 +43,7 @@ class Figures:
     retention: float | None = None
     n_retention: int = 0
     retained_ok: dict[str, bool] = field(default_factory=dict)  # earlier edit (request id) -> still named
+    lost_answers: dict[str, str] = field(default_factory=dict)  # earlier edit no longer named -> its greedy answer
 
     def known_acc(self, keys: Iterable[str] | None = None) -> float | None:
         return share(self.known_ok, self.known_ok if keys is None else keys)
@@ -51,7 +52,8 @@ class Figures:
         return share(self.retained_ok, request_ids)
 
     def details(self) -> dict[str, Any]:
-        return {"known_ok": self.known_ok, "answers": self.answers, "retained_ok": self.retained_ok}
+        return {"known_ok": self.known_ok, "answers": self.answers, "retained_ok": self.retained_ok,
+                "lost_answers": self.lost_answers}
 
     @classmethod
     def from_row(cls, row: Any) -> Figures:
@@ -74,5 +76,7 @@ def measure(model, tokenizer, texts: list[str], known: list[KnownFact], retained
         if retained else []
     figures.retained_ok = {str(r.request_id): answer_matches(a, list(r.acceptable)) is not None
                            for r, a in zip(retained, answers, strict=True)}
+    figures.lost_answers = {str(r.request_id): a for r, a in zip(retained, answers, strict=True)
+                            if not figures.retained_ok[str(r.request_id)]}
     figures.retention, figures.n_retention = figures.retention_on(figures.retained_ok), len(retained)
     return figures

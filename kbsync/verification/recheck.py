@@ -15,11 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kbsync.config import VerifySettings
+from kbsync.prompts import fill
 from kbsync.store.log import expand_compactions
-from kbsync.store.models import EditRequestRow
+from kbsync.store.models import EditCheck, EditRequestRow
 from kbsync.store.states import RequestState
 from kbsync.store.transitions import move_request
 from kbsync.verification.checks import Check, run_checks, save_checks
+from kbsync.verification.figures import Figures
 from kbsync.verification.neighbours import edits_under_test, key_similarity
 from kbsync.verification.verdict import EditVerdict, edit_verdicts
 from kbsync.versions.writer import ModelWriter
@@ -64,3 +66,28 @@ def record_rechecks(s: Session, checks: list[Check], owner: dict[int, int], phas
             move_request(s, row, RequestState.FAILED, f"{why}: {verdict.reason}", run_id=run_id)
             failed.append(rid)
     return failed
+
+
+def record_lost(s: Session, figures: Figures, batch_id: int, version_id: int | None, run_id: str) -> list[int]:
+    """The regression gate re-asked earlier verified edits on the version batch `batch_id` publishes
+    (its retention sample, greedy, on each edit's own prompt: its efficacy_acc check); those whose
+    answer named the KB value at their last check and no longer does have drifted and fail, as
+    `kbsync verify` fails them, with the check kept. Their ids."""
+    failed = []
+    for key, ok in sorted(figures.retained_ok.items(), key=lambda kv: int(kv[0])):
+        row = s.get(EditRequestRow, int(key))
+        if ok or row is None or row.state != RequestState.VERIFIED.value or row.batch_id is None:
+            continue
+        last = s.scalars(select(EditCheck).where(EditCheck.request_id == row.id, EditCheck.kind == "efficacy_acc")
+                         .order_by(EditCheck.id.desc())).first()
+        if last is None or not last.passed:   # it never named the value greedily ([verify] min_efficacy_acc 0)
+            continue
+        answer, prompt = figures.lost_answers.get(key, ""), fill(row.prompt, row.subject_label)
+        save_checks(s, row.batch_id, [Check(row.id, "efficacy_acc", prompt, row.target_new, answer, 0.0, 0.0, False)],
+                    "gate", version_id)
+        move_request(s, row, RequestState.FAILED,
+                     f"drift: after batch {batch_id} the greedy answer {answer.strip()!r} to {prompt!r} no longer "
+                     f"names {row.target_new!r} (the regression gate's retention sample)", run_id=run_id)
+        failed.append(row.id)
+    return failed
+
