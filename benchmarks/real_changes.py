@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_changes_kb import AS_OF, CHANGES, current, write_kb  # noqa: E402
+from real_changes_kb import AS_OF, CHANGES, HELD_OUT, current, write_kb  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from kbsync.config import Settings  # noqa: E402
@@ -43,20 +43,6 @@ from kbsync.sync.from_settings import current_model, diff_from_settings, model_w
 from kbsync.verification.verdict import batch_rule_would_verify  # noqa: E402
 
 RELATIONS = ["P6", "P35", "P54", "P169", "P286", "P488", "P1037", "P1308"]
-
-# Phrasings people use, written for this benchmark and never given to kbsync (not in the relation
-# catalogue, not trained on): how often the edited model names the current holder when asked so.
-HELD_OUT = {
-    "P6": ["The prime minister of {} is", "Who leads the government of {}? It is", "{} is governed by"],
-    "P35": ["The president of {} is", "Who is the head of state of {}? It is", "{} has as its head of state"],
-    "P54": ["{} is a player of", "Which club does {} play for? The answer is", "{} signed for"],
-    "P169": ["The chief executive of {} is", "Who runs {}? The CEO is", "{} is led by its CEO,"],
-    "P286": ["The manager of {} is", "Who coaches {}? It is", "{} is coached by"],
-    "P488": ["The chair of {} is", "Who chairs {}? It is", "{} has as its chairperson"],
-    "P1037": ["The head of {} is", "Who directs {}? It is", "{} is headed by"],
-    "P1308": ["The person who is {} now is", "Who is the {}? It is", "Today the {} is"],
-}
-
 
 def settings_for(work: Path, kb: Path, mode: str, args: argparse.Namespace) -> Settings:
     return Settings.model_validate({

@@ -228,6 +228,47 @@ ALIASES = {
     "Keir Starmer": ["Sir Keir Starmer"], "Manchester United": ["Manchester United F.C."],
     "Tedros Adhanom Ghebreyesus": ["Tedros"], "Liverpool": ["Liverpool F.C."], "Chelsea": ["Chelsea F.C."],
 }
+# Phrasings people use, written for this benchmark and never given to kbsync (not in the relation
+# catalogue, not trained on): how often the edited model names the current holder when asked so.
+HELD_OUT = {
+    "P6": ["The prime minister of {} is", "Who leads the government of {}? It is", "{} is governed by"],
+    "P35": ["The president of {} is", "Who is the head of state of {}? It is", "{} has as its head of state"],
+    "P54": ["{} is a player of", "Which club does {} play for? The answer is", "{} signed for"],
+    "P169": ["The chief executive of {} is", "Who runs {}? The CEO is", "{} is led by its CEO,"],
+    "P286": ["The manager of {} is", "Who coaches {}? It is", "{} is coached by"],
+    "P488": ["The chair of {} is", "Who chairs {}? It is", "{} has as its chairperson"],
+    "P1037": ["The head of {} is", "Who directs {}? It is", "{} is headed by"],
+    "P1308": ["The person who is {} now is", "Who is the {}? It is", "Today the {} is"],
+}
+
+# The office each subject's head of government (Wikidata P1313, "office held by head of
+# government") and head of state (P1906, "office held by head of state") holds, as the English
+# labels of those office items read (e.g. Q14211 "Prime Minister of the United Kingdom"). Written
+# in the KB as those two properties; used by benchmarks/heldout_phrasings.py.
+OFFICE_TITLES = {
+    "P1313": {
+        "United Kingdom": "Prime Minister of the United Kingdom", "Germany": "Chancellor of Germany",
+        "Japan": "Prime Minister of Japan", "Canada": "Prime Minister of Canada",
+        "Australia": "Prime Minister of Australia", "Italy": "Prime Minister of Italy",
+        "Netherlands": "Prime Minister of the Netherlands", "India": "Prime Minister of India",
+        "Spain": "Prime Minister of Spain", "France": "Prime Minister of France",
+        "Poland": "Prime Minister of Poland", "New Zealand": "Prime Minister of New Zealand",
+        "Ireland": "Taoiseach", "Portugal": "Prime Minister of Portugal", "Israel": "Prime Minister of Israel",
+        "Sweden": "Prime Minister of Sweden", "Norway": "Prime Minister of Norway",
+        "Pakistan": "Prime Minister of Pakistan", "Thailand": "Prime Minister of Thailand",
+    },
+    "P1906": {
+        "United States": "President of the United States", "United Kingdom": "monarch of the United Kingdom",
+        "Canada": "monarch of Canada", "Australia": "monarch of Australia", "Japan": "Emperor of Japan",
+        "Netherlands": "monarch of the Netherlands", "Spain": "monarch of Spain", "Denmark": "monarch of Denmark",
+        "Mexico": "President of Mexico", "Brazil": "President of Brazil", "Argentina": "President of Argentina",
+        "Indonesia": "President of Indonesia", "Finland": "President of Finland",
+        "Sri Lanka": "President of Sri Lanka", "Philippines": "President of the Philippines",
+        "India": "President of India", "Pakistan": "President of Pakistan", "Vatican City": "pope",
+    },
+}
+OFFICE_OF = {"P6": "P1313", "P35": "P1906"}   # the relation whose holder holds that office
+
 PREFERRED_CURRENT = {"P35", "P1308"}  # relations whose current holder is marked preferred
 SINGLE_VALUED = {"P6", "P35", "P169", "P286", "P488", "P1037"}
 
