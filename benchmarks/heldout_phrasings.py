@@ -5,8 +5,8 @@ The edits: every real change of benchmarks/real_changes_kb.py (the holder curren
 model, with the configured hyper-parameters and key statistics, once per training variant:
 
     catalogue   the shipped catalogue's prompt and paraphrases (what `kbsync apply` trains on)
-    questions   + the relation's question phrasings (catalogue `questions`: "Who is the head
-                of government of {}?" asked and answered in plain text)
+    questions   + the relation's question in the catalogue's words (QUESTIONS below, not yet a
+                catalogue field: "Who is the head of government of {}? The answer is")
     titles      + the subject's office title, as the KB gives it (P1313 "office held by head of
                 government", P1906 "office held by head of state"): "The Prime Minister of
                 Canada is", "The current Prime Minister of Canada,"
@@ -26,7 +26,8 @@ and aliases, on:
 
 Prints a JSON object (one entry per variant) and writes it with --json.
 
-Example (CPU, 2 cores: the key statistics once, then about 5 minutes a variant):
+Example (CPU, 2 cores; the recorded run shared them with another job, load about 4, 6-16 minutes
+a variant, so its edit_s are no speed figures):
     nice -n 5 .venv/bin/python benchmarks/heldout_phrasings.py --work /tmp/heldout \
         --variants catalogue,questions,titles,questions+titles --json docs/bench/heldout_phrasings.json
 """

@@ -243,8 +243,8 @@ HELD_OUT = {
 
 # The office each subject's head of government (Wikidata P1313, "office held by head of
 # government") and head of state (P1906, "office held by head of state") holds, as the English
-# labels of those office items read (e.g. Q14211 "Prime Minister of the United Kingdom"). Written
-# in the KB as those two properties; used by benchmarks/heldout_phrasings.py.
+# labels of those office items read (e.g. Q14211 "Prime Minister of the United Kingdom"). Not
+# written into the Turtle KB (write_kb); used by benchmarks/heldout_phrasings.py only.
 OFFICE_TITLES = {
     "P1313": {
         "United Kingdom": "Prime Minister of the United Kingdom", "Germany": "Chancellor of Germany",
