@@ -6,7 +6,7 @@
         2) K = keys at l, h = current residual at L               (keys.py LayerKeys, on the model edited so far)
         3) R = (z - h) / (len(layers) - i)                         (d, n)
            behind a post-MLP norm (Gemma 2/3, OLMo 2), R as a change of W_l k instead
-           (families.mlp_output_change: R * rms(W_l k) / g, to first order)
+           (families.mlp_output_change: the o' with norm(o') = norm(W_l k) + R, or the nearest)
         4) dW_l = R K^T (lam C_l + K K^T)^-1                      (solve.py; AlphaEdit: null-space form;
                                                                    edit_memory: + mu K_p K_p^T, earlier batches)
         5) apply dW_l temporarily
