@@ -26,7 +26,7 @@ def test_gemma_builtin_is_named_and_its_corpus_shipped() -> None:
     with pytest.raises(ModelError, match="unknown builtin model 'gemma4'; use one of builtin:smollm2-135m, "
                                          "builtin:gemma3-270m"):
         check_builtin("gemma4")
-    assert defaults_for("gemma3", 18).layers == (2, 3, 4, 5)
+    assert defaults_for("gemma3", 18).layers == (1, 2, 3, 4)
 
 
 def test_gemma_without_its_extra_says_how_to_install_it(monkeypatch, tmp_path: Path) -> None:
