@@ -202,15 +202,15 @@ def mlp_output_change(norm: torch.nn.Module, out: torch.Tensor, resid: torch.Ten
     floor = -float(g2.min()) + 1e-12 * float(g2.max())
     lo = torch.full((len(o), 1), floor, dtype=o.dtype, device=o.device)
     hi = torch.full_like(lo, float(g2.max()))
-    while bool(too_long(hi).any()):
-        hi = torch.where(too_long(hi), hi * 4, hi)
+    while bool((grow := too_long(hi)).any()):
+        hi = torch.where(grow, hi * 4, hi)
     for _ in range(steps):
         mid = (lo + hi) / 2
         longer = too_long(mid)
         lo, hi = torch.where(longer, mid, lo), torch.where(longer, hi, mid)
     v = gy / (g2 + hi)  # (n, d)
-    v = v * (d / (v * v).sum(-1, keepdim=True).clamp(min=1e-300)).sqrt()  # rms(v) = 1 exactly (and where no mu meets it)
-    return (_rms(o, norm) * v - o).to(out.dtype if out.is_floating_point() else torch.float32)
+    v = v * (d / (v * v).sum(-1, keepdim=True).clamp(min=1e-300)).sqrt()  # rms(v) = 1 exactly, bisection's rest removed
+    return (_rms(o, norm) * v - o).to(out.dtype)
 
 
 def residual_change(norm: torch.nn.Module | None, out: torch.Tensor, change: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from kbsync.editing.stats_cache import resolve_corpus
 from kbsync.editing.upper import UpperStack, lower_hidden
 from kbsync.errors import ModelError
 from kbsync.model.loading import check_builtin
+from kbsync.model.probe import answer_matches
 from kbsync.model.scoring import greedy_answers, target_logprobs
 from kbsync.model.tokens import encode_row, pad_id_of
 
@@ -63,7 +64,7 @@ def test_gemma_upper_stack_equals_its_forward(gemma) -> None:
 def test_gemma_takes_edits(gemma, shared_stats: Path) -> None:
     """Three edits on the real weights: each one's greedy answer names its new value, and the solve
     lands on its targets through Gemma's post-MLP norm. (The first-order inverse of that norm this
-    replaced missed them by 0.30 ||h|| on 30 CounterFact edits, and no edit's greedy answer moved.)"""
+    replaced missed them by 0.30 ||h|| on 30 CounterFact edits, and its greedy efficacy on 100 was 0.00.)"""
     reqs = [EditRequest("The mother tongue of {} is", "Danielle Darrieux", "English", "French", 0),
             EditRequest("{} is located in the continent of", "Sri Lanka", "Europe", "Asia", 1),
             EditRequest("{}, which is located in", "Toko Yasuda", "Sweden", "Japan", 2)]
@@ -81,4 +82,4 @@ def test_gemma_takes_edits(gemma, shared_stats: Path) -> None:
         applied.revert()
     assert bool((new > old).all()), (new, old, delta.meta)
     assert float(delta.meta["z_rel_error_mean"]) < 0.1, delta.meta
-    assert all(a.strip().startswith(r.target_new) for a, r in zip(answers, reqs, strict=True)), answers
+    assert all(answer_matches(a, [r.target_new]) for a, r in zip(answers, reqs, strict=True)), answers  # verify's rule
