@@ -172,6 +172,10 @@ class ProbeSettings(Section):
         return [v] if isinstance(v, str) and v else ([] if v == "" else v)
 
 
+QuestionRow = Literal["plain", "chat"]
+QUESTION_ROWS: tuple[QuestionRow, ...] = ("plain", "chat")
+
+
 class EditingSettings(Section):
     algorithm: Literal["memit", "alphaedit"] = Field("memit", description="Mass-editing algorithm.")
     layers: list[int] = Field(default_factory=list, description="Edited layers; empty: the measured default for the model family.")
@@ -195,6 +199,11 @@ class EditingSettings(Section):
     merge_same_subject: bool = Field(
         True, description="Edits of one subject in a batch share one target delta, optimised on all their rows, so "
         "that they do not pull the subject's key apart (MEMIT-Merge); false: one delta per edit.")
+    question_rows: list[QuestionRow] = Field(
+        default_factory=lambda: list(QUESTION_ROWS),
+        description="Rows each edit is also optimised on from its relation's catalogue question, never checked: "
+        "plain (\"Who is the head of government of X? The answer is\") and chat (the question as a user's turn in "
+        "the model's chat template, when it has one); [] for none.")
     corpus: str = Field(
         "auto",
         description="Corpus for key statistics: auto (builtin:smollm2-samples for the bundled model, model-samples "

@@ -16,12 +16,18 @@ class EditRequest:
     target_old: str | None = None
     request_id: int | None = None
     paraphrases: tuple[str, ...] = ()  # other phrasings of the prompt (with "{}" or the subject in them)
+    asked: tuple[str, ...] = ()  # the question as people ask it (subject in it): optimised on, never checked
 
     @property
     def paraphrase_texts(self) -> list[str]:
         """The paraphrases with the subject in them; one that lacks the subject is left out."""
         texts = [p.replace("{}", self.subject) for p in self.paraphrases]
         return [t for t in texts if self.subject.strip() and self.subject in t]
+
+    @property
+    def asked_texts(self) -> list[str]:
+        """The asked rows that hold the subject (the key is read at its last occurrence)."""
+        return [t for t in self.asked if self.subject.strip() and self.subject in t]
 
     @property
     def text(self) -> str:

@@ -3,14 +3,15 @@
 Rows: for edit i, one row per context template ("{}" and "<random prefix>. {}") holding
 prompt + target_new[:-1] (teacher forcing), one row per paraphrase of the request in each of the
 first `paraphrase_templates` templates (so delta_i also carries the new value when the question is
-asked in other words: greedy paraphrase accuracy), plus one row "{subject} is a" for the KL term.
+asked in other words: greedy paraphrase accuracy), one bare row per `asked` text (the relation's
+question as people ask it, e.g. in the chat template), plus one row "{subject} is a" for the KL term.
 delta_i is added to the residual stream at the output of the last edited layer L, at the
 subject's last token of each of edit i's rows. Per step, only the blocks above L run, only on the
 columns from the subject's last token on (upper.py), and vocabulary logits are computed only at
 the positions the loss reads. Loss of edit i (summed over edits, so each delta_i gets exactly the
 gradient it would get alone; Adam is element-wise, so batched == one at a time):
 
-    nll_i  = mean over i's rows (prompt and paraphrase rows) of (-sum_t log p(target_t) / len(target))
+    nll_i  = mean over i's rows (prompt, paraphrase and asked rows) of (-sum_t log p(target_t) / len(target))
     kl_i   = KL(p_new || p_unedited) of the next token after "{subject} is a"
     loss_i = nll_i + kl_factor * kl_i + weight_decay * ||delta_i||^2 / ||h_i||^2
 
@@ -129,16 +130,20 @@ def edit_rows(tokenizer, request: EditRequest, hp: EditHyperParams, templates: l
     tids = target_ids(tokenizer, request.target_new)
     contexts: list[tuple[str, str | None]] = [(tpl, None) for tpl in templates]
     contexts += [(tpl, text) for text in request.paraphrase_texts for tpl in templates[: hp.paraphrase_templates]]
+    prompts = [context_row(tokenizer, tpl, request, text) for tpl, text in contexts]
+    # the asked rows, bare: the subject's last occurrence is in the question (a chat template's
+    # system turn before it may name the subject too)
+    prompts += [encode_row(tokenizer, text, request.subject, start_char=text.rfind(request.subject))
+                for text in request.asked_texts]
     rows: list[Row] = []
     reads: list[tuple[int, int, int]] = []
-    for tpl, text in contexts:
-        row = context_row(tokenizer, tpl, request, text)
+    for row in prompts:
         reads += [(len(rows), len(row.ids) - 1 + j, t) for j, t in enumerate(tids)]
         rows.append(Row(row.ids + tuple(tids[:-1]), row.anchor))
     kl = encode_row(tokenizer, hp.kl_prompt.format(request.subject), request.subject)
     reads.append((len(rows), len(kl.ids) - 1, -1))
     rows.append(kl)
-    return EditRows(rows, reads, n_rewrite=len(contexts), target_len=len(tids), subject=request.subject)
+    return EditRows(rows, reads, n_rewrite=len(prompts), target_len=len(tids), subject=request.subject)
 
 
 def compute_targets(model: torch.nn.Module, tokenizer, adapter: ArchitectureAdapter,

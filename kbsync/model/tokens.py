@@ -126,3 +126,17 @@ def last_token_index(enc: BatchEncoding) -> torch.Tensor:
     mask = enc["attention_mask"]  # (B, T)
     T = mask.shape[1]
     return T - 1 - mask.flip(1).long().argmax(dim=1)  # (B,)
+
+
+def chat_turn(tokenizer: PreTrainedTokenizerBase, question: str) -> str | None:
+    """`question` as a user's turn in the tokenizer's chat template, ending where the assistant's
+    answer begins; None for a tokenizer without a template. A BOS the tokenizer adds itself is
+    left out of the text, so that encoding it does not double it."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    text = str(tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                             add_generation_prompt=True))
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
+        text = text[len(bos):]
+    return text

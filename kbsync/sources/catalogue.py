@@ -19,7 +19,7 @@ from kbsync.errors import CatalogueError
 from kbsync.prompts import fill  # noqa: F401  (sync/checks.py imports it from here)
 
 PROPERTY_ID = re.compile(r"P[1-9][0-9]*")
-FIELDS = ("id", "label", "prompt", "paraphrases", "single_valued")
+FIELDS = ("id", "label", "prompt", "paraphrases", "single_valued", "question")
 MAX_TEMPLATE_CHARS = 200  # a prompt is this plus a label of at most [kb] max_label_chars
 
 
@@ -30,6 +30,7 @@ class Relation:
     prompt: str  # "The capital of {} is": one "{}" for the subject, the object comes next
     paraphrases: tuple[str, ...]
     single_valued: bool
+    question: str = ""  # "What is the capital of {}?": asked as a person asks it (apply trains on it; "" none)
 
     def prompt_for(self, subject: str) -> str:
         return fill(self.prompt, subject)
@@ -135,6 +136,11 @@ def _entry(entry: dict[str, Any], where: str, base: dict[str, Relation]) -> Rela
         relation = Relation(**{"single_valued": False, **values})
     for template in (relation.prompt, *relation.paraphrases):
         _check_template(template, where)
+    if relation.question:
+        _check_template(relation.question, where)
+        if not relation.question.rstrip().endswith("?"):
+            raise CatalogueError(f"{where}: question {relation.question!r} does not end in '?'; "
+                                 "write it as a question, e.g. \"What is the capital of {}?\"")
     if not relation.paraphrases:
         raise CatalogueError(
             f"{where}: paraphrases is empty; give at least one paraphrase template"

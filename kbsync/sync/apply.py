@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 
 from sqlalchemy.orm import Session
 
-from kbsync.editing.request import EditRequest
 from kbsync.errors import EditError, TokenizationError
 from kbsync.logs import get_logger
 from kbsync.sources.factory import open_catalogue
@@ -47,6 +46,7 @@ from kbsync.store.queue import claim, count_pending, reap
 from kbsync.store.states import BatchState, RequestState
 from kbsync.store.transitions import move_batch, move_request
 from kbsync.sync.candidate import Candidate, Candidates, Plan
+from kbsync.sync.requests import edit_requests
 from kbsync.verification import damage
 from kbsync.verification.gate import GateVerdict
 from kbsync.verification.recheck import record_lost
@@ -242,9 +242,7 @@ class Applier:
                 assert row is not None and row.state == RequestState.CLAIMED.value
                 row.batch_id = batch.id
                 present.append(row)
-            edits = [EditRequest(prompt=r.prompt, subject=r.subject_label, target_new=r.target_new,
-                                 target_old=r.target_old, request_id=r.id, paraphrases=tuple(r.paraphrases))
-                     for r in present]
+            edits = edit_requests(self.ctx, present)
             facts = {r.id: (r.subject, r.relation, r.content_hash or "", r.prompt) for r in present}
             plan = Plan(batch.id, request_ids, edits, self.verifier.tests_for(s, present), facts, time.perf_counter(),
                         attempts={r.id: r.attempts for r in present})

@@ -25,6 +25,7 @@ from kbsync.errors import RollbackError
 from kbsync.store.log import expand_compactions
 from kbsync.store.models import Batch, EditRequestRow
 from kbsync.store.states import RequestState
+from kbsync.sync.requests import edit_requests
 from kbsync.verification.checks import EditUnderTest
 from kbsync.verification.neighbours import edits_under_test
 from kbsync.versions.transition import crashing_in
@@ -58,8 +59,7 @@ def plan_resolve(writer: ModelWriter, *, exclude_batches: tuple[int, ...] = (),
         if not rows:
             raise RollbackError(f"nothing to compact: batches {originals} hold no applied or verified edit"
                                 + (f" besides batches {list(exclude_batches)}" if exclude_batches else ""))
-        edits = [EditRequest(prompt=r.prompt, subject=r.subject_label, target_new=r.target_new,
-                             target_old=r.target_old, request_id=r.id, paraphrases=tuple(r.paraphrases)) for r in rows]
+        edits = edit_requests(ctx, rows)
         tests = edits_under_test(s, rows, settings.verify.neighbours)
         hp = ctx.hparams
         batch = Batch(model_key=ctx.model_key, algorithm=hp.algorithm,

@@ -191,3 +191,26 @@ def test_edits_of_one_subject_share_one_delta_and_one_chunk(tiny_llama):
     separate = compute_targets(model, tok, adapter, reqs, hp.replace(merge_same_subject=False), tpl)
     assert ((separate.z - separate.h)[0] - (separate.z - separate.h)[2]).norm() > 1e-3
     torch.testing.assert_close(separate.h, merged.h)
+
+
+def test_asked_rows_are_optimised_on_anchored_in_the_question(tiny):
+    """An asked row (the question as people ask it) is one more bare row of the edit, its key read
+    at the subject's last occurrence (a chat template's system turn before it may name the subject);
+    one without the subject is left out; the other edits' targets do not move."""
+    model, tok, adapter = tiny
+    hp = _hp()
+    tpl = context_templates(model, tok, hp)
+    plain = REQS[1]
+    chat = "France's guide here.\nUser: What is the capital of France?\nAssistant:"
+    asked = EditRequest(plain.prompt, plain.subject, plain.target_new, asked=(chat, "What is the capital of Spain?"))
+    assert asked.asked_texts == [chat]
+    rows, base = edit_rows(tok, asked, hp, tpl), edit_rows(tok, plain, hp, tpl)
+    assert rows.n_rewrite == base.n_rewrite + 1 and len(rows.rows) == len(base.rows) + 1
+    row = rows.rows[rows.n_rewrite - 1]
+    offsets = tok(chat, return_offsets_mapping=True)["offset_mapping"]
+    assert offsets[row.anchor][1] == chat.rfind("France") + len("France")  # the question's France
+    without = compute_targets(model, tok, adapter, [REQS[0], plain], hp, tpl)
+    with_asked = compute_targets(model, tok, adapter, [REQS[0], asked], hp, tpl)
+    torch.testing.assert_close(with_asked.z[0], without.z[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(with_asked.h, without.h, rtol=1e-5, atol=1e-5)
+    assert (with_asked.z[1] - without.z[1]).norm() > 1e-3

@@ -7,6 +7,7 @@ import pytest
 from kbsync.editing.rows import align
 from kbsync.errors import TokenizationError
 from kbsync.model.tokens import (
+    chat_turn,
     encode_batch,
     encode_row,
     encode_with_targets,
@@ -127,3 +128,19 @@ def test_pad_token_is_set_when_missing(bpe_tokenizer) -> None:
     enc = encode_batch(tok, ["Paris", "The capital of France is"])
     assert tok.pad_token == tok.eos_token
     assert enc["input_ids"][0, -1] == tok.eos_token_id and enc["attention_mask"][0, -1] == 0
+
+
+TEMPLATE = ("{{ bos_token }}<|system|>You help.{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_chat_turn_ends_where_the_answer_begins_and_never_doubles_bos(bpe_tokenizer, bos: bool) -> None:
+    tok = copy.deepcopy(bpe_tokenizer)
+    tok.add_bos_token = bos
+    assert chat_turn(tok, "What is the capital of France?") is None  # no template: no chat row
+    tok.chat_template = TEMPLATE
+    text = chat_turn(tok, "What is the capital of France?")
+    assert text is not None and text.endswith("<|user|>What is the capital of France?<|assistant|>")
+    ids = tok(text)["input_ids"]
+    assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id  # once, whoever adds it

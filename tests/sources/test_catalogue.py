@@ -25,6 +25,7 @@ def test_shipped_catalogue_covers_every_relation_with_paraphrases():
         for template in (relation.prompt, *relation.paraphrases):
             assert template.count("{}") == 1, (relation.id, template)
             assert not template.endswith(" "), (relation.id, template)  # the object comes next
+        assert relation.question.count("{}") == 1 and relation.question.endswith("?"), relation.id
     assert catalogue["P36"].prompt_for("France") == "The capital of France is"
     assert catalogue["P36"].label == "capital"  # Wikidata's English label
     assert catalogue["P190"].single_valued is False
@@ -70,6 +71,8 @@ def test_user_file_overrides_fields_and_adds_relations(tmp_path: Path):
             '[[relation]]\nid = "P36"\nsingle_valued = "yes"\n',
             "single_valued must be true or false",
         ),
+        ('[[relation]]\nid = "P36"\nquestion = "Tell me the capital of {}."\n', "does not end in '?'"),
+        ('[[relation]]\nid = "P36"\nquestion = "What is the capital?"\n', "needs exactly one '{}'"),
         ('[relation\nid = "P36"\n', "not valid TOML"),
         ('[P36]\nprompt = "{} is"\n', "expected only [[relation]] tables"),
     ],
