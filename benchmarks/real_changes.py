@@ -10,7 +10,11 @@ Wikidata-shaped Turtle with time qualifiers and read as of 2025-06-01. Prints:
 - after apply (the shipped catalogue's prompts): greedy accuracy on the catalogue prompt
   (efficacy_acc) and on its paraphrases (paraphrase_acc), over every queued edit, and split
   into same-subject edits (a subject with more than one queued edit, e.g. a country's head
-  of state and head of government) versus the others.
+  of state and head of government) versus the others;
+- held-out phrasings never trained on (real_changes_kb.HELD_OUT), as completions and, for a model
+  with a chat template, their questions asked in it (the answer names the holder in its first
+  sentence), over all queued and over verified edits, also without the one phrasing whose question
+  is the catalogue's own (apply trains on that: [editing] question_rows).
 
 Example (CPU: the diff takes a minute, the ~80 edits tens of minutes):
     nice -n 5 .venv/bin/python benchmarks/real_changes.py --work /tmp/real-changes \
@@ -28,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from heldout_phrasings import chat, names_in_sentence, question  # noqa: E402
 from real_changes_kb import AS_OF, CHANGES, HELD_OUT, current, write_kb  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
@@ -36,6 +41,7 @@ from kbsync.model.loading import load_model  # noqa: E402
 from kbsync.model.probe import answer_matches  # noqa: E402
 from kbsync.model.scoring import greedy_answers  # noqa: E402
 from kbsync.sources.catalogue import fill  # noqa: E402
+from kbsync.sources.factory import open_catalogue  # noqa: E402
 from kbsync.store import db as store_db  # noqa: E402
 from kbsync.store.models import Batch, EditRequestRow, GateFigures  # noqa: E402
 from kbsync.sync.apply import apply_pending  # noqa: E402
@@ -157,15 +163,36 @@ def main() -> None:
     held = [(r, fill(t, r.subject_label)) for r in rows for t in HELD_OUT.get(r.relation, [])]
     held_answers = greedy_answers(edited.model, edited.tokenizer, [p for _, p in held]) if held else []
     held_ok = [(r, answer_matches(a, r.acceptable) is not None) for (r, _), a in zip(held, held_answers, strict=True)]
+    questions = {rel.id: rel.question for rel in open_catalogue(settings).select(RELATIONS)}
+    # a held-out phrasing whose question is the catalogue's own (apply trains on that) is held out no more
+    own = [fill(t, r.subject_label).split("?")[0] + "?" == fill(questions[r.relation], r.subject_label)
+           for r, t in ((r, t) for r in rows for t in HELD_OUT.get(r.relation, []))]
     out["held_out_phrasings"] = {
-        "all_queued": round(sum(ok for _, ok in held_ok) / len(held_ok), 3) if held_ok else None,
-        "verified_only": round(sum(ok for r, ok in held_ok if r.state == "verified")
-                               / max(1, sum(r.state == "verified" for r, _ in held_ok)), 3) if verified else None,
+        "all_queued": share([ok for _, ok in held_ok]),
+        "verified_only": share([ok for r, ok in held_ok if r.state == "verified"]),
+        "verified_only_without_catalogue_question": share([ok for (r, ok), o in zip(held_ok, own, strict=True)
+                                                           if r.state == "verified" and not o]),
         "trained_paraphrases_verified_only": accuracy(lambda i: rows[i].state == "verified")["paraphrase_acc"],
         "n_prompts": len(held_ok)}
+    if getattr(edited.tokenizer, "chat_template", None):  # HELD_OUT's questions asked in the chat template
+        asked = [(r, chat(edited.tokenizer, question(fill(t, r.subject_label))), o)
+                 for (r, t), o in zip(((r, t) for r in rows for t in HELD_OUT.get(r.relation, [])), own, strict=True)
+                 if question(t)]
+        said = greedy_answers(edited.model, edited.tokenizer, [q for _, q, _ in asked], max_new_tokens=24)
+        named = [(r, names_in_sentence(a, r.acceptable), o) for (r, _, o), a in zip(asked, said, strict=True)]
+        out["held_out_chat_questions"] = {
+            "all_queued": share([ok for _, ok, _ in named]),
+            "verified_only": share([ok for r, ok, _ in named if r.state == "verified"]),
+            "verified_only_without_catalogue_question": share([ok for r, ok, o in named
+                                                               if r.state == "verified" and not o]),
+            "n_prompts": len(named)}
     wrong = [r.id for r in verified if not prompt_ok[rows.index(r)]]
     out["verified_whose_prompt_answer_is_wrong_now"] = wrong   # per-edit truth: must be []
     _finish(out, args)
+
+
+def share(flags: list[bool]) -> float | None:
+    return round(sum(flags) / len(flags), 3) if flags else None
 
 
 def batch_rule_count(settings: Settings, report) -> int:  # type: ignore[no-untyped-def]
