@@ -45,6 +45,7 @@ from kbsync.sources.factory import open_catalogue  # noqa: E402
 from kbsync.store import db as store_db  # noqa: E402
 from kbsync.store.models import Batch, EditRequestRow, GateFigures  # noqa: E402
 from kbsync.sync.apply import apply_pending  # noqa: E402
+from kbsync.sync.compact import compact  # noqa: E402
 from kbsync.sync.from_settings import current_model, diff_from_settings, model_writer  # noqa: E402
 from kbsync.verification.verdict import batch_rule_would_verify  # noqa: E402
 
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="edits per batch (default: [editing])")
     parser.add_argument("--no-apply", action="store_true", help="only the diff figures")
     parser.add_argument("--max-edits", type=int, default=None, help="apply at most this many (a partial run)")
+    parser.add_argument("--compact", action="store_true", help="then `kbsync compact` the applied log and measure it")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -188,7 +190,28 @@ def main() -> None:
             "n_prompts": len(named)}
     wrong = [r.id for r in verified if not prompt_ok[rows.index(r)]]
     out["verified_whose_prompt_answer_is_wrong_now"] = wrong   # per-edit truth: must be []
+    if args.compact:
+        out["compaction"] = compaction(settings)
     _finish(out, args)
+
+
+def compaction(settings: Settings) -> dict[str, object]:
+    """`kbsync compact` on the applied log: the edits that hold before and after (each on its own
+    checks), and the regression gate's figures of the log it replaces and of the compacted model."""
+    db = store_db.open_database(settings.database_url)
+    writer = model_writer(settings, db, settings.state.dir, run_id="bench-compact", worker="bench")
+    t0 = time.perf_counter()
+    report = compact(writer)
+    with db.session() as s:
+        mine = s.scalars(select(GateFigures).where(GateFigures.batch_id == report.batch_id)).first()
+        last = s.scalars(select(GateFigures).where(GateFigures.passed, GateFigures.id < (mine.id if mine else 1 << 62))
+                         .order_by(GateFigures.id.desc())).first()   # the log it replaces, as last published
+        figures = {name: {"known_acc": g.known_acc, "n_known": g.n_known, "perplexity": g.perplexity,
+                          "retention": g.retention} for name, g in (("log", last), ("compacted", mine)) if g}
+    db.dispose()
+    return {"ok": report.ok, "reason": report.reason, "edits": report.n_edits, "batches_replaced": len(report.replaced),
+            "holding_before": report.efficacy_before, "holding_after": report.efficacy_after,
+            "gate": figures, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def share(flags: list[bool]) -> float | None:
