@@ -132,10 +132,11 @@ def table(results: dict[str, dict]) -> str:
                          f"{f(r.get('cpu_s_per_batch'), 1)} |")
     comp = [(n, r["compaction"]) for n, r in results.items() if r.get("compaction")]
     if comp:
-        lines += ["", "| config | edits | retention, sequential log | retention, compacted | greedy acc, compacted "
+        lines += ["", "| config | edits | compaction chunk | retention, sequential log | retention, compacted | greedy acc, compacted "
                   "| known acc, sequential / compacted | perplexity, sequential / compacted | re-solve s |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {n} | {results[n]['checkpoints'][-1]['n_edits']} | {f(c['retention_sequential'])} | "
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {results[n]['checkpoints'][-1]['n_edits']} | {c.get('chunk', '')} | "
+                  f"{f(c['retention_sequential'])} | "
                   f"{f(c['retention_compacted'])} | {f(c['edit_acc_compacted'])} | "
                   f"{f(results[n]['checkpoints'][-1].get('known_acc'))} / {f(c.get('known_acc_compacted'))} | "
                   f"{f(results[n]['checkpoints'][-1].get('perplexity'))} / {f(c.get('perplexity_compacted'))} | "
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compact", action="store_true",
                         help="after the last batch, re-solve every edit from the base as one delta (kbsync compact) "
                              "and compare its retention with the sequential log's")
+    parser.add_argument("--compact-batch-size", type=int, default=0,
+                        help="edits per mass edit of that re-solve ([editing] compact_batch_size; 0: --batch-size)")
     parser.add_argument("--resume", action="store_true",
                         help="go on from the last checkpoint of a run with the same options that was stopped "
                              "(each checkpoint leaves one under STATE_DIR/lifelong/CONFIG)")
@@ -263,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                            every=args.every, known=known, heldout=heldout, protect=protect,
                            protect_weight=protect_weight,
                            paraphrases=relation_phrasings(args.data), on_checkpoint=progress, on_base=base_measured,
-                           compact=args.compact, snapshots=args.state_dir / "lifelong" / name,
+                           compact=args.compact, compact_chunk=args.compact_batch_size, snapshots=args.state_dir / "lifelong" / name,
                            resume=args.resume)
         res["config"].update(name=name, corpus=corpus.identity, model=loaded.spec,
                              wall_s=round(time.perf_counter() - t0, 1))

@@ -15,8 +15,10 @@
            known_acc      share of the known facts still answered right (greedy)
            weight_norm    ||W_l||_F / ||W0_l||_F and ||W_l - W0_l||_F / ||W0_l||_F per edited layer
     3) with compact=True, after the last batch: every edit re-solved from the base weights in
-       chunks of batch_size, merged into one delta (what `kbsync compact` does), and the share of
-       all edits winning on their prompt compared with the sequential log's ("compaction")
+       chunks of compact_chunk (0: batch_size), merged into one delta (what `kbsync compact` does),
+       and the share of all edits winning on their prompt compared with the sequential log's
+       ("compaction"). With chunks of batch_size and edit memory the re-solve repeats the
+       sequential chain step for step (the same targets on the same models): the same weights.
     the model's edited weights are restored bit for bit at the end. A run that was stopped goes on
     from its last checkpoint (`snapshots`, `resume`: lifelong_snapshot.py).
 
@@ -129,7 +131,8 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
                  paraphrases: Callable[[EvalCase], tuple[str, ...]] | None = None,
                  on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
                  on_base: Callable[[dict[str, Any]], None] | None = None,
-                 compact: bool = False, snapshots: Path | None = None, resume: bool = False) -> dict[str, Any]:
+                 compact: bool = False, compact_chunk: int = 0, snapshots: Path | None = None,
+                 resume: bool = False) -> dict[str, Any]:
     """Edit `n_batches` batches of `cases` one after another into `loaded.model`, measuring (see the
     module docstring); the model is restored afterwards. `moments` are the C_l of hp.layers.
     `snapshots`: a folder where every checkpoint leaves the run's state (lifelong_snapshot.py);
@@ -218,7 +221,8 @@ def run_lifelong(loaded, hp, moments: dict, cases: Sequence[EvalCase], *, batch_
                 on_checkpoint(row)
         if compact:
             sequential = edit_wins(model, tok, done)
-            compaction = _compact(loaded, hp, moments, done, base, batch_size, paraphrases)
+            compaction = _compact(loaded, hp, moments, done, base, compact_chunk or batch_size, paraphrases)
+            compaction["chunk"] = compact_chunk or batch_size
             compaction["retention_sequential"] = _share(sequential)
             # the headroom a compaction wins back: the same figures as the last checkpoint's, compacted
             compaction["perplexity_compacted"] = round(perplexity(model, tok, heldout), 4) if heldout else None

@@ -70,6 +70,10 @@ def test_run_lifelong_records_every_checkpoint_and_restores_the_model(loaded, tm
     comp = res["compaction"]  # all six edits re-solved from the base as one delta, against the log
     assert 0 <= comp["retention_compacted"] <= 1 and 0 <= comp["retention_sequential"] <= 1
     assert comp["weights"][adapter.weight_name(2)]["delta"] > 0 and len(res["cpu_s"]) == 3
+    if options.get("edit_memory") == 1.0:  # chunks of the batch size, memory carried: the same chain again
+        assert comp["chunk"] == 2 and comp["retention_compacted"] == comp["retention_sequential"]
+        for name, figures in comp["weights"].items():
+            assert figures["delta"] == pytest.approx(last["weights"][name]["delta"], rel=1e-4), name
     assert json.dumps(res)  # JSON-ready
     bench = _benchmark_module()  # the benchmark's table and plot of this very result
     text = bench.table({"tiny": res})
