@@ -173,7 +173,6 @@ class ProbeSettings(Section):
 
 
 QuestionRow = Literal["plain", "chat"]
-QUESTION_ROWS: tuple[QuestionRow, ...] = ("plain", "chat")
 
 
 class EditingSettings(Section):
@@ -200,10 +199,11 @@ class EditingSettings(Section):
         True, description="Edits of one subject in a batch share one target delta, optimised on all their rows, so "
         "that they do not pull the subject's key apart (MEMIT-Merge); false: one delta per edit.")
     question_rows: list[QuestionRow] = Field(
-        default_factory=lambda: list(QUESTION_ROWS),
+        default_factory=list,
         description="Rows each edit is also optimised on from its relation's catalogue question, never checked: "
         "plain (\"Who is the head of government of X? The answer is\") and chat (the question as a user's turn in "
-        "the model's chat template, when it has one); [] for none.")
+        "the model's chat template, when it has one); [] (the default): none. They make target optimisation "
+        "about 1.6x slower (both rows, SmolLM2-135M).")
     corpus: str = Field(
         "auto",
         description="Corpus for key statistics: auto (builtin:smollm2-samples for the bundled model, model-samples "

@@ -238,9 +238,7 @@ def tiny_settings_for(model_dir: Path, state_dir: Path, db_url: str, **sections:
         "database": {"url": db_url},
         "model": {"path": str(model_dir), "device": "cpu"},
         "editing": {"layers": [1, 2], "cov_lambda": 1.0, "cov_samples": 32, "corpus": str(model_dir / "corpus.txt"),
-                    "v_steps": 25, "batch_size": 2, "retry_smaller": False,
-                    # the tests' wins are sized to the catalogue rows; question rows: tests/sync/test_requests.py
-                    "question_rows": []},
+                    "v_steps": 25, "batch_size": 2, "retry_smaller": False},
         "verify": {"min_efficacy_acc": 0.0, "min_paraphrase_acc": 0.0, "min_efficacy": 0.0, "min_paraphrase": 0.0, "min_specificity": 0.0, "neighbours": 0},
         # a random model's perplexity doubles with λ = 1: the gate runs and records, bounds wide open
         "gate": {"texts": 4, "max_perplexity_rise": 1e6, "max_perplexity_rise_base": 1e6, "max_known_drop": 1.0,
