@@ -167,8 +167,7 @@ def main() -> None:
     held_ok = [(r, answer_matches(a, r.acceptable) is not None) for (r, _), a in zip(held, held_answers, strict=True)]
     questions = {rel.id: rel.question for rel in open_catalogue(settings).select(RELATIONS)}
     # a held-out phrasing whose question is the catalogue's own (apply trains on that) is held out no more
-    own = [fill(t, r.subject_label).split("?")[0] + "?" == fill(questions[r.relation], r.subject_label)
-           for r, t in ((r, t) for r in rows for t in HELD_OUT.get(r.relation, []))]
+    own = [question(p) == fill(questions[r.relation], r.subject_label) for r, p in held]
     out["held_out_phrasings"] = {
         "all_queued": share([ok for _, ok in held_ok]),
         "verified_only": share([ok for r, ok in held_ok if r.state == "verified"]),
@@ -177,9 +176,7 @@ def main() -> None:
         "trained_paraphrases_verified_only": accuracy(lambda i: rows[i].state == "verified")["paraphrase_acc"],
         "n_prompts": len(held_ok)}
     if getattr(edited.tokenizer, "chat_template", None):  # HELD_OUT's questions asked in the chat template
-        asked = [(r, chat(edited.tokenizer, question(fill(t, r.subject_label))), o)
-                 for (r, t), o in zip(((r, t) for r in rows for t in HELD_OUT.get(r.relation, [])), own, strict=True)
-                 if question(t)]
+        asked = [(r, chat(edited.tokenizer, question(p)), o) for (r, p), o in zip(held, own, strict=True) if question(p)]
         said = greedy_answers(edited.model, edited.tokenizer, [q for _, q, _ in asked], max_new_tokens=24)
         named = [(r, names_in_sentence(a, r.acceptable), o) for (r, _, o), a in zip(asked, said, strict=True)]
         out["held_out_chat_questions"] = {
