@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -50,7 +49,7 @@ from kbsync.editing.configured import corpus_for, hyper_parameters, load_configu
 from kbsync.editing.covariance import second_moments  # noqa: E402
 from kbsync.editing.memit import compute_delta  # noqa: E402
 from kbsync.editing.request import EditRequest  # noqa: E402
-from kbsync.model.probe import answer_matches, normalise_answer  # noqa: E402
+from kbsync.model.probe import answer_matches, names_in_sentence  # noqa: E402
 from kbsync.model.scoring import greedy_answers  # noqa: E402
 from kbsync.prompts import fill  # noqa: E402
 from kbsync.sources.catalogue import load_catalogue  # noqa: E402
@@ -76,11 +75,6 @@ def question(text: str) -> str:
 def chat(tokenizer, text: str) -> str:  # type: ignore[no-untyped-def]
     return str(tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                              add_generation_prompt=True))
-
-
-def names_in_sentence(answer: str, labels: list[str]) -> bool:
-    first = normalise_answer(re.split(r"(?<=[.!?])\s|\n", answer.strip(), maxsplit=1)[0])
-    return any(re.search(rf"\b{re.escape(normalise_answer(lab))}\b", first) for lab in labels)
 
 
 def edits(variant: set[str], catalogue, tokenizer) -> list[tuple[EditRequest, str, list[str]]]:  # type: ignore[no-untyped-def]
@@ -132,7 +126,7 @@ def measure(loaded, catalogue, cases) -> dict[str, object]:  # type: ignore[no-u
         asked = [(lab, chat(tok, question(fill(t, r.subject)))) for r, rel, lab in cases
                  for t in HELD_OUT[rel] if question(t)]
         answers = greedy_answers(model, tok, [q for _, q in asked], max_new_tokens=24)
-        out["chat_held"] = share([names_in_sentence(a, lab) for (lab, _), a in zip(asked, answers, strict=True)])
+        out["chat_held"] = share([names_in_sentence(a, lab) is not None for (lab, _), a in zip(asked, answers, strict=True)])
         out["n_chat_held"] = len(asked)
     return out
 

@@ -32,13 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from heldout_phrasings import chat, names_in_sentence, question  # noqa: E402
+from heldout_phrasings import chat, question  # noqa: E402
 from real_changes_kb import AS_OF, CHANGES, HELD_OUT, current, write_kb  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from kbsync.config import Settings  # noqa: E402
 from kbsync.model.loading import load_model  # noqa: E402
-from kbsync.model.probe import answer_matches  # noqa: E402
+from kbsync.model.probe import answer_matches, names_in_sentence  # noqa: E402
 from kbsync.model.scoring import greedy_answers  # noqa: E402
 from kbsync.sources.catalogue import fill  # noqa: E402
 from kbsync.sources.factory import open_catalogue  # noqa: E402
@@ -178,7 +178,7 @@ def main() -> None:
     if getattr(edited.tokenizer, "chat_template", None):  # HELD_OUT's questions asked in the chat template
         asked = [(r, chat(edited.tokenizer, question(p)), o) for (r, p), o in zip(held, own, strict=True) if question(p)]
         said = greedy_answers(edited.model, edited.tokenizer, [q for _, q, _ in asked], max_new_tokens=24)
-        named = [(r, names_in_sentence(a, r.acceptable), o) for (r, _, o), a in zip(asked, said, strict=True)]
+        named = [(r, names_in_sentence(a, r.acceptable) is not None, o) for (r, _, o), a in zip(asked, said, strict=True)]
         out["held_out_chat_questions"] = {
             "all_queued": share([ok for _, ok, _ in named]),
             "verified_only": share([ok for r, ok, _ in named if r.state == "verified"]),

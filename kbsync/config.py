@@ -246,6 +246,10 @@ class VerifySettings(Section):
         "(a share of its one prompt: any value above 0 requires it; 0: not checked).")
     min_paraphrase_acc: float = Field(
         0.2, ge=0, le=1, description="Per edit: share of its paraphrase prompts whose greedy answer must name the new value.")
+    min_held_out_acc: float = Field(
+        0.0, ge=0, le=1, description="Per edit: share of its held-out phrasings (its relation's question, in each "
+        "form [editing] question_rows does not train on: plain, and in the chat template) whose greedy answer must "
+        "name the new value. Always asked and recorded (held_out_acc); 0: decides nothing.")
     min_efficacy: float = Field(
         0.9, ge=0, le=1, description="Per edit: the new value must out-score the stale one on its prompt (teacher-forced).")
     min_paraphrase: float = Field(

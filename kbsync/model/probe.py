@@ -63,6 +63,17 @@ def answer_matches(answer: str, acceptable: list[str]) -> str | None:
     return None
 
 
+def names_in_sentence(answer: str, acceptable: list[str]) -> str | None:
+    """The longest acceptable label named anywhere in the answer's first sentence (whole words): how
+    a chat answer ("The head of government of Canada is Mark Carney.") is read."""
+    first = normalise_answer(re.split(r"(?<=[.!?])\s|\n", answer.strip(), maxsplit=1)[0])
+    for label in sorted(acceptable, key=lambda lab: -len(normalise_answer(lab))):
+        want = normalise_answer(label)
+        if want and re.search(rf"\b{re.escape(want)}\b", first):
+            return label
+    return None
+
+
 def _scores_from_generation(tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str],
                             gens: list[Generation]) -> list[float | None]:
     """score(answer | prompt) read off the greedy pass, where the answer's teacher-forcing tokens

@@ -140,3 +140,17 @@ def chat_turn(tokenizer: PreTrainedTokenizerBase, question: str) -> str | None:
     if bos and text.startswith(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
         text = text[len(bos):]
     return text
+
+
+PLAIN_ANSWER = " The answer is"
+
+
+def question_forms(tokenizer: PreTrainedTokenizerBase, question: str) -> dict[str, str]:
+    """A filled question as people ask it, by form: "plain" ("Who is the head of government of
+    Canada? The answer is") and "chat" (`chat_turn`, absent without a template); none for ""."""
+    if not question:
+        return {}
+    forms = {"plain": question + PLAIN_ANSWER}
+    if (turn := chat_turn(tokenizer, question)) is not None:
+        forms["chat"] = turn
+    return forms

@@ -221,7 +221,8 @@ class Probe(Base):
     probed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-CHECK_KINDS = ("efficacy", "efficacy_acc", "paraphrase", "paraphrase_acc", "neighbour", "neighbour_acc", "verdict")
+CHECK_KINDS = ("efficacy", "efficacy_acc", "paraphrase", "paraphrase_acc", "held_out_acc", "neighbour", "neighbour_acc",
+               "verdict")
 
 
 def _in(values: tuple[str, ...]) -> str:

@@ -1,12 +1,14 @@
 """Queued rows as MEMIT requests: what apply optimises each edit on.
 
 An edit is optimised on its catalogue prompt and paraphrases (the rows it is then checked on)
-and, per `[editing] question_rows`, on its relation's catalogue question as people ask it, which
-is never a check:
+and, per `[editing] question_rows`, on its relation's catalogue question as people ask it:
 
     plain   "Who is the head of government of Canada? The answer is"
     chat    the question as a user's turn in the model's chat template, the answer next
             (an instruct model served by llama.cpp, Ollama or vLLM is asked this way)
+
+Each form of the question an edit is *not* optimised on is one of its held-out phrasings: a check
+(held_out_acc, verification/held_out.py) of whether the edit is said as people ask it.
 
 Apply and the re-solves (compaction, the rollback of a compacted batch) build their requests
 here, so a compaction optimises every edit on the rows apply did.
@@ -17,25 +19,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kbsync.editing.request import EditRequest
-from kbsync.model.tokens import chat_turn
+from kbsync.model.tokens import question_forms
 from kbsync.prompts import fill
 from kbsync.sources.factory import open_catalogue
 from kbsync.store.models import EditRequestRow
 from kbsync.versions.context import EditingContext
 
-PLAIN_ANSWER = " The answer is"
-
 
 def asked_rows(question: str, kinds: Sequence[str], tokenizer) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
     """The texts an edit is also optimised on for a filled `question` ("" gives none)."""
-    if not question:
-        return ()
-    out = []
-    if "plain" in kinds:
-        out.append(question + PLAIN_ANSWER)
-    if "chat" in kinds and (turn := chat_turn(tokenizer, question)) is not None:
-        out.append(turn)
-    return tuple(out)
+    return tuple(text for form, text in question_forms(tokenizer, question).items() if form in kinds)
 
 
 def edit_requests(ctx: EditingContext, rows: Sequence[EditRequestRow]) -> list[EditRequest]:
@@ -50,3 +43,4 @@ def edit_requests(ctx: EditingContext, rows: Sequence[EditRequestRow]) -> list[E
                                target_old=r.target_old, request_id=r.id, paraphrases=tuple(r.paraphrases),
                                asked=asked_rows(fill(question, r.subject_label), kinds, ctx.loaded.tokenizer)))
     return out
+

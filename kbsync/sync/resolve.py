@@ -27,6 +27,7 @@ from kbsync.store.models import Batch, EditRequestRow
 from kbsync.store.states import RequestState
 from kbsync.sync.requests import edit_requests
 from kbsync.verification.checks import EditUnderTest
+from kbsync.verification.held_out import held_out_for
 from kbsync.verification.neighbours import edits_under_test
 from kbsync.versions.transition import crashing_in
 from kbsync.versions.writer import ModelWriter
@@ -60,7 +61,7 @@ def plan_resolve(writer: ModelWriter, *, exclude_batches: tuple[int, ...] = (),
             raise RollbackError(f"nothing to compact: batches {originals} hold no applied or verified edit"
                                 + (f" besides batches {list(exclude_batches)}" if exclude_batches else ""))
         edits = edit_requests(ctx, rows)
-        tests = edits_under_test(s, rows, settings.verify.neighbours)
+        tests = edits_under_test(s, rows, settings.verify.neighbours, held_out=held_out_for(ctx))
         hp = ctx.hparams
         batch = Batch(model_key=ctx.model_key, algorithm=hp.algorithm,
                       hparams=hp.to_dict() | {"compacts": replaced, "chunk_size": size,

@@ -3,6 +3,9 @@ replaces, see `choose_rivals`), all edits of a batch in a few batched passes.
 
 - efficacy_acc   the greedy answer to the prompt names the new value (label or alias)
 - paraphrase_acc the greedy answer to each paraphrase names the new value
+- held_out_acc   the greedy answer to each held-out phrasing (the relation's question in a form the
+                 edit was not optimised on, sync/requests.py) names the new value: at its start for
+                 a plain question (`names_held_out`), anywhere in the first sentence of a chat answer
 - neighbour_acc  the greedy answer to each neighbour's prompt still names its KB value (a neighbour
                  that did not name it before the edit either is not the edit's doing: the
                  verifier asks the model before the edit about those, verification/verifier.py)
@@ -23,13 +26,15 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from kbsync.logs import get_logger
-from kbsync.model.probe import answer_matches, normalise_answer
+from kbsync.model.probe import answer_matches, names_in_sentence, normalise_answer
 from kbsync.model.scoring import greedy_answers, target_logprobs
 from kbsync.store.models import EditCheck
 
 log = get_logger(__name__)
 
-KINDS = ("efficacy_acc", "paraphrase_acc", "neighbour_acc", "efficacy", "paraphrase", "neighbour")  # greedy first
+KINDS = ("efficacy_acc", "paraphrase_acc", "held_out_acc", "neighbour_acc",
+         "efficacy", "paraphrase", "neighbour")  # greedy first
+CHAT_ANSWER_TOKENS = 24   # a chat answer is a sentence; the value comes after a few words
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,13 @@ class Neighbour:
     at_risk: bool = False              # chosen for its key's closeness to the edited subject's
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """A phrasing the edit was not optimised on, asked as a check (held_out_acc)."""
+    prompt: str            # the text the model continues
+    in_chat: bool = False  # a user's turn in the chat template: the answer is a sentence
+
+
 @dataclass
 class EditUnderTest:
     request_id: int
@@ -51,6 +63,7 @@ class EditUnderTest:
     acceptable: list[str]            # labels/aliases counting as the new target
     paraphrases: list[str] = field(default_factory=list)
     neighbours: list[Neighbour] = field(default_factory=list)
+    held_out: list[HeldOut] = field(default_factory=list)
     target_old_source: str = "model"  # kb | model
     candidates: list[str] = field(default_factory=list)  # entity-like rivals when target_old is filler
 
@@ -153,7 +166,31 @@ def run_checks(model, tokenizer, edits: list[EditUnderTest], max_new_tokens: int
     for rid, kind, prompt, expected, acceptable in greedy:
         checks.append(Check(rid, kind, prompt, expected, answers[prompt], 0.0, 0.0,
                             answer_matches(answers[prompt], acceptable) is not None))
-    return checks
+    return checks + held_out_checks(model, tokenizer, edits, max_new_tokens)
+
+
+def held_out_checks(model, tokenizer, edits: list[EditUnderTest], max_new_tokens: int = 8) -> list[Check]:  # type: ignore[no-untyped-def]
+    """held_out_acc: each edit's held-out phrasings, plain ones read as the prompt's answer is, chat
+    turns from a longer answer's first sentence."""
+    out: list[Check] = []
+    for in_chat, tokens in ((False, max_new_tokens), (True, CHAT_ANSWER_TOKENS)):
+        asked = [(e, h.prompt) for e in edits for h in e.held_out if h.in_chat == in_chat]
+        if not asked:
+            continue
+        prompts = sorted({p for _, p in asked})
+        answers = dict(zip(prompts, greedy_answers(model, tokenizer, prompts, max_new_tokens=tokens), strict=True))
+        out += [Check(e.request_id, "held_out_acc", p, e.target_new, answers[p], 0.0, 0.0,
+                      names_held_out(answers[p], e.acceptable or [e.target_new], in_chat)) for e, p in asked]
+    return out
+
+
+def names_held_out(answer: str, acceptable: list[str], in_chat: bool) -> bool:
+    """A chat answer names the value anywhere in its first sentence; a plain question's answer at its
+    start, after the colon and blank lines an instruct model often puts first ("...? The answer
+    is" -> ":\n\nParis is the capital of")."""
+    if in_chat:
+        return names_in_sentence(answer, acceptable) is not None
+    return answer_matches(answer.lstrip(" :\n"), acceptable) is not None
 
 
 def save_checks(s: Session, batch_id: int, checks: list[Check], phase: str, version_id: int | None) -> None:

@@ -32,7 +32,7 @@ from kbsync.logs import get_logger
 from kbsync.model.adapters import ArchitectureAdapter
 from kbsync.sources.catalogue import fill
 from kbsync.store.models import EditRequestRow, KbFact, Probe
-from kbsync.verification.checks import EditUnderTest, Neighbour, is_filler
+from kbsync.verification.checks import EditUnderTest, HeldOut, Neighbour, is_filler
 from kbsync.verification.known import kb_answer, kb_answers
 
 log = get_logger(__name__)
@@ -111,9 +111,11 @@ class PoolFact:
 
 # --- choosing ------------------------------------------------------------------------
 def edits_under_test(s: Session, rows: list[EditRequestRow], n: int, similarity: Similarity | None = None,
-                     at_risk_share: float = 0.0, at_risk_pool: int = 200) -> list[EditUnderTest]:
-    """What each request is checked on: its prompt, paraphrases, up to `n` neighbour facts and,
-    for a filler answer, the relation's other KB objects as rival candidates.
+                     at_risk_share: float = 0.0, at_risk_pool: int = 200,
+                     held_out: Callable[[EditRequestRow], list[HeldOut]] | None = None) -> list[EditUnderTest]:
+    """What each request is checked on: its prompt, paraphrases, its `held_out` phrasings
+    (sync/requests.held_out_for), up to `n` neighbour facts and, for a filler answer, the
+    relation's other KB objects as rival candidates.
 
     With `similarity` (`sync.neighbours.KeySimilarity`), a share `at_risk_share` of each edit's
     neighbours are the facts of its relation whose subject keys are closest to its subject's (among
@@ -141,7 +143,7 @@ def edits_under_test(s: Session, rows: list[EditRequestRow], n: int, similarity:
             request_id=r.id, prompt=fill(r.prompt, r.subject_label), target_new=r.target_new,
             target_old=r.target_old, acceptable=list(r.acceptable),
             paraphrases=[fill(p, r.subject_label) for p in r.paraphrases],
-            neighbours=neighbours,
+            neighbours=neighbours, held_out=held_out(r) if held_out is not None else [],
             target_old_source=source, candidates=candidates.get(r.relation, []) if source != "kb" else []))
     return tests
 

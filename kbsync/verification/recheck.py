@@ -22,11 +22,12 @@ from kbsync.store.states import RequestState
 from kbsync.store.transitions import move_request
 from kbsync.verification.checks import Check, run_checks, save_checks
 from kbsync.verification.figures import Figures
+from kbsync.verification.held_out import held_out_for
 from kbsync.verification.neighbours import edits_under_test, key_similarity
 from kbsync.verification.verdict import EditVerdict, edit_verdicts
 from kbsync.versions.writer import ModelWriter
 
-HOLDING = ("efficacy_acc", "paraphrase_acc", "efficacy", "paraphrase")
+HOLDING = ("efficacy_acc", "paraphrase_acc", "held_out_acc", "efficacy", "paraphrase")
 
 
 def holding(checks: list[Check], thresholds: VerifySettings) -> dict[int, EditVerdict]:
@@ -42,8 +43,9 @@ def recheck(writer: ModelWriter, batch_ids: list[int]) -> tuple[list[Check], dic
             EditRequestRow.batch_id.in_(batch_ids), EditRequestRow.state == RequestState.VERIFIED.value)
             .order_by(EditRequestRow.id)))
         v = writer.settings.verify
-        tests = edits_under_test(s, rows, v.neighbours, key_similarity(writer.context()), v.at_risk_share,
-                                 v.at_risk_pool)
+        ctx = writer.context()
+        tests = edits_under_test(s, rows, v.neighbours, key_similarity(ctx), v.at_risk_share, v.at_risk_pool,
+                                 held_out_for(ctx))
         owner = {r.id: r.batch_id for r in rows if r.batch_id is not None}
     loaded = writer.context().loaded
     return run_checks(loaded.model, loaded.tokenizer, tests, writer.settings.probe.max_new_tokens), owner

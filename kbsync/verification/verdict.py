@@ -5,6 +5,7 @@ above 0, the share of this edit's checks of that kind that passed reaches the th
 
     efficacy_acc    its greedy answer names the KB value or an alias     min_efficacy_acc
     paraphrase_acc  ... to its paraphrases                                min_paraphrase_acc
+    held_out_acc    ... to its held-out phrasings (never trained on)      min_held_out_acc
     neighbour_acc   its neighbours' greedy answers still name theirs      min_specificity
     efficacy        P(new) > P(stale) on its prompt (teacher-forced)      min_efficacy
     paraphrase      ... on its paraphrases                                min_paraphrase
@@ -36,6 +37,7 @@ def shares(checks: list[Check]) -> dict[str, float]:
 
 def limits(thresholds: VerifySettings) -> dict[str, float]:
     return {"efficacy_acc": thresholds.min_efficacy_acc, "paraphrase_acc": thresholds.min_paraphrase_acc,
+            "held_out_acc": thresholds.min_held_out_acc,
             "neighbour_acc": thresholds.min_specificity, "efficacy": thresholds.min_efficacy,
             "paraphrase": thresholds.min_paraphrase, "neighbour": thresholds.min_specificity}
 
@@ -55,7 +57,7 @@ class EditVerdict:
 
 def describe(c: Check) -> str:
     """A failed check in words."""
-    if c.kind in ("efficacy_acc", "paraphrase_acc"):
+    if c.kind in ("efficacy_acc", "paraphrase_acc", "held_out_acc"):
         return f"the greedy answer {c.rival.strip()!r} to {c.prompt!r} does not name {c.expected!r}"
     if c.kind == "neighbour_acc":
         return f"the neighbour {c.prompt!r} now answers {c.rival.strip()!r}, not {c.expected!r}"

@@ -29,6 +29,7 @@ from kbsync.verification import damage
 from kbsync.verification.checks import Check, EditUnderTest, run_checks, save_checks
 from kbsync.verification.damage import Harm
 from kbsync.verification.gate import GateVerdict, RegressionGate
+from kbsync.verification.held_out import held_out_for
 from kbsync.verification.neighbours import edits_under_test, key_similarity
 from kbsync.verification.verdict import EditVerdict, edit_verdicts, shares
 from kbsync.versions.writer import ModelWriter
@@ -67,8 +68,9 @@ class Verifier:
 
     def tests_for(self, s: Session, rows: list[EditRequestRow]) -> list[EditUnderTest]:
         v = self.settings.verify
-        return edits_under_test(s, rows, v.neighbours, key_similarity(self.writer.context()), v.at_risk_share,
-                                v.at_risk_pool)
+        ctx = self.writer.context()
+        return edits_under_test(s, rows, v.neighbours, key_similarity(ctx), v.at_risk_share, v.at_risk_pool,
+                                held_out_for(ctx))
 
     def prepare(self) -> None:
         if self.gate is not None:
