@@ -14,7 +14,10 @@ Wikidata-shaped Turtle with time qualifiers and read as of 2025-06-01. Prints:
 - held-out phrasings never trained on (real_changes_kb.HELD_OUT), as completions and, for a model
   with a chat template, their questions asked in it (the answer names the holder in its first
   sentence), over all queued and over verified edits, also without the one phrasing whose question
-  is the catalogue's own (apply trains on that: [editing] question_rows).
+  is the catalogue's own (apply trains on that: [editing] question_rows);
+- the verified edits' own held-out checks (held_out_acc: the catalogue question in the forms not
+  trained on), how many a [verify] min_held_out_acc of 0.5 or 1 would leave verified, and the
+  HELD_OUT share of the edits passing them against the others'.
 
 Example (CPU: the diff takes a minute, the ~80 edits tens of minutes):
     nice -n 5 .venv/bin/python benchmarks/real_changes.py --work /tmp/real-changes \
@@ -40,10 +43,11 @@ from kbsync.config import Settings  # noqa: E402
 from kbsync.model.loading import load_model  # noqa: E402
 from kbsync.model.probe import answer_matches, names_in_sentence  # noqa: E402
 from kbsync.model.scoring import greedy_answers  # noqa: E402
+from kbsync.model.tokens import PLAIN_ANSWER  # noqa: E402
 from kbsync.sources.catalogue import fill  # noqa: E402
 from kbsync.sources.factory import open_catalogue  # noqa: E402
 from kbsync.store import db as store_db  # noqa: E402
-from kbsync.store.models import Batch, EditRequestRow, GateFigures  # noqa: E402
+from kbsync.store.models import Batch, EditCheck, EditRequestRow, GateFigures  # noqa: E402
 from kbsync.sync.apply import apply_pending  # noqa: E402
 from kbsync.sync.compact import compact  # noqa: E402
 from kbsync.sync.from_settings import current_model, diff_from_settings, model_writer  # noqa: E402
@@ -185,6 +189,10 @@ def main() -> None:
             "verified_only_without_catalogue_question": share([ok for r, ok, o in named
                                                                if r.state == "verified" and not o]),
             "n_prompts": len(named)}
+    held_by_request: dict[int, list[bool]] = {}
+    for r, ok in held_ok:
+        held_by_request.setdefault(r.id, []).append(ok)
+    out["held_out_checks"] = held_out_checks(settings, verified, held_by_request)
     wrong = [r.id for r in verified if not prompt_ok[rows.index(r)]]
     out["verified_whose_prompt_answer_is_wrong_now"] = wrong   # per-edit truth: must be []
     if args.compact:
@@ -209,6 +217,33 @@ def compaction(settings: Settings) -> dict[str, object]:
     return {"ok": report.ok, "reason": report.reason, "edits": report.n_edits, "batches_replaced": len(report.replaced),
             "holding_before": report.efficacy_before, "holding_after": report.efficacy_after,
             "gate": figures, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def held_out_checks(settings: Settings, verified: list[EditRequestRow], held: dict[int, list[bool]]
+                    ) -> dict[str, object]:
+    """The verified edits' own held-out checks (held_out_acc, their last answer to each form of the
+    catalogue question not trained on), by form; how many edits a [verify] min_held_out_acc of 0.5
+    or 1 would have left verified; and whether passing them goes with naming the holder on the
+    benchmark's HELD_OUT phrasings (`held`: request -> its HELD_OUT answers named the holder)."""
+    last: dict[tuple[int, str], bool] = {}
+    with store_db.open_database(settings.database_url).session() as s:
+        for c in s.scalars(select(EditCheck).where(EditCheck.kind == "held_out_acc",
+                                                   EditCheck.request_id.in_([r.id for r in verified]))
+                           .order_by(EditCheck.id)):
+            last[c.request_id, c.prompt] = c.passed
+    forms: dict[str, list[bool]] = {"plain": [], "chat": []}
+    mine: dict[int, list[bool]] = {}
+    for (rid, prompt), ok in last.items():
+        forms["plain" if prompt.endswith(PLAIN_ANSWER) else "chat"].append(ok)
+        mine.setdefault(rid, []).append(ok)
+    own = {rid: sum(oks) / len(oks) for rid, oks in mine.items()}
+    return {"by_form": {form: share(oks) for form, oks in forms.items()},
+            "verified_with_min_held_out_acc": {str(t): sum(v >= t for v in own.values()) for t in (0.5, 1.0)},
+            "held_out_phrasings_of_those_passing_all": share([ok for rid, v in own.items() if v >= 1.0
+                                                              for ok in held.get(rid, [])]),
+            "held_out_phrasings_of_the_others": share([ok for rid, v in own.items() if v < 1.0
+                                                       for ok in held.get(rid, [])]),
+            "n_verified_checked": len(own)}
 
 
 def share(flags: list[bool]) -> float | None:
