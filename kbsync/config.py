@@ -200,10 +200,11 @@ class EditingSettings(Section):
         "that they do not pull the subject's key apart (MEMIT-Merge); false: one delta per edit.")
     question_rows: list[QuestionRow] = Field(
         default_factory=list,
-        description="Rows each edit is also optimised on from its relation's catalogue question, never checked: "
+        description="Rows each edit is also optimised on from its relation's catalogue question: "
         "plain (\"Who is the head of government of X? The answer is\") and chat (the question as a user's turn in "
         "the model's chat template, when it has one); [] (the default): none. They make target optimisation "
-        "about 1.6x slower (both rows, SmolLM2-135M).")
+        "about 1.6x slower (both rows, SmolLM2-135M). The forms not trained on are the edit's held-out checks "
+        "(held_out_acc, [verify] min_held_out_acc).")
     corpus: str = Field(
         "auto",
         description="Corpus for key statistics: auto (builtin:smollm2-samples for the bundled model, model-samples "

@@ -90,7 +90,7 @@ def apply(app: App, batch_size: int | None, max_edits: int | None, dry_run: bool
     if rolled_back:
         click.echo(f"rolled back batches {rolled_back}: damage was flagged against them ([verify] on_damage)")
     table = Table(title=f"kbsync apply: {report.applied} verified, {report.failed} failed")
-    kinds = ("efficacy_acc", "paraphrase_acc", "neighbour_acc")
+    kinds = ("efficacy_acc", "paraphrase_acc", "held_out_acc", "neighbour_acc")
     for col in ("batch", "claimed", "verified", "failed", "back", "state", *kinds, "seconds", "facts it holds", "reason"):
         table.add_column(col, overflow="fold")
     for b in report.batches:

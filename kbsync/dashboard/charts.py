@@ -14,7 +14,8 @@ from pygal.style import Style
 from kbsync.store.models import Batch
 
 SHARES = (("efficacy", "efficacy"), ("paraphrase", "paraphrase"), ("neighbour", "neighbour"),
-          ("efficacy_acc", "greedy accuracy"), ("paraphrase_acc", "greedy paraphrase accuracy"))
+          ("efficacy_acc", "greedy accuracy"), ("paraphrase_acc", "greedy paraphrase accuracy"),
+          ("held_out_acc", "greedy held-out accuracy"))
 STATE_COLOURS = {"verified": "#1a7f37", "rolled_back": "#bf8700", "failed": "#cf222e", "applied": "#1f6feb",
                  "running": "#8c959f"}
 STYLE = Style(background="white", plot_background="white", font_family="system-ui, sans-serif",

@@ -16,7 +16,7 @@ class EditRequest:
     target_old: str | None = None
     request_id: int | None = None
     paraphrases: tuple[str, ...] = ()  # other phrasings of the prompt (with "{}" or the subject in them)
-    asked: tuple[str, ...] = ()  # the question as people ask it (subject in it): optimised on, never checked
+    asked: tuple[str, ...] = ()  # the question as people ask it (subject in it): optimised on ([editing] question_rows)
 
     @property
     def paraphrase_texts(self) -> list[str]:
