@@ -85,7 +85,13 @@ def test_apply_says_which_step_a_batch_is_in_and_which_facts_each_batch_holds(ru
     for batch in {b for b, _ in said}:   # between batch_started and batch_verified: each step as it begins
         assert [p for b, p in said if b == batch] == ["targets", "solve", "checks", "gate", "publish",
                                                       "batch_verified"], said
-    rows = [line.split("│") for line in r.out.splitlines() if line.startswith("│ ") and line.split("│")[1].strip()]
-    held = [row[11].strip() for row in rows]   # the column "facts it holds" of each batch's first line
+    header = [line.split("┃") for line in r.out.splitlines() if line.startswith("┃")]   # a name may wrap
+    names = [" ".join(part[i].strip() for part in header).strip() for i in range(len(header[0]))]
+    column = names.index("facts it holds")   # found by name: columns get added
+    held: list[str] = []   # the column "facts it holds" of each batch, its folded lines joined
+    for line in (x.split("│") for x in r.out.splitlines() if x.startswith("│ ")):
+        if line[1].strip():
+            held.append("")
+        held[-1] = " ".join((held[-1] + " " + line[column].strip()).split())
     assert len(held) == 2 and all(re.fullmatch(r"Q\d+ P36(, Q\d+ P36)*", h) for h in held), held
     assert sum(len(h.split(", ")) for h in held) == 3
