@@ -21,3 +21,34 @@ def test_benchmark_script_imports(script: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)  # top-level code only: main() runs under __name__ == "__main__"
     assert hasattr(module, "main") or script.stem.endswith("_kb") or script.stem.endswith("_fixture")
+
+
+def _load(name: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    script = BENCHMARKS[0].parent / f"{name}.py"
+    monkeypatch.syspath_prepend(str(script.parent))
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_paraphrase_filter_keeps_open_phrasings_of_the_subject(monkeypatch: pytest.MonkeyPatch) -> None:
+    kept = _load("model_paraphrases", monkeypatch).kept
+    trained = ["The name of the head of government of Canada is", "The current head of government of Canada,"]
+    holders = ["Justin Trudeau", "Mark Carney"]
+    assert kept("Canada's head of government is", "Canada", trained, holders)
+    assert not kept("the name of the head of government of  Canada is", "Canada", trained, holders)  # trained
+    assert not kept("The Canadian head of government is", "Canada", trained, holders)  # no subject
+    assert not kept("Canada is led by Mark Carney", "Canada", trained, holders)  # answered
+    assert not kept("Canada has a head of government.", "Canada", trained, holders)  # closed
+    assert not kept("", "Canada", trained, holders)
+
+
+def test_heldout_editing_overrides_read_json_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = _load("heldout_phrasings", monkeypatch).editing_overrides
+    assert overrides(["early_stop_prob=0.99", "layers=[2,3]", "corpus=model-samples"]) == {
+        "early_stop_prob": 0.99, "layers": [2, 3], "corpus": "model-samples"}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        overrides(["early_stop_prob"])
