@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from heldout_phrasings import chat, question  # noqa: E402
+from heldout_phrasings import chat, editing_overrides, question  # noqa: E402
 from real_changes_kb import AS_OF, CHANGES, HELD_OUT, current, write_kb  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
@@ -62,7 +62,7 @@ def settings_for(work: Path, kb: Path, mode: str, args: argparse.Namespace) -> S
         "model": {"path": args.model, "device": args.device},
         "kb": {"files": [str(kb)], "mode": mode, "as_of": AS_OF.isoformat()},
         "relations": {"enabled": RELATIONS},
-        "editing": {"corpus": args.corpus, "cov_samples": args.cov_samples},
+        "editing": {"corpus": args.corpus, "cov_samples": args.cov_samples, **editing_overrides(args.editing)},
     })
 
 
@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--cov-samples", type=int, default=512)
     parser.add_argument("--stats-dir", type=Path, default=None, help="a key-statistics cache to reuse")
     parser.add_argument("--batch-size", type=int, default=None, help="edits per batch (default: [editing])")
+    parser.add_argument("--editing", action="append", default=[], metavar="KEY=VALUE",
+                        help="an [editing] setting (repeatable; values read as JSON), e.g. --editing 'layers=[2,3,4,5,6]'")
     parser.add_argument("--no-apply", action="store_true", help="only the diff figures")
     parser.add_argument("--max-edits", type=int, default=None, help="apply at most this many (a partial run)")
     parser.add_argument("--compact", action="store_true", help="then `kbsync compact` the applied log and measure it")
@@ -104,7 +106,8 @@ def main() -> None:
     if args.stats_dir and not (args.work / "state" / "cache" / "stats").exists():
         (args.work / "state" / "cache" / "stats").symlink_to(args.stats_dir.resolve())
     loaded = load_model(args.model, state_dir=args.work / "state", device=args.device)
-    out: dict[str, object] = {"facts": len(CHANGES), "as_of": AS_OF.isoformat()}
+    out: dict[str, object] = {"command": " ".join(sys.argv), "model": args.model, "facts": len(CHANGES),
+                              "as_of": AS_OF.isoformat(), "editing": editing_overrides(args.editing)}
 
     for mode in ("truthy", "statements"):
         settings = settings_for(args.work, kb, mode, args)
