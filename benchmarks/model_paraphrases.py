@@ -15,7 +15,7 @@ Prints, and writes with --json, the candidates and the kept ones per change, the
 with at least one kept, and the kept count. `benchmarks/heldout_phrasings.py --written FILE` trains
 on the kept ones (variant `written`) and measures what they buy on phrasings never trained on.
 
-Example (CPU, 1 thread: about 2 s a change on SmolLM2-135M):
+Example (CPU, 1 thread: the 89 changes took 929 s on SmolLM2-135M with other jobs beside it, load about 5):
     .venv/bin/python benchmarks/model_paraphrases.py --work /tmp/heldout --json /tmp/written.json
 """
 
