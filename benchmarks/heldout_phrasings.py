@@ -174,8 +174,9 @@ def main() -> None:
                if args.written else None)
     if "written" in args.variants and written is None:
         raise SystemExit("variant `written` needs --written FILE (benchmarks/model_paraphrases.py --json FILE)")
+    editing = editing_overrides(args.editing)
     settings = Settings.model_validate({"state": {"dir": str(args.work)}, "model": {"path": args.model, "device": "cpu"},
-                                        "editing": editing_overrides(args.editing)})
+                                        "editing": editing})
     t0 = time.perf_counter()
     loaded = load_configured_model(settings, args.work)
     hp = hyper_parameters(settings, loaded)
@@ -186,7 +187,7 @@ def main() -> None:
     base_cases = edits(set(), catalogue, loaded.tokenizer)[:args.limit]
     known = known_to(loaded.model, loaded.tokenizer, shipped({subject for _, subject, _, _ in CHANGES}), args.known)
     out: dict[str, object] = {"command": " ".join(sys.argv), "model": args.model, "n_edits": len(base_cases),
-                              "editing": editing_overrides(args.editing), "hyper_parameters": str(hp),
+                              "editing": editing, "hyper_parameters": str(hp),
                               "setup_s": round(time.perf_counter() - t0, 1),
                               "base": measure(loaded, catalogue, base_cases, known), "variants": {}}
     print(json.dumps(out["base"]), file=sys.stderr, flush=True)

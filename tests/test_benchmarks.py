@@ -12,21 +12,10 @@ import pytest
 BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
 
 
-@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.name)
-def test_benchmark_script_imports(script: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _load(script: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The script as a module: top-level code only (main() runs under __name__ == "__main__")."""
     monkeypatch.syspath_prepend(str(script.parent))
     spec = importlib.util.spec_from_file_location(f"benchmark_{script.stem}", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)  # top-level code only: main() runs under __name__ == "__main__"
-    assert hasattr(module, "main") or script.stem.endswith("_kb") or script.stem.endswith("_fixture")
-
-
-def _load(name: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    script = BENCHMARKS[0].parent / f"{name}.py"
-    monkeypatch.syspath_prepend(str(script.parent))
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
@@ -34,8 +23,14 @@ def _load(name: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untype
     return module
 
 
+@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.name)
+def test_benchmark_script_imports(script: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _load(script, monkeypatch)
+    assert hasattr(module, "main") or script.stem.endswith("_kb") or script.stem.endswith("_fixture")
+
+
 def test_model_paraphrase_filter_keeps_open_phrasings_of_the_subject(monkeypatch: pytest.MonkeyPatch) -> None:
-    kept = _load("model_paraphrases", monkeypatch).kept
+    kept = _load(BENCHMARKS[0].parent / "model_paraphrases.py", monkeypatch).kept
     trained = ["The name of the head of government of Canada is", "The current head of government of Canada,"]
     holders = ["Justin Trudeau", "Mark Carney"]
     assert kept("Canada's head of government is", "Canada", trained, holders)
@@ -47,7 +42,7 @@ def test_model_paraphrase_filter_keeps_open_phrasings_of_the_subject(monkeypatch
 
 
 def test_heldout_editing_overrides_read_json_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    overrides = _load("heldout_phrasings", monkeypatch).editing_overrides
+    overrides = _load(BENCHMARKS[0].parent / "heldout_phrasings.py", monkeypatch).editing_overrides
     assert overrides(["early_stop_prob=0.99", "layers=[2,3]", "corpus=model-samples"]) == {
         "early_stop_prob": 0.99, "layers": [2, 3], "corpus": "model-samples"}
     with pytest.raises(SystemExit, match="KEY=VALUE"):
