@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from kbsync.config import GateSettings
 from kbsync.editing.configured import corpus_for
 from kbsync.editing.covariance import ModelSampleCorpus
+from kbsync.editing.stats_cache import resolve_corpus
 from kbsync.errors import ConfigError
 from kbsync.logs import get_logger
 from kbsync.prompts import fill
@@ -74,7 +75,7 @@ def heldout_texts(ctx: EditingContext, spec: str, n: int) -> list[str]:
     (another seed than the key statistics'); model-samples; builtin:name; a path."""
     loaded = ctx.loaded
     if spec == "auto":
-        editing, spec = ctx.settings.editing.corpus, "model-samples"
+        editing, spec = resolve_corpus(ctx.settings.editing.corpus, loaded.spec), "model-samples"  # auto: as read
         heldout = editing.removesuffix("-samples") + "-heldout"
         if editing.startswith("builtin:") and editing.endswith("-samples") and _shipped(heldout):
             spec = heldout

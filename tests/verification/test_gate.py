@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib import resources
+from itertools import islice
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
 
-from kbsync.config import GateSettings
+from kbsync.config import GateSettings, Settings
+from kbsync.editing.covariance import TextFileCorpus
 from kbsync.model.loading import load_model
 from kbsync.store import db as store_db
 from kbsync.store.models import EditRequestRow, GateFigures, KbFact, ModelVersion, Probe
@@ -18,7 +22,7 @@ from kbsync.store.transitions import enqueue
 from kbsync.sync.apply import apply_pending
 from kbsync.sync.from_settings import model_writer
 from kbsync.verification.figures import Figures
-from kbsync.verification.gate import judge
+from kbsync.verification.gate import heldout_texts, judge
 from kbsync.verification.neighbours import KeySimilarity, edits_under_test
 from kbsync.versions import registry
 
@@ -190,3 +194,14 @@ def first_key_or(s) -> str:  # type: ignore[no-untyped-def]
     from kbsync.store.models import Batch
 
     return s.scalars(select(Batch.model_key)).first()
+
+
+@pytest.mark.parametrize(("model", "heldout"), [("builtin:smollm2-135m", "smollm2-heldout")])
+def test_the_default_gate_reads_the_held_out_text_shipped_beside_a_builtin_models_corpus(model: str,
+                                                                                          heldout: str) -> None:
+    """[gate] corpus = auto beside [editing] corpus = auto (both defaults) reads builtin:NAME-heldout; it once
+    read the unresolved "auto", found no text past the key statistics' and sampled the model instead."""
+    no_model = SimpleNamespace(spec=model, model=None, tokenizer=None)  # sampling it would raise
+    ctx = SimpleNamespace(settings=Settings(), loaded=no_model, hparams=SimpleNamespace(cov_samples=512))
+    shipped = TextFileCorpus(Path(str(resources.files("kbsync").joinpath("data", heldout + ".txt"))))
+    assert heldout_texts(ctx, "auto", 4) == list(islice(shipped.texts(), 4))  # type: ignore[arg-type]
