@@ -209,7 +209,8 @@ class EditingSettings(Section):
         "auto",
         description="Corpus for key statistics: auto (builtin:smollm2-samples for the bundled model, model-samples "
         "for any other), model-samples (text the model writes, offline), builtin:smollm2-samples (the bundled "
-        "model's, sampled once and shipped: 512 texts), a .txt/.jsonl path, or hf:<dataset> (online only).",
+        "model's, sampled once and shipped: 512 texts), builtin:gemma3-samples (Gemma 3 270M's, likewise), a "
+        ".txt/.jsonl path, or hf:<dataset> (online only).",
     )
     norm_anchor: bool = Field(
         False, description="NAS norm anchoring: rescale each solved target vector z_i to the unedited model's norm ‖h_i‖ "

@@ -70,9 +70,11 @@ def corpus_for(spec: str, loaded: LoadedModel) -> Corpus:
     if spec.startswith("builtin:"):  # text shipped in kbsync/data, e.g. builtin:smollm2-samples
         from importlib import resources
 
-        path = Path(str(resources.files("kbsync").joinpath("data", spec.removeprefix("builtin:") + ".txt")))
+        data = Path(str(resources.files("kbsync").joinpath("data")))
+        path = data / (spec.removeprefix("builtin:") + ".txt")
         if not path.is_file():
-            raise ConfigError(f"[editing] corpus {spec!r} is not shipped; use builtin:smollm2-samples, a file or model-samples")
+            shipped = " or ".join(sorted("builtin:" + p.stem for p in data.glob("*-samples.txt")))
+            raise ConfigError(f"[editing] corpus {spec!r} is not shipped; use {shipped}, a file or model-samples")
         return TextFileCorpus(path)
     path = Path(spec)
     if not path.is_file():

@@ -120,6 +120,24 @@ def test_the_shipped_corpus_and_the_bundled_models_default():
     assert SMOLLM2_135M.cov_samples == 2000 and samples_for(shipped, SMOLLM2_135M.cov_samples) == 512
 
 
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+def test_each_builtin_models_own_texts_are_shipped_with_held_out_text_beside_them(name):
+    """kbsync/data/NAME-samples.txt: 512 texts the model sampled itself (seed 0); NAME-heldout.txt: 16 from
+    seed 1, the gate's perplexity text (scripts/make_corpus.py writes both)."""
+    from importlib import resources
+    from types import SimpleNamespace
+
+    from kbsync.editing.configured import corpus_for
+
+    data = resources.files("kbsync").joinpath("data")
+    for stem, n in ((f"{name}-samples", 512), (f"{name}-heldout", 16)):
+        texts = list(TextFileCorpus(data.joinpath(stem + ".txt")).texts())
+        assert len(texts) == n and len(set(texts)) == n and all(t.strip() for t in texts)
+    with pytest.raises(ConfigError, match="'builtin:nope' is not shipped; use builtin:gemma3-samples or "
+                                          "builtin:smollm2-samples, a file or model-samples"):
+        corpus_for("builtin:nope", SimpleNamespace(spec="/models/x"))  # type: ignore[arg-type]
+
+
 def test_pass_clock_measures_the_rate_then_estimates():
     from kbsync.editing.covariance import PassClock, duration
 
