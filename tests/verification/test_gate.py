@@ -196,7 +196,8 @@ def first_key_or(s) -> str:  # type: ignore[no-untyped-def]
     return s.scalars(select(Batch.model_key)).first()
 
 
-@pytest.mark.parametrize(("model", "heldout"), [("builtin:smollm2-135m", "smollm2-heldout")])
+@pytest.mark.parametrize(("model", "heldout"), [("builtin:smollm2-135m", "smollm2-heldout"),
+                                              ("builtin:gemma3-270m", "smollm2-heldout")])  # its C text's
 def test_the_default_gate_reads_the_held_out_text_shipped_beside_a_builtin_models_corpus(model: str,
                                                                                           heldout: str) -> None:
     """[gate] corpus = auto beside [editing] corpus = auto (both defaults) reads builtin:NAME-heldout; it once
