@@ -60,6 +60,13 @@ def hyper_parameters(settings: Settings, loaded: LoadedModel) -> EditHyperParams
     return replace(hp, **changes)  # type: ignore[arg-type]
 
 
+def shipped_text(spec: str) -> Path:
+    """Where builtin:NAME's text ships: kbsync/data/NAME.txt (is_file() says whether it does)."""
+    from importlib import resources
+
+    return Path(str(resources.files("kbsync").joinpath("data", spec.removeprefix("builtin:") + ".txt")))
+
+
 def corpus_for(spec: str, loaded: LoadedModel) -> Corpus:
     """[editing] corpus: auto | model-samples | builtin:name | path.txt | path.jsonl | hf:name."""
     spec = resolve_corpus(spec, loaded.spec)
@@ -68,12 +75,9 @@ def corpus_for(spec: str, loaded: LoadedModel) -> Corpus:
     if spec.startswith("hf:"):
         return HFDatasetCorpus(spec[3:])
     if spec.startswith("builtin:"):  # text shipped in kbsync/data, e.g. builtin:smollm2-samples
-        from importlib import resources
-
-        data = Path(str(resources.files("kbsync").joinpath("data")))
-        path = data / (spec.removeprefix("builtin:") + ".txt")
+        path = shipped_text(spec)
         if not path.is_file():
-            shipped = " or ".join(sorted("builtin:" + p.stem for p in data.glob("*-samples.txt")))
+            shipped = " or ".join(sorted("builtin:" + p.stem for p in path.parent.glob("*-samples.txt")))
             raise ConfigError(f"[editing] corpus {spec!r} is not shipped; use {shipped}, a file or model-samples")
         return TextFileCorpus(path)
     path = Path(spec)

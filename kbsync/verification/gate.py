@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kbsync.config import GateSettings
-from kbsync.editing.configured import corpus_for
+from kbsync.editing.configured import corpus_for, shipped_text
 from kbsync.editing.covariance import ModelSampleCorpus
 from kbsync.editing.stats_cache import resolve_corpus
 from kbsync.errors import ConfigError
@@ -77,7 +77,7 @@ def heldout_texts(ctx: EditingContext, spec: str, n: int) -> list[str]:
     if spec == "auto":
         editing, spec = resolve_corpus(ctx.settings.editing.corpus, loaded.spec), "model-samples"  # auto: as read
         heldout = editing.removesuffix("-samples") + "-heldout"
-        if editing.startswith("builtin:") and editing.endswith("-samples") and _shipped(heldout):
+        if editing.startswith("builtin:") and editing.endswith("-samples") and shipped_text(heldout).is_file():
             spec = heldout
         elif editing != "model-samples" and not editing.startswith("hf:"):
             skip = ctx.hparams.cov_samples
@@ -91,12 +91,6 @@ def heldout_texts(ctx: EditingContext, spec: str, n: int) -> list[str]:
         return list(islice(corpus_for(spec, loaded).texts(), n))
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("[editing] corpus", "[gate] corpus")) from exc
-
-
-def _shipped(spec: str) -> bool:
-    from importlib import resources
-
-    return resources.files("kbsync").joinpath("data", spec.removeprefix("builtin:") + ".txt").is_file()
 
 
 def known_sample(s: Session, n: int) -> list[KnownFact]:
